@@ -1,0 +1,31 @@
+"""``python -m benchmarks NAME [NAME ...]`` (or ``all``): results go to docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "scheduler": "benchmarks.scheduler",
+}
+
+
+def main(argv: list[str]) -> int:
+    names = argv or ["all"]
+    if names == ["all"]:
+        names = list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(
+            f"error: unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)} or 'all'",
+            file=sys.stderr,
+        )
+        return 2
+    for name in names:
+        print(f"== {name}", flush=True)
+        importlib.import_module(BENCHMARKS[name]).main()
+    print("results written to docs/benchmarks.md")
+    return 0
+
+
+raise SystemExit(main(sys.argv[1:]))
