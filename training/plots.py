@@ -50,7 +50,8 @@ def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    # every figure calls tight_layout itself: bbox_inches="tight" would draw it twice
+    fig.savefig(tmp, dpi=110, format="png", pil_kwargs={"compress_level": 1})
     plt.close(fig)
     os.replace(tmp, out)
     return out
@@ -79,6 +80,7 @@ def plot_schedule(
     ax.set_title(title or _describe(schedule), fontsize=9)
     ax.grid(alpha=0.25)
     ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    fig.tight_layout()
     return _save(fig, path)
 
 

@@ -80,7 +80,8 @@ def _year() -> tuple[pd.DataFrame, pd.DataFrame]:
     features = pd.DataFrame(
         {
             "flight_id": (
-                sched.dt.strftime("%Y%m%d")
+                # YYYYMMDD from the integer columns: strftime over 336k rows costs 1.5 s
+                (joined["year"] * 10000 + joined["month"] * 100 + joined["day"]).astype(str)
                 + "-"
                 + joined["carrier"]
                 + joined["flight"].astype(str)

@@ -1,0 +1,101 @@
+"""Fixtures shared by every layer (see tests/support.py for the helpers)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import (
+    VENV_BIN,
+    MlflowServer,
+    run_demo,
+    start_mlflow_server,
+    stop_process_group,
+)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real MLflow tracking server (SQLite backend, local artifacts) for the session."""
+    if shutil.which(str(VENV_BIN / "mlflow")) is None:
+        pytest.fail("the mlflow CLI is missing from the environment (run ./run setup)")
+    proc, server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    try:
+        yield server
+    finally:
+        stop_process_group(proc)
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A tiny training run logged to the session's MLflow server."""
+
+    run_id: str
+    run_dir: Path
+    result: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def trained_runs(
+    mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, TrainedRun]:
+    """Two finished training runs of the flights model (a: calm, b: a hot, noisy peak)."""
+    from tests.training.helpers import TINY
+    from training.config import load_config
+    from training.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("trained")
+    runs = {}
+    for label, extra in {
+        "a": ["schedule.lr_max=0.01"],
+        "b": ["schedule.lr_max=0.03", "runtime.seed=1"],
+    }.items():
+        config = load_config(
+            None,
+            [
+                f"run_name={label}",
+                f"output_dir={out}",
+                f"mlflow.tracking_uri={mlflow_server.url}",
+                "mlflow.experiment=registry-tests",
+                *TINY,
+                *extra,
+            ],
+        )
+        result = Trainer(config).run()
+        run_dir = Path(result.run_dir)
+        runs[label] = TrainedRun(
+            str(result.mlflow_run_id), run_dir, json.loads((run_dir / "result.json").read_text())
+        )
+    return runs
+
+
+@pytest.fixture(scope="session")
+def postgres_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """An MLflow server whose backend store is a fresh PostgreSQL database."""
+    from tests.support import create_postgres_database, drop_postgres_database, postgres_unavailable
+
+    why = postgres_unavailable()
+    if why:
+        pytest.skip(why)
+    name, url = create_postgres_database("mlflow_test")
+    proc, server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-pg"), backend_uri=url)
+    try:
+        yield server
+    finally:
+        stop_process_group(proc)
+        drop_postgres_database(name)
+
+
+@pytest.fixture(scope="session")
+def replayed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """January-March replayed through the DAGs (shared by the replay and the UI tests)."""
+    home = tmp_path_factory.mktemp("replayed-home")
+    proc = run_demo(home, "1-3")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return home, proc.stdout

@@ -1,0 +1,181 @@
+"""Shared test support: free ports, a real MLflow tracking server, process groups.
+
+Servers are subprocesses on 127.0.0.1 that the tests start and stop themselves
+(by PID); nothing has to be running before ``./run test``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class MlflowServer:
+    url: str
+    root: Path
+    pid: int
+    log: Path
+
+
+def start_mlflow_server(
+    root: Path,
+    *,
+    backend_uri: str | None = None,
+    artifacts_destination: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+) -> tuple[subprocess.Popen[bytes], MlflowServer]:
+    """Start ``mlflow server`` on a free loopback port and wait for /health."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    backend = backend_uri or f"sqlite:///{root / 'mlflow.db'}"
+    artifacts = artifacts_destination or (root / "artifacts").as_uri()
+    log = root / "server.log"
+    cmd = [
+        str(VENV_BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        artifacts,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    # the server's GenAI job runner forks ~10 huey workers (each a full MLflow import):
+    # the pipeline uses none of it, and it doubles start-up time on 2 cores
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(extra_env or {})}
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, MlflowServer(url, root, proc.pid, log)
+        except OSError:
+            time.sleep(0.5)
+    stop_process_group(proc)
+    raise RuntimeError(f"mlflow server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """TERM the process group we started, then KILL what is left."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=grace)
+
+
+POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+
+def postgres_unavailable() -> str | None:
+    """Why PostgreSQL cannot be used here, or None when it can."""
+    try:
+        import psycopg2
+    except ImportError:
+        return "psycopg2 is not installed"
+    try:
+        psycopg2.connect(dbname="postgres", connect_timeout=3, **POSTGRES).close()
+    except Exception as exc:
+        return f"PostgreSQL is not reachable at 127.0.0.1:5432 as user postgres ({exc})"
+    return None
+
+
+def create_postgres_database(prefix: str) -> tuple[str, str]:
+    """A fresh, empty database; returns (name, SQLAlchemy URL)."""
+    import uuid
+
+    import psycopg2
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(dbname="postgres", **POSTGRES)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the lock installs psycopg2
+    return name, f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_postgres_database(name: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(dbname="postgres", **POSTGRES)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` for test workers: the name their environment gives
+    them (two Celery workers on one machine would otherwise share the host name)."""
+    import socket
+
+    return os.environ.get("COSINE_RETRAIN_TEST_WORKER") or socket.getfqdn()
+
+
+def redis_unavailable(host: str = "127.0.0.1", port: int = 6379) -> str | None:
+    """Why Redis cannot be used here, or None when it answers PING."""
+    try:
+        with socket.create_connection((host, port), timeout=3) as s:
+            s.sendall(b"PING\r\n")
+            if s.recv(64).startswith(b"+PONG"):
+                return None
+            return f"Redis at {host}:{port} did not answer PING"
+    except OSError as exc:
+        return f"Redis is not reachable at {host}:{port} ({exc})"
+
+
+# a small training config and gate SLOs it can meet: the real job, 100 steps
+TINY_REPLAY_ENV = {
+    "COSINE_RETRAIN_RETRAIN__TRAIN_CONFIG": str(ROOT / "tests" / "fixtures" / "tiny_train.yaml"),
+    "COSINE_RETRAIN_GATE__MIN_AUC": "0.55",
+    "COSINE_RETRAIN_GATE__MIN_SLICE_AUC": "0.45",
+    "COSINE_RETRAIN_GATE__MAX_AUC_DROP": "0.05",
+}
+
+
+def run_demo(home: Path, months: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """``python -m pipeline demo`` (the README's main job) with the tiny config."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", "demo", "--months", months, "--home", str(home)],
+        cwd=ROOT,
+        env={**os.environ, **TINY_REPLAY_ENV},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,184 @@
+"""From configured sources to in-memory arrays: join, split, preprocess.
+
+Features and labels are read separately (labels arrive later in production)
+and inner-joined on the spec's id column; rows without a label are not yet
+trainable and are left out. The split is chronological by default: the latest
+``valid_fraction`` of rows (by the spec's timestamp) is the validation set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.config import DataConfig
+from training.data import flights
+from training.data.preprocess import Preprocessor
+from training.data.spec import DataError, DatasetSpec
+
+log = logging.getLogger(__name__)
+
+PARQUET_MAGIC = b"PAR1"
+
+
+def read_table(location: str, what: str) -> pd.DataFrame:
+    """A CSV or Parquet file from a path or ``s3://bucket/key`` (format sniffed)."""
+    if location.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return _read_local(Path(unquote(urlparse(location).path)), what, location)
+    if location.startswith("s3://"):
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "download"
+            _download_s3(location, local, what)
+            return _read_local(local, what, location)
+    return _read_local(Path(location), what, location)
+
+
+def _download_s3(uri: str, dest: Path, what: str) -> None:
+    import boto3  # only the S3 path needs it
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    client = boto3.client("s3", endpoint_url=endpoint)
+    try:
+        client.download_file(bucket, key, str(dest))
+    except (BotoCoreError, ClientError) as exc:
+        raise DataError(f"{what}: cannot download {uri}: {exc}") from None
+
+
+def _read_local(path: Path, what: str, shown: str) -> pd.DataFrame:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except FileNotFoundError:
+        raise DataError(f"{what} file {shown} does not exist") from None
+    if not head:
+        raise DataError(f"{what} file {shown} is empty")
+    try:
+        if head == PARQUET_MAGIC:
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except Exception as exc:  # pyarrow and the CSV parser raise many kinds
+        kind = "Parquet" if head == PARQUET_MAGIC else "CSV"
+        raise DataError(f"{what} file {shown} is not readable {kind}: {exc}") from None
+
+
+def load_frames(config: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if config.source == "flights":
+        return flights.load_months(config.months)
+    assert config.features
+    assert config.labels
+    return read_table(config.features, "features"), read_table(config.labels, "labels")
+
+
+@dataclass(frozen=True)
+class Split:
+    cats: np.ndarray
+    nums: np.ndarray
+    y: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    train: Split
+    valid: Split
+    preprocessor: Preprocessor
+    fingerprint: str
+    valid_frame: pd.DataFrame  # raw validation rows (features + target), for slices
+    first_valid_time: str
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "rows_train": len(self.train),
+            "rows_valid": len(self.valid),
+            "positive_rate_train": round(float(self.train.y.mean()), 4),
+            "positive_rate_valid": round(float(self.valid.y.mean()), 4),
+            "first_valid_time": self.first_valid_time,
+            "data_fingerprint": self.fingerprint[:16],
+        }
+
+
+def join_labels(features: pd.DataFrame, labels: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    for frame, what, needed in (
+        (features, "features", spec.id_column),
+        (labels, "labels", spec.id_column),
+        (labels, "labels", spec.target),
+    ):
+        if needed not in frame.columns:
+            raise DataError(f"{what} lack column {needed!r} (dataset spec {spec.name!r})")
+    if labels[spec.id_column].duplicated().any():
+        dupes = labels.loc[labels[spec.id_column].duplicated(), spec.id_column].head(3).tolist()
+        raise DataError(f"labels hold duplicate ids, e.g. {dupes}")
+    joined = features.merge(labels[[spec.id_column, spec.target]], on=spec.id_column, how="inner")
+    unlabelled = len(features) - len(joined)
+    if unlabelled:
+        log.info("%d feature rows have no label yet and are left out", unlabelled)
+    return joined
+
+
+def prepare(
+    config: DataConfig,
+    spec: DatasetSpec,
+    *,
+    min_category_count: int = 5,
+    max_categories: int = 1000,
+    preprocessor: Preprocessor | None = None,
+) -> PreparedData:
+    features, labels = load_frames(config)
+    spec.check_features(features, "features")
+    frame = join_labels(features, labels, spec)
+    if len(frame) == 0:
+        raise DataError("no feature row has a label: nothing to train on")
+    frame[spec.timestamp_column] = pd.to_datetime(frame[spec.timestamp_column], errors="coerce")
+    if frame[spec.timestamp_column].isna().any():
+        raise DataError(f"timestamp column {spec.timestamp_column!r} has unparseable values")
+    frame = frame.sort_values([spec.timestamp_column, spec.id_column], kind="stable").reset_index(
+        drop=True
+    )
+    if config.max_rows is not None and len(frame) > config.max_rows:
+        frame = frame.iloc[-config.max_rows :].reset_index(drop=True)
+    n_valid = max(1, round(len(frame) * config.valid_fraction))
+    if len(frame) - n_valid < 2:
+        raise DataError(
+            f"only {len(frame)} labelled rows: too few to split into train and validation"
+        )
+    train_frame, valid_frame = frame.iloc[:-n_valid], frame.iloc[-n_valid:].reset_index(drop=True)
+    spec.check_target(train_frame[spec.target], "training data")
+    spec.check_target(valid_frame[spec.target], "validation data")
+    if preprocessor is None:
+        preprocessor = Preprocessor.fit(
+            train_frame, spec, min_count=min_category_count, max_categories=max_categories
+        )
+
+    def split(part: pd.DataFrame, what: str) -> Split:
+        cats, nums = preprocessor.transform(part, what)
+        return Split(
+            cats,
+            nums,
+            part[spec.target].to_numpy(dtype=np.float32),
+            part[spec.id_column].to_numpy(),
+        )
+
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    digest.update(str(n_valid).encode())
+    return PreparedData(
+        train=split(train_frame, "training data"),
+        valid=split(valid_frame, "validation data"),
+        preprocessor=preprocessor,
+        fingerprint=digest.hexdigest(),
+        valid_frame=valid_frame,
+        first_valid_time=str(valid_frame[spec.timestamp_column].iloc[0]),
+    )

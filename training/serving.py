@@ -1,0 +1,91 @@
+"""Scoring raw rows with best-of-cycle checkpoints, and the MLflow pyfunc around it.
+
+A :class:`Scorer` holds one or more checkpoints of the same training run (one
+for a cycle's best, several for a snapshot ensemble, whose probability is the
+mean of its members'). Each checkpoint carries its preprocessing state and the
+model's signature, so scoring applies exactly the transforms of training.
+
+:class:`TabularPyfunc` is the MLflow ``python_function`` model the registry
+logs ("models from code": ``training/mlflow_model.py`` is the model's code,
+the checkpoints are its artifacts, and nothing is pickled). Loading goes
+through :func:`training.checkpoint.load_checkpoint`, i.e. checksum first and
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from training.checkpoint import CheckpointError, load_checkpoint
+from training.data.preprocess import Preprocessor
+from training.model import TabularMLP
+
+PROBABILITY = "probability"
+
+
+class Scorer:
+    """Probability of the positive class for raw feature rows."""
+
+    def __init__(self, checkpoints: Sequence[dict[str, Any]]) -> None:
+        if not checkpoints:
+            raise CheckpointError("a scorer needs at least one checkpoint")
+        self.preprocessor = Preprocessor.from_state(checkpoints[0]["preprocessor"])
+        fingerprint = self.preprocessor.fingerprint()
+        self.models: list[TabularMLP] = []
+        for ckpt in checkpoints:
+            if ckpt.get("kind") not in ("best", "last"):
+                raise CheckpointError(f"not a model checkpoint (kind {ckpt.get('kind')!r})")
+            if Preprocessor.from_state(ckpt["preprocessor"]).fingerprint() != fingerprint:
+                raise CheckpointError(
+                    "ensemble members must share one preprocessing (the same training run)"
+                )
+            model = TabularMLP.from_signature(ckpt["model_signature"])
+            try:
+                model.load_state_dict(ckpt["model"], strict=True)
+            except RuntimeError as exc:
+                raise CheckpointError(f"checkpoint does not fit its own signature: {exc}") from None
+            model.eval()
+            self.models.append(model)
+        self.feature_columns = [*self.preprocessor.categorical, *self.preprocessor.numeric]
+
+    @classmethod
+    def from_files(cls, paths: Sequence[str | Path]) -> Scorer:
+        return cls([load_checkpoint(p) for p in paths])
+
+    @torch.no_grad()
+    def predict_proba(self, frame: pd.DataFrame, batch_size: int = 65_536) -> np.ndarray:
+        cats, nums = self.preprocessor.transform(frame, "rows to score")
+        out = np.zeros(len(frame), dtype=np.float64)
+        for model in self.models:
+            for i in range(0, len(frame), batch_size):
+                c = torch.from_numpy(cats[i : i + batch_size])
+                n = torch.from_numpy(nums[i : i + batch_size])
+                out[i : i + batch_size] += torch.sigmoid(model(c, n)).double().numpy()
+        return out / len(self.models)
+
+
+try:  # the pyfunc wrapper needs mlflow; the trainer image may score without it
+    import mlflow.pyfunc
+
+    class TabularPyfunc(mlflow.pyfunc.PythonModel):
+        """``predict(DataFrame of raw features) -> DataFrame[probability]``."""
+
+        def load_context(self, context):  # type: ignore[no-untyped-def]
+            names = sorted(k for k in context.artifacts if k.startswith("checkpoint_"))
+            self.scorer = Scorer.from_files([context.artifacts[k] for k in names])
+
+        # no type hints here: MLflow 3 would derive a (wrong) signature from them
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            frame = (
+                model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+            )
+            return pd.DataFrame({PROBABILITY: self.scorer.predict_proba(frame)})
+
+except ImportError:  # pragma: no cover - exercised only in images without mlflow
+    TabularPyfunc = None  # type: ignore[assignment,misc]
