@@ -1,0 +1,87 @@
+"""
+### Ingest
+
+Lands one batch in the object store: the **features** of a new batch (a month of
+the bundled 2013 flights such as `2013-03`, or a CSV/Parquet file with a batch
+id), or the **labels** of an earlier one (labels arrive later than features, as
+in production). Landing the same content again changes nothing; different
+content for a stored batch is refused.
+
+Emits `batch_landed` (the drift monitor runs) or `labels_landed` (the canary
+review runs), with the batch id in the event.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task
+from cosine_retrain_common import (
+    BATCH_LANDED,
+    DAG_FAILURE_CALLBACK,
+    DEFAULT_ARGS,
+    LABELS_LANDED,
+    START,
+    TAGS,
+    env,
+    permanent,
+)
+
+
+@dag(
+    dag_id="ingest",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    max_active_runs=4,
+    default_args=DEFAULT_ARGS,
+    on_failure_callback=DAG_FAILURE_CALLBACK,
+    tags=TAGS,
+    doc_md=__doc__,
+    params={
+        "source": Param(
+            "2013-01",
+            type="string",
+            minLength=1,
+            maxLength=1024,
+            description="a month of 2013 (2013-03, 03 or 3) or a CSV/Parquet path or s3:// URI",
+        ),
+        "kind": Param(
+            "features",
+            type="string",
+            enum=["features", "labels"],
+            description="features of a new batch, or labels of a landed one",
+        ),
+        "batch_id": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,99}$",
+            description="batch id for a file (a month names its own: 2013-MM)",
+        ),
+    },
+)
+def ingest():
+    @task.branch(doc_md="Features go to `land_features`, labels to `land_labels`.")
+    def route(params=None) -> str:
+        return "land_labels" if params["kind"] == "labels" else "land_features"
+
+    @task(outlets=[BATCH_LANDED], doc_md="Land the features; emits `batch_landed`.")
+    def land_features(params=None, *, outlet_events=None):
+        from pipeline.flow import land
+
+        with permanent():
+            result = land(env(), params["source"], batch_id=params["batch_id"])
+        outlet_events[BATCH_LANDED].extra = {"batch_id": result["batch_id"], "kind": "features"}
+        return result
+
+    @task(outlets=[LABELS_LANDED], doc_md="Land the labels; emits `labels_landed`.")
+    def land_labels(params=None, *, outlet_events=None):
+        from pipeline.flow import land
+
+        with permanent():
+            result = land(env(), params["source"], labels=True, batch_id=params["batch_id"])
+        outlet_events[LABELS_LANDED].extra = {"batch_id": result["batch_id"], "kind": "labels"}
+        return result
+
+    route() >> [land_features(), land_labels()]
+
+
+ingest()
