@@ -7,6 +7,9 @@ import sys
 
 BENCHMARKS = {
     "scheduler": "benchmarks.scheduler",
+    "training_overhead": "benchmarks.training_overhead",
+    "quality": "benchmarks.quality",
+    "data": "benchmarks.data",
 }
 
 
