@@ -105,6 +105,7 @@ class AlertKind(StrEnum):
     CANARY_UNDECIDED = "canary_needs_decision"
     SPEND = "spend_paused"
     TASK_FAILED = "task_failed"
+    TRAINING = "training_unhealthy"
 
 
 DEFAULT_SEVERITY: dict[AlertKind, Severity] = {
@@ -118,6 +119,7 @@ DEFAULT_SEVERITY: dict[AlertKind, Severity] = {
     AlertKind.CANARY_UNDECIDED: "warning",
     AlertKind.SPEND: "warning",
     AlertKind.TASK_FAILED: "critical",
+    AlertKind.TRAINING: "warning",
 }
 
 # a details key naming a secret (``smtp_password``, ``api_key``, ``token``; not ``passed``)
