@@ -14,7 +14,12 @@ holdout, it becomes a version of its own. The best version of the run gets the
 
 Registration is idempotent: a version is found again by the tags
 ``training_run_id`` + ``candidate`` before anything is created, so a retried
-task creates no second version.
+task creates no second version. It never leaves partial state: a version is
+created only after its model's artifacts were uploaded and listed back (a failed
+upload leaves no version), the MLflow client's own retry of a create whose
+answer was lost (which makes a second version) is undone at once (the lowest
+version of a candidate is kept), and the ``challenger`` alias moves only after
+every version exists. A lookup that fails is an error, never "not registered".
 
 Every alias move goes through :func:`move_alias`, which records who moved
 which alias from which version to which, when and why: as tags on the version
@@ -167,8 +172,10 @@ def current_alias(client: MlflowClient, name: str, alias: str) -> str | None:
 
     try:
         aliases = client.get_registered_model(name).aliases
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise  # MLflow away: "no alias" would be a guess
     value = aliases.get(alias)
     return str(value) if value is not None else None
 
@@ -262,16 +269,94 @@ class Registration:
         return "\n".join(lines)
 
 
-def _find(client: MlflowClient, name: str, run_id: str, candidate: str) -> ModelVersion | None:
+def _versions_of(
+    client: MlflowClient, name: str, run_id: str, candidate: str
+) -> list[ModelVersion]:
+    """Every version of ``candidate`` of ``run_id``, lowest first.
+
+    A failed search raises: answering "none" while MLflow is away would register
+    the candidate a second time.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         found = client.search_model_versions(
             f"name='{name}' and tags.training_run_id='{run_id}' and tags.candidate='{candidate}'"
         )
-    except MlflowException:
-        return None
-    return min(found, key=lambda v: int(v.version)) if found else None
+    except MlflowException as exc:
+        raise RegistryError(
+            f"cannot look up the versions of {name} at {client.tracking_uri} "
+            f"(run {run_id}, {candidate}): {str(exc).splitlines()[0][:300]}; "
+            "registration is safe to retry once MLflow answers"
+        ) from None
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def _find(client: MlflowClient, name: str, run_id: str, candidate: str) -> ModelVersion | None:
+    found = _versions_of(client, name, run_id, candidate)
+    return found[0] if found else None
+
+
+def _drop_duplicates(
+    client: MlflowClient, name: str, run_id: str, candidate: str
+) -> ModelVersion | None:
+    """Keep the lowest version of a candidate, delete the others (unless an alias holds one).
+
+    They come from the MLflow client retrying a ``create_model_version`` whose
+    answer was lost (it retries POSTs), or from two registrations racing; both
+    sides keep the same, lowest, version.
+    """
+    found = _versions_of(client, name, run_id, candidate)
+    for extra in found[1:]:
+        if extra.aliases:
+            log.warning(
+                "v%s of %s duplicates v%s but holds aliases %s; kept",
+                extra.version,
+                name,
+                found[0].version,
+                extra.aliases,
+            )
+            continue
+        log.warning(
+            "deleting v%s of %s: a duplicate of v%s (%s of run %s)",
+            extra.version,
+            name,
+            found[0].version,
+            candidate,
+            run_id,
+        )
+        client.delete_model_version(name, str(extra.version))
+    return found[0] if found else None
+
+
+def _check_artifacts(
+    client: MlflowClient, model_uri: str, model_id: str, checkpoints: list[Path]
+) -> None:
+    """The logged model's files are there: MLmodel and every checkpoint, listed back."""
+    import mlflow
+
+    uri = client.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    names: set[str] = set()
+    try:
+        todo = [client.get_logged_model(model_id).artifact_location.rstrip("/")]
+        while todo:  # the model's tree is a handful of files in a few folders
+            folder = todo.pop()
+            for item in mlflow.artifacts.list_artifacts(artifact_uri=folder):
+                base = item.path.rsplit("/", 1)[-1]
+                if item.is_dir:
+                    todo.append(f"{folder}/{base}")
+                else:
+                    names.add(base)
+    except Exception as exc:
+        raise RegistryError(
+            f"cannot list the artifacts of {model_uri} at {uri}: {str(exc).splitlines()[0][:300]}"
+        ) from None
+    missing = [n for n in ["MLmodel", *(c.name for c in checkpoints)] if n not in names]
+    if missing:
+        raise RegistryError(
+            f"{model_uri} at {uri} lacks {missing} after logging; no version was created"
+        )
 
 
 def _ensure_model(client: MlflowClient, name: str, spec: DatasetSpec) -> None:
@@ -619,9 +704,16 @@ def _register(
     model_uri, model_id = _log_model(
         client, experiment_id, candidate, checkpoints, holdout, {"training_run_id": run_id}
     )
+    _check_artifacts(client, model_uri, model_id, checkpoints)
     version = client.create_model_version(
         name, model_uri, run_id=run_id, tags=tags, description=description, model_id=model_id
     )
+    kept = _drop_duplicates(client, name, run_id, candidate) or version
+    if str(kept.version) != str(version.version):
+        log.info(
+            "%s of run %s: keeping v%s, not v%s", candidate, run_id, kept.version, version.version
+        )
+    version = kept
     log.info("registered %s of run %s as v%s of %s", candidate, run_id, version.version, name)
     return RegisteredVersion(
         name,

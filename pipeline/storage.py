@@ -20,6 +20,7 @@ The store is built once at the edge (:func:`build_store`) and passed in.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -417,8 +418,10 @@ class S3Store:
                 return StorageError(
                     f"access denied to {uri} ({code}): check the credentials and the bucket policy"
                 )
-            return StorageError(f"S3 {action} of {uri} failed: {code or exc}")
-        return StorageError(f"S3 {action} of {uri} failed: {exc}")
+            return StorageError(
+                f"S3 {action} of {uri} failed{_at(self.endpoint_url)}: {code or exc} ({exc})"
+            )
+        return StorageError(f"S3 {action} of {uri} failed{_at(self.endpoint_url)}: {exc}")
 
     def _call(self, action: str, key: str, fn: Any, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -446,15 +449,23 @@ class S3Store:
             return
         self._refuse_existing(key, overwrite)
         extra = {} if overwrite else {"IfNoneMatch": "*"}
-        self._call(
-            "upload",
-            key,
-            self.client.put_object,
-            Bucket=self.bucket,
-            Key=self._key(key),
-            Body=data,
-            **extra,
-        )
+        try:
+            self._call(
+                "upload",
+                key,
+                self.client.put_object,
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=data,
+                **extra,
+            )
+        except ObjectExists:
+            # botocore retries a PUT whose answer was lost (a reset connection, a 5xx
+            # after the write): the retry then meets our own object. Only an object
+            # with other bytes is someone else's.
+            if not self._holds(key, f'"{hashlib.md5(data).hexdigest()}"', data):
+                raise
+            log.info("%s: an earlier attempt of this write had already landed", key)
 
     def put_file(self, key: str, path: Path, *, overwrite: bool = False) -> None:
         size = Path(path).stat().st_size
@@ -486,22 +497,48 @@ class S3Store:
                 )
                 parts.append({"ETag": done["ETag"], "PartNumber": number})
             extra = {} if overwrite else {"IfNoneMatch": "*"}
-            self._call(
-                "upload",
-                key,
-                self.client.complete_multipart_upload,
-                Bucket=self.bucket,
-                Key=full,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-                **extra,
-            )
+            try:
+                self._call(
+                    "upload",
+                    key,
+                    self.client.complete_multipart_upload,
+                    Bucket=self.bucket,
+                    Key=full,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                    **extra,
+                )
+            except StorageError:
+                # a retried Complete whose first answer was lost finds the upload gone
+                # (NoSuchUpload) or, conditional, the object there: ours if the ETag
+                # is the one S3 gives exactly these parts
+                digest = hashlib.md5(b"".join(bytes.fromhex(p["ETag"].strip('"')) for p in parts))
+                if not self._holds(key, f'"{digest.hexdigest()}-{len(parts)}"', None):
+                    raise
+                log.info("%s: an earlier attempt of this upload had already completed", key)
         except BaseException:
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
             except Exception:  # the original error matters more than a failed cleanup
                 log.warning("could not abort multipart upload %s of %s", upload_id, full)
             raise
+
+    def _holds(self, key: str, etag: str, data: bytes | None) -> bool:
+        """Whether ``key`` holds exactly the object we meant to write: same ETag, or
+        (``data`` given, an ETag that is no MD5, e.g. SSE-KMS) the same bytes."""
+        try:
+            head = self._call(
+                "head", key, self.client.head_object, Bucket=self.bucket, Key=self._key(key)
+            )
+        except ObjectNotFound:
+            return False
+        if head.get("ETag") == etag:
+            return True
+        return (
+            data is not None
+            and len(data) == head.get("ContentLength")
+            and (self.get_bytes(key) == data)
+        )
 
     def get_bytes(self, key: str) -> bytes:
         out = self._call(

@@ -44,6 +44,8 @@ MAX_METRICS_PER_CALL = 1000  # MLflow's log_batch limit
 MAX_PARAMS_PER_CALL = 100
 SENTINEL = "lr"  # logged at every step: its last step tells how far a sink got
 RUN_KEY_TAG = "cosine_retrain.run_key"
+DEFAULT_MAX_WAIT_S = 300.0
+MAX_WAIT_ENV = "COSINE_RETRAIN_TELEMETRY_MAX_WAIT_S"  # the sender's retry budget per call
 
 Record = tuple[int, int, dict[str, float]]  # (step, timestamp ms, values)
 
@@ -61,7 +63,7 @@ class Telemetry:
         tracking_uri: str | None = None,
         experiment: str | None = None,
         artifact_location: str | None = None,
-        max_wait_s: float = 300.0,
+        max_wait_s: float | None = None,
     ) -> None:
         self.enabled = enabled
         self.metrics_path = run_dir / "metrics.jsonl"
@@ -70,7 +72,12 @@ class Telemetry:
         self._tracking_uri = tracking_uri
         self._experiment = experiment
         self._artifact_location = artifact_location
-        self._max_wait_s = max_wait_s
+        # how long the sender retries one call while MLflow is away (wall time)
+        self._max_wait_s = (
+            max_wait_s
+            if max_wait_s is not None
+            else float(os.environ.get(MAX_WAIT_ENV, "") or DEFAULT_MAX_WAIT_S)
+        )
         self._proc: Any = None
         self._inbox: Any = None
         self._outbox: Any = None
@@ -87,14 +94,22 @@ class Telemetry:
         params: dict[str, Any],
         resume_run_id: str | None = None,
         resume: bool = False,
+        resume_step: int | None = None,
         pending: Iterable[Record] = (),
         parent_run_id: str | None = None,
     ) -> None:
         """Start the sender; it creates (or finds again) the MLflow run and, after a
-        resume, re-sends what the crash left undelivered."""
+        resume, re-sends what the crash left undelivered.
+
+        ``resume_step`` is the step of the checkpoint resumed from: records at or
+        after it in the local file (committed with a newer checkpoint that was then
+        lost, so the fallback to ``last.prev`` runs those steps again) and a line
+        torn by a crash are dropped, so every step is in the file once."""
         if not self.enabled:
             return
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            self._trim_file(resume_step)
         pending = list(pending)
         if pending:  # committed nowhere yet: the local file gets them first
             last_file = self._last_file_step()
@@ -231,6 +246,37 @@ class Telemetry:
             fh.flush()
             os.fsync(fh.fileno())
 
+    def _trim_file(self, before_step: int) -> None:
+        """Keep only the complete records of steps before ``before_step`` (atomically)."""
+        if not self.metrics_path.exists():
+            return
+        raw = self.metrics_path.read_bytes()
+        lines = raw.split(b"\n")  # the last item is b"" unless a crash tore the last line
+        kept = []
+        for line in lines[:-1]:
+            try:
+                step = int(json.loads(line)["step"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if step < before_step:
+                kept.append(line + b"\n")
+        trimmed = b"".join(kept)
+        if trimmed == raw:
+            return
+        log.warning(
+            "%s: dropped %d record(s) at or after step %d or torn by a crash; those steps "
+            "run again",
+            self.metrics_path,
+            len(lines) - 1 - len(kept) + (1 if lines[-1] else 0),
+            before_step,
+        )
+        tmp = self.metrics_path.with_name(self.metrics_path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(trimmed)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.metrics_path)
+
     def _last_file_step(self) -> int:
         return max((int(r["step"]) for r in read_metrics(self.metrics_path)), default=-1)
 
@@ -261,8 +307,9 @@ class Telemetry:
                 break
         if not done or self.failures:
             log.error(
-                "MLflow did not take every telemetry call (%s); every metric is in %s, and a "
-                "--resume of this run sends MLflow what it is missing",
+                "MLflow at %s did not take every telemetry call (%s); every metric is in %s, "
+                "and a --resume of this run sends MLflow what it is missing",
+                self._tracking_uri,
                 "timed out or the sender died" if not done else f"{self.failures} failed",
                 self.metrics_path,
             )
