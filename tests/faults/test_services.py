@@ -146,10 +146,12 @@ def test_s3_5xx_for_a_few_requests_is_retried(s3_faults: S3, fault_mode: Any) ->
     """500/503 for the next N requests: put, get and list succeed after botocore retries."""
     s3, rng = s3_faults, random.Random(1)
     bucket = s3.bucket()
-    store = s3.store(bucket, attempts=5)
     rounds = int(fault_mode.pick(3, 30))
     written = {}
     for i in range(rounds):
+        # a fresh client per round, as each task has: botocore's retry quota (a token
+        # bucket per client) runs dry after ~10 rounds and then retries nothing at all
+        store = s3.store(bucket, attempts=5)
         data = _payload(rng, rng.randint(1, 200_000))
         key = f"retried/{i:03d}.bin"
         status = (500, 503)[i % 2]
@@ -194,6 +196,7 @@ def test_s3_5xx_outage_fails_clearly_then_recovers(s3_faults: S3, fault_mode: An
         time.sleep(0.2)
     while s3.proxy.pending:
         time.sleep(0.1)
+    store = s3.store(bucket, attempts=2)  # the next task's client (a full retry quota)
     store.put_bytes("during.bin", b"x" * 1000)
     with pytest.raises(ObjectExists):
         store.put_bytes("kept.bin", b"not this")
