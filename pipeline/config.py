@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -438,8 +439,36 @@ class PipelineConfig(BaseSettings):
         )
 
     def describe(self) -> dict[str, Any]:
-        """The resolved configuration as plain values (secrets masked)."""
-        return self.model_dump(mode="json")
+        """The resolved configuration as plain values (secrets masked).
+
+        Besides the SecretStr fields, URLs are masked where they carry credentials:
+        a password in ``user:password@host``, and the path and query of the alert
+        webhook (a hook URL's path is its token).
+        """
+        data = _mask_urls(self.model_dump(mode="json"))
+        hook = (data.get("alerts") or {}).get("webhook_url")
+        if isinstance(hook, str):
+            data["alerts"]["webhook_url"] = _mask_path(hook)
+        return data
+
+
+def _mask_path(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    tail = "/**********" if (parts.path not in ("", "/") or parts.query) else ""
+    return f"{parts.scheme}://{parts.netloc}{tail}"
+
+
+def _mask_urls(value: Any) -> Any:
+    """``scheme://user:password@host`` -> ``scheme://user:**********@host``, recursively."""
+    if isinstance(value, dict):
+        return {k: _mask_urls(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_urls(v) for v in value]
+    if isinstance(value, str) and "://" in value and "@" in value:
+        return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:**********@", value)
+    return value
 
 
 _FILE_VALUES: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(

@@ -188,8 +188,60 @@ def _looks_textual(data: bytes) -> bool:
     return True
 
 
-def read_source(source: Source) -> pd.DataFrame:
-    """Parse CSV or Parquet (sniffed from the bytes, checked against the file name)."""
+def max_batch_rows(spec: DatasetSpec) -> int:
+    """The most rows a file may claim before it is read: ten times the spec's
+    ``row_count_max`` (validation judges the row count itself; this only keeps a
+    lying or absurd file from being loaded into memory)."""
+    return max(10 * int(spec.row_count_max), 1_000)
+
+
+def _check_parquet_claims(name: str, data: bytes, max_rows: int) -> None:
+    """Refuse a Parquet file whose footer claims more rows or values than it may hold.
+
+    pyarrow allocates what the footer claims: a column chunk claiming 10^12
+    values asks for terabytes (the process is OOM-killed, not refused) before a
+    single page is read.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(io.BytesIO(data)).metadata
+    except Exception as exc:  # pyarrow raises many kinds
+        raise UnreadableSource(
+            f"input file {name} is a corrupt Parquet file ({_first_line(exc)})"
+        ) from None
+    claimed = int(meta.num_rows)
+    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    in_groups = sum(int(g.num_rows) for g in groups)
+    if claimed < 0 or claimed != in_groups:
+        raise UnreadableSource(
+            f"input file {name} is a corrupt Parquet file (its footer claims {claimed:,} rows, "
+            f"its row groups {in_groups:,}); copy it again from the source"
+        )
+    if claimed > max_rows:
+        raise UnreadableSource(
+            f"input file {name} claims {claimed:,} rows; one batch may hold at most "
+            f"{max_rows:,} (10 x the spec's row_count_max); split it into smaller batches"
+        )
+    # nested (list) columns may hold several values per row, never without bound
+    limit = 10 * max_rows
+    for i, group in enumerate(groups):
+        for j in range(group.num_columns):
+            chunk = group.column(j)
+            if not 0 <= int(chunk.num_values) <= limit:
+                raise UnreadableSource(
+                    f"input file {name} is a corrupt Parquet file (column "
+                    f"{chunk.path_in_schema!r} claims {int(chunk.num_values):,} values in row "
+                    f"group {i} of {int(group.num_rows):,} rows); copy it again from the source"
+                )
+
+
+def read_source(source: Source, *, max_rows: int | None = None) -> pd.DataFrame:
+    """Parse CSV or Parquet (sniffed from the bytes, checked against the file name).
+
+    ``max_rows``: a Parquet footer claiming more rows (or absurd value counts) is
+    refused before anything is allocated.
+    """
     name, data, suffix = source.name, source.data, source.suffix
     if not data:
         raise UnreadableSource(f"input file {name} is empty (0 bytes)")
@@ -199,6 +251,11 @@ def read_source(source: Source) -> pd.DataFrame:
         raise UnreadableSource(
             f"input file {name} is named {suffix} but is not Parquet (no PAR1 header; "
             f"it looks like {looks}); fix the file or its name"
+        )
+    if suffix and suffix not in (*CSV_SUFFIXES, *PARQUET_SUFFIXES) and not is_parquet:
+        raise UnreadableSource(
+            f"input file {name} is named {_short(suffix)}: only CSV ({', '.join(CSV_SUFFIXES)}) "
+            f"and Parquet ({', '.join(PARQUET_SUFFIXES)}) files are read; convert it first"
         )
     if suffix in CSV_SUFFIXES and is_parquet:
         raise UnreadableSource(
@@ -210,6 +267,7 @@ def read_source(source: Source) -> pd.DataFrame:
                 f"input file {name} is a corrupt Parquet file (truncated: no footer); "
                 "copy it again from the source"
             )
+        _check_parquet_claims(name, data, max_rows if max_rows is not None else 10**8)
         try:
             return pd.read_parquet(io.BytesIO(data))
         except Exception as exc:  # pyarrow raises many kinds
@@ -228,6 +286,12 @@ def read_source(source: Source) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise UnreadableSource(f"input file {name} is not valid CSV ({_first_line(exc)})") from None
     return frame
+
+
+def _short(text: Any, limit: int = 80) -> str:
+    """A value for a message: a 100,000-character column name is shown by its length."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[: limit - 24]}... ({len(text):,} chars)"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -395,7 +459,8 @@ def _land(
         frame = normalise(make_frame(), spec)
         if len(frame) == 0:
             raise UnreadableSource(
-                f"input {source_name} has a header but no rows (columns: {list(frame.columns)[:8]})"
+                f"input {source_name} has a header but no rows "
+                f"(columns: {[_short(c) for c in list(frame.columns)[:8]]})"
             )
         try:
             data = frame_to_parquet(frame)
@@ -461,7 +526,7 @@ def ingest_file(
         batch_id,
         source.sha256,
         location,
-        lambda: read_source(source),
+        lambda: read_source(source, max_rows=max_batch_rows(spec)),
         new_version=new_version,
         raw=source,
     )
@@ -668,7 +733,7 @@ def ingest_labels_file(
 ) -> IngestResult:
     source = load_source(location, storage)
     try:
-        labels = read_source(source)
+        labels = read_source(source, max_rows=max_batch_rows(spec))
     except UnreadableSource as exc:
         raise IngestError(f"labels: {exc}") from None
     return ingest_labels(store, spec, labels, batch_id, source=location, new_version=new_version)

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.config import ValidationConfig
@@ -94,6 +95,7 @@ TYPE_WORDS = {
     "timestamp": "timestamps",
     "id": "ids (text or integers)",
 }
+_CONTAINERS = (dict, list, tuple, set, bytes, bytearray, np.ndarray)
 # Data Docs ship 3.4 MB of help animations; the pages never show them.
 DOCS_SKIP = ("*.gif",)
 
@@ -325,7 +327,17 @@ def prepare_frame(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _nested(col: pd.Series) -> bool:
+    """Whether an object column holds containers or raw bytes (a struct or list column
+    of a Parquet file): not categories, whatever their text would look like."""
+    if not pd.api.types.is_object_dtype(col):
+        return False
+    return bool(col.map(lambda v: isinstance(v, _CONTAINERS)).any())
+
+
 def _as_category_text(col: pd.Series) -> pd.Series:
+    if _nested(col):
+        return col  # dicts, lists, bytes: the type check names them
     if pd.api.types.is_float_dtype(col) and (col.dropna() % 1 != 0).any():
         return col  # fractional numbers are not categories: the type check will say so
     if pd.api.types.is_datetime64_any_dtype(col):
@@ -447,15 +459,25 @@ def _exception_message(result: Any) -> str | None:
     return None
 
 
+EXAMPLE_CHARS = 60  # an example value in a message: a 10 MB field is shown by its length
+
+
 def _fmt(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return repr(value) if isinstance(value, str) else str(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        text = str(int(value))
+    elif isinstance(value, str):
+        text = repr(value)
+    else:
+        text = str(value)
+    if len(text) > EXAMPLE_CHARS:
+        text = f"{text[: EXAMPLE_CHARS - 20]}... ({len(text):,} chars)"
+    return text
 
 
-def _distinct_examples(result: dict[str, Any], n: int) -> tuple[str, ...]:
+def _distinct(values: Any, n: int) -> tuple[str, ...]:
+    """Up to ``n`` distinct values as text (unhashable values too: dicts, lists)."""
     seen: list[str] = []
-    for v in result.get("partial_unexpected_list") or []:
+    for v in values:
         text = _fmt(v)
         if text not in seen:
             seen.append(text)
@@ -464,20 +486,37 @@ def _distinct_examples(result: dict[str, Any], n: int) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def _distinct_examples(result: dict[str, Any], n: int) -> tuple[str, ...]:
+    return _distinct(result.get("partial_unexpected_list") or [], n)
+
+
+def _is_null(value: Any) -> bool:
+    if isinstance(value, _CONTAINERS):
+        return False
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def _type_problems(
     frame: pd.DataFrame, column: str, role: str, n: int
 ) -> tuple[int, tuple[str, ...]]:
     """How many values make a column the wrong type, and a few of them (distinct)."""
-    col = frame[column].dropna()
+    col = frame[column]
+    col = col[~col.map(_is_null)] if pd.api.types.is_object_dtype(col) else col.dropna()
     if role == "numeric":
-        bad = col[pd.to_numeric(col, errors="coerce").isna()]
+        try:
+            bad = col[pd.to_numeric(col, errors="coerce").isna()]
+        except (TypeError, ValueError):  # containers: to_numeric refuses them outright
+            bad = col[~col.map(lambda v: isinstance(v, (int, float, np.number)))]
     elif role == "timestamp":
         bad = col[pd.to_datetime(col.astype(str), errors="coerce", format="mixed").isna()]
     elif role == "categorical" and pd.api.types.is_float_dtype(col):
         bad = col[col % 1 != 0]
     else:
         bad = col
-    return len(bad), tuple(_fmt(v) for v in pd.unique(bad.to_numpy())[:n])
+    return len(bad), _distinct(bad, n)
 
 
 def _describe(
