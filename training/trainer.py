@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from training.checkpoint import CheckpointError, load_latest, save_checkpoint
+from training.checkpoint import CheckpointError, fault_point, load_latest, save_checkpoint
 from training.config import TrainConfig, diff_definitions
 from training.cost import CostMeter
 from training.data.dataset import PreparedData, prepare
@@ -421,6 +421,7 @@ class Trainer:
             params=self._run_params(),
             resume_run_id=self.state.mlflow_run_id,
             resume=ckpt is not None,
+            resume_step=self.state.step if ckpt else None,
             pending=ckpt["telemetry_pending"] if ckpt else (),
             parent_run_id=cfg.mlflow.parent_run_id,
         )
@@ -554,6 +555,7 @@ class Trainer:
                     loss = loss / accum
                 self.scaler.scale(loss).backward()
             total = loss.detach() if total is None else total + loss.detach()
+        fault_point("step", str(step))  # tests only: gradients computed, no update yet
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)
         if cfg.optim.grad_clip_norm is not None:
@@ -710,6 +712,7 @@ class Trainer:
         """Validation metrics after ``step``; updates the cycle's best. True if a
         plateau restart was requested (the cycle ends here)."""
         logits = self._predict(*self.valid_t)
+        fault_point("evaluation", str(step))  # tests only: predicted, nothing recorded yet
         y = self.data.valid.y
         prob = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
         finite = bool(np.isfinite(logits).all())
