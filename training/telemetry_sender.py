@@ -96,6 +96,9 @@ class _Sender:
         self.behind = False  # a metrics batch was given up: MLflow holds a prefix
         self.metrics_path: Path | None = None
         self.metric_failures = 0  # given-up calls that a successful catch-up makes good
+        # the last step MLflow held when this job started: a job resumed from an older
+        # checkpoint (``last.prev``) runs steps again that MLflow already has
+        self.sent_through = -1
 
     def call(self, fn: Any) -> tuple[bool, Any]:
         """(delivered, result) of ``fn()``, retried while the budget lasts."""
@@ -204,6 +207,7 @@ class _Sender:
             self.metric_failures += 1
             return False
         last_sent = max((m.step for m in history), default=-1)
+        self.sent_through = max(self.sent_through, last_sent)
         missing = [
             (int(r.pop("step")), int(r.pop("ts")), r)
             for r in committed
@@ -230,6 +234,8 @@ class _Sender:
             return ok
 
         for step, ts, values in records:
+            if step <= self.sent_through and SENTINEL in values:
+                continue  # a step run again after a fallback; MLflow has it (same values)
             row = [Metric(k, float(v), ts, step) for k, v in values.items()]
             # a step's values never straddle two calls: each call is all-or-nothing,
             # so after a crash the sentinel's last step tells exactly what arrived

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from tests.faults.conftest import FaultMode
 from tests.training.helpers import TINY, final_weights, lr_trace, same_weights
@@ -403,3 +404,29 @@ def test_the_fault_hook_pauses_once_at_the_nth_pass_and_writes_a_marker(
 def test_a_malformed_fault_spec_is_refused_with_its_format(spec: str) -> None:
     with pytest.raises(ValueError, match=f"{FAULT_PAUSE_ENV}=.*PHASE@N:SECONDS"):
         ckpt_mod._FaultPause(spec)
+
+
+def test_a_fallback_to_the_older_checkpoint_sends_mlflow_no_step_twice(tmp_path: Path) -> None:
+    """MLflow got steps up to 599 before the stop; the resume falls back to
+    ``last.prev`` (590) and runs 590..599 again: MLflow must keep each step once."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = [a for a in _argv("victim", tmp_path) if a != "--no-mlflow"]
+    argv += ["--set", f"mlflow.tracking_uri={uri}"]
+    real = Trainer._stop_requested
+
+    def stop_at_600(self: Trainer) -> str | None:
+        return "preempted" if self.state.step >= 600 else real(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "_stop_requested", stop_at_600)
+        assert main(argv) == 75
+    run_dir = tmp_path / "victim"
+    run_id = json.loads((run_dir / "result.json").read_text())["mlflow_run_id"]
+    client = MlflowClient(uri)
+    assert max(m.step for m in client.get_metric_history(run_id, "lr")) == 599
+    (run_dir / "checkpoints" / "last.ckpt").unlink()  # resume from last.prev (590)
+    assert main([*argv, "--resume"]) == 0
+    steps = sorted(m.step for m in client.get_metric_history(run_id, "lr"))
+    assert steps == list(range(TOTAL_STEPS))
+    # the run's cost still arrives at the end (a record at an already-sent step)
+    assert client.get_run(run_id).data.metrics["cost_usd"] > 0
