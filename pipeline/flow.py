@@ -374,7 +374,12 @@ def plan_retrain(env: Env, trigger: str, reasons: list[str], *, until: str | Non
     )
     done = _finished_run(env, plan["run_name"])
     if done is not None:
-        return {**plan, "skip": True, "reason": f"window already trained by run {done}"}
+        if env.client.search_model_versions(f"name = '{env.model}' and run_id = '{done}'"):
+            return {**plan, "skip": True, "reason": f"window already trained by run {done}"}
+        # trained, but its registration never completed (the task failed or was killed):
+        # go on; training returns the finished result and registering is idempotent
+        reasons = [*reasons, f"run {done} trained this window but registered no version"]
+        plan["reasons"] = reasons
     canary = current_alias(env.client, env.model, CANARY)
     if canary is not None and trigger in ("drift", "quality"):
         # the drift and the quality are measured against the champion; a canary trained

@@ -107,6 +107,9 @@ client = env.client
 experiment = client.create_experiment(_experiment(env))
 run = client.create_run(experiment, run_name=plan["run_name"])
 client.set_terminated(run.info.run_id, "FINISHED")
+if register:  # a window is done once its run registered a version
+    client.create_registered_model(env.model)
+    client.create_model_version(env.model, f"runs:/{run.info.run_id}/model", run.info.run_id)
 print("seeded", plan["run_name"], run.info.run_id)
 """
 
@@ -331,8 +334,8 @@ def test_requests_at_once_coalesce_into_the_trained_window(
     env = build_env()
     ingest_flights_month(env.store, env.spec, 1)
     ingest_flights_labels(env.store, env.spec, 1)
-    seeded: dict[str, Any] = {}
-    exec(SEED, seeded)  # the window's finished run, as in the real stack
+    seeded: dict[str, Any] = {"register": True}
+    exec(SEED, seeded)  # the window's finished and registered run, as in the real stack
     window_run = seeded["plan"]["run_name"]
 
     def plan(i: int) -> dict:
@@ -347,6 +350,32 @@ def test_requests_at_once_coalesce_into_the_trained_window(
         assert p["reason"].startswith("window already trained by run "), p["reason"]
     assert {p["trigger"] for p in plans} == {"drift", "scheduled"}
     client = env.client
-    assert not client.search_model_versions("name='flight_delay'")
+    assert len(client.search_model_versions("name='flight_delay'")) == 1  # the seeded one
     runs = client.search_runs([client.get_experiment_by_name("flight_delay").experiment_id])
     assert [r.info.run_name for r in runs] == [window_run]
+
+
+def test_a_window_trained_but_never_registered_is_not_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that finished training but whose register task never completed must
+    not block its window forever: the next plan goes on (and registers it)."""
+    home = tmp_path / "home"
+    for key, value in TINY_REPLAY_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("COSINE_RETRAIN_HOME", str(home))
+    monkeypatch.setenv("COSINE_RETRAIN_DATASET_SPEC", str(ROOT / "configs/datasets/flights.yaml"))
+    monkeypatch.delenv("COSINE_RETRAIN_CONFIG", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from pipeline.flow import build_env, plan_retrain
+    from pipeline.ingest import ingest_flights_labels, ingest_flights_month
+
+    env = build_env()
+    ingest_flights_month(env.store, env.spec, 1)
+    ingest_flights_labels(env.store, env.spec, 1)
+    seeded: dict[str, Any] = {"register": False}
+    exec(SEED, seeded)
+    plan = plan_retrain(build_env(), "drift", ["drift: 40%"])
+    assert plan["skip"] is False, plan
+    assert plan["run_name"] == seeded["plan"]["run_name"]
+    assert plan["reasons"][-1].endswith("trained this window but registered no version")
