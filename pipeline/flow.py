@@ -544,6 +544,18 @@ def _train_summary(env: Env, result: dict) -> dict:
             f"rollbacks: {result['rollbacks']}, peak scale {result['lr_scale']}",
             {"run": run_id, "nan_count": result["nan_count"]},
         )
+    summary["health"] = _health(env, result)
+    if summary["health"]:
+        safe_alert(
+            env.config,
+            env.store,
+            "training_unhealthy",
+            run_id or result["run_name"],
+            f"training run {result['run_name']}: "
+            + ", ".join(sorted({f["kind"] for f in summary["health"]})),
+            "; ".join(f["message"] for f in summary["health"]),
+            {"run": run_id, "findings": summary["health"]},
+        )
     if result["status"] == "budget_exhausted":
         safe_alert(
             env.config,
@@ -555,6 +567,20 @@ def _train_summary(env: Env, result: dict) -> dict:
             {"run": run_id, "cost_usd": result["cost_usd"]},
         )
     return summary
+
+
+def _health(env: Env, result: dict) -> list[dict]:
+    """Flat loss, restart spikes and regressions of a finished run (docs/runbooks.md).
+    Advisory: a failure to read the history is logged, never fails the task."""
+    from pipeline.health import run_health
+
+    if not result.get("mlflow_run_id") or result["status"] != "completed":
+        return []
+    try:
+        return run_health(env.client, result["mlflow_run_id"], result)
+    except Exception:
+        log.exception("could not judge the health of run %s", result["mlflow_run_id"])
+        return []
 
 
 def mlflow_run_url(env: Env, run_id: str | None) -> str | None:

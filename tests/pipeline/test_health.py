@@ -87,3 +87,27 @@ def test_unknown_metric_is_a_clear_error(learns: tuple[MlflowClient, dict]) -> N
     client, result = learns
     with pytest.raises(ValueError, match=r"'val_f1' is not in .* choose from \['val_auc'"):
         run_health(client, result["mlflow_run_id"], result, metric="val_f1")
+
+
+def test_the_training_task_alerts_once_on_a_flat_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """flow's training summary carries the findings and sends one
+    ``training_unhealthy`` alert (recorded in the store) for the run."""
+    from pipeline import flow
+    from pipeline.alerts import list_alerts
+
+    client, result = _run(
+        tmp_path, "flat", "schedule.lr_max=0.0000001", "schedule.lr_min=0.00000001"
+    )
+    monkeypatch.setenv("COSINE_RETRAIN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)
+    monkeypatch.delenv("COSINE_RETRAIN_CONFIG", raising=False)
+    env = flow.build_env()
+    summary = flow._train_summary(env, result)
+    assert [f["kind"] for f in summary["health"]].count("flat_loss") == 1
+    flow._train_summary(env, result)  # a retried task: still one alert
+    alerts = [a for a in list_alerts(env.store) if a.kind == "training_unhealthy"]
+    assert len(alerts) == 1
+    assert alerts[0].run_key == result["mlflow_run_id"]
+    assert "flat_loss" in alerts[0].title
