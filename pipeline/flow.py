@@ -637,7 +637,7 @@ def gate(env: Env, registration: dict) -> dict:
     from pipeline.gate import gate_version
     from pipeline.registry import training_holdout
 
-    holdout = training_holdout(env.client, registration["run_id"], env.spec)
+    holdout = training_holdout(env.client, registration["run_id"], env.spec, store=env.store)
     result = gate_version(
         env.client,
         env.store,

@@ -125,9 +125,10 @@ def load_scorer(name: str, version: str, tracking_uri: str) -> Any:
     """The registered pyfunc of ``name`` v``version`` (MLflow's own loader)."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    from pipeline.registry import mlflow_uris
+
+    with mlflow_uris(tracking_uri):
+        return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
 
 
 def predict_probability(model: Any, frame: pd.DataFrame) -> Any:

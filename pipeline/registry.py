@@ -329,6 +329,44 @@ def _drop_duplicates(
     return found[0] if found else None
 
 
+@contextlib.contextmanager
+def mlflow_uris(uri: str, experiment_id: str | None = None) -> Iterator[None]:
+    """MLflow's fluent API pointed at ``uri`` for a block, then put back as it was.
+
+    ``mlflow.set_tracking_uri`` and ``set_experiment`` also write
+    ``MLFLOW_TRACKING_URI``/``MLFLOW_EXPERIMENT_ID`` into the environment; left
+    there, they would follow the process into every later step and subprocess.
+    """
+    import mlflow
+    from mlflow.tracking import fluent
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
+    saved_env = {k: os.environ.get(k) for k in keys}
+    # the globals themselves (None when unset), not get_tracking_uri()'s resolved default
+    saved = (
+        tracking_utils._tracking_uri,
+        registry_utils._registry_uri,
+        fluent._active_experiment_id,
+    )
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        if experiment_id is not None:
+            mlflow.set_experiment(experiment_id=experiment_id)
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved[0])  # None unsets
+        registry_utils._registry_uri = saved[1]
+        fluent._active_experiment_id = saved[2]
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _check_artifacts(
     client: MlflowClient, model_uri: str, model_id: str, checkpoints: list[Path]
 ) -> None:
@@ -336,13 +374,12 @@ def _check_artifacts(
     import mlflow
 
     uri = client.tracking_uri
-    mlflow.set_tracking_uri(uri)
     names: set[str] = set()
     try:
         todo = [client.get_logged_model(model_id).artifact_location.rstrip("/")]
         while todo:  # the model's tree is a handful of files in a few folders
             folder = todo.pop()
-            for item in mlflow.artifacts.list_artifacts(artifact_uri=folder):
+            for item in mlflow.artifacts.list_artifacts(artifact_uri=folder, tracking_uri=uri):
                 base = item.path.rsplit("/", 1)[-1]
                 if item.is_dir:
                     todo.append(f"{folder}/{base}")
@@ -404,22 +441,45 @@ def _run_result(client: MlflowClient, run_id: str, work: Path) -> dict[str, Any]
     return result
 
 
+def _store_key(store: ObjectStore, uri: str) -> str | None:
+    """The store key of ``uri`` when the URI lies in this store, else None."""
+    base = store.uri("probe")[: -len("probe")]
+    return uri[len(base) :] if uri.startswith(base) else None
+
+
 def training_holdout(
-    client: MlflowClient, run_id: str, spec: DatasetSpec, work: Path | None = None
+    client: MlflowClient,
+    run_id: str,
+    spec: DatasetSpec,
+    work: Path | None = None,
+    *,
+    store: ObjectStore | None = None,
 ) -> pd.DataFrame:
-    """The run's validation rows (features + target), rebuilt from its resolved config."""
+    """The run's validation rows (features + target), rebuilt from its resolved config.
+
+    Training files that lie in ``store`` are read through it (the pipeline's own
+    credentials and endpoint), not through the job's default AWS chain.
+    """
     from training.config import TrainConfig
     from training.data.dataset import prepare
 
     with _workdir(work) as folder:
         resolved = json.loads(_download(client, run_id, "config.resolved.json", folder).read_text())
-    config = TrainConfig.model_validate(resolved)
-    data = prepare(
-        config.data,
-        spec,
-        min_category_count=config.model.min_category_count,
-        max_categories=config.model.max_categories,
-    )
+        config = TrainConfig.model_validate(resolved)
+        local: dict[str, str] = {}
+        for field in ("features", "labels"):
+            uri = getattr(config.data, field)
+            key = _store_key(store, uri) if store is not None and uri else None
+            if key is not None:
+                dest = folder / "holdout-data" / f"{field}{Path(key).suffix}"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                local[field] = str(store.get_file(key, dest))  # type: ignore[union-attr]
+        data = prepare(
+            config.data.model_copy(update=local),
+            spec,
+            min_category_count=config.model.min_category_count,
+            max_categories=config.model.max_categories,
+        )
     return data.valid_frame
 
 
@@ -459,10 +519,6 @@ def _log_model(
     scorer = Scorer.from_files(checkpoints)
     inputs = example[scorer.feature_columns]
     signature = infer_signature(inputs, pd.DataFrame({PROBABILITY: scorer.predict_proba(inputs)}))
-    uri = client.tracking_uri
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    mlflow.set_experiment(experiment_id=experiment_id)
     import numpy
     import pydantic
     import torch
@@ -476,16 +532,17 @@ def _log_model(
         f"pyyaml=={yaml.__version__}",
         f"mlflow=={mlflow.__version__}",
     ]
-    info = mlflow.pyfunc.log_model(
-        name=candidate,
-        python_model=str(MODEL_CODE),
-        artifacts={f"checkpoint_{i}": str(p) for i, p in enumerate(checkpoints)},
-        code_paths=[str(TRAINING_CODE)],
-        signature=signature,
-        input_example=inputs.head(5),
-        pip_requirements=requirements,  # inferring them costs 35-55 s (STACK_NOTES)
-        tags=tags,
-    )
+    with mlflow_uris(client.tracking_uri, experiment_id):
+        info = mlflow.pyfunc.log_model(
+            name=candidate,
+            python_model=str(MODEL_CODE),
+            artifacts={f"checkpoint_{i}": str(p) for i, p in enumerate(checkpoints)},
+            code_paths=[str(TRAINING_CODE)],
+            signature=signature,
+            input_example=inputs.head(5),
+            pip_requirements=requirements,  # inferring them costs 35-55 s (STACK_NOTES)
+            tags=tags,
+        )
     return info.model_uri, info.model_id
 
 
@@ -517,7 +574,7 @@ def register_training_run(
             )
         experiment_id = client.get_run(run_id).info.experiment_id
         if holdout is None:
-            holdout = training_holdout(client, run_id, spec, folder)
+            holdout = training_holdout(client, run_id, spec, folder, store=store)
         _ensure_model(client, name, spec)
         base = _base_tags(result, run_id, lineage or {})
 

@@ -89,7 +89,7 @@ def _gate(args: argparse.Namespace, ctx: Any) -> int:
     if version is None:
         raise RegistryError(f"{name} has no challenger; pass --version")
     run_id = args.holdout_run or client.get_model_version(name, version).run_id
-    holdout = training_holdout(client, run_id, ctx.spec)
+    holdout = training_holdout(client, run_id, ctx.spec, store=store)
     try:
         result = gate_version(client, store, ctx.config, ctx.spec, name, holdout, version)
     except GateFailed as exc:
