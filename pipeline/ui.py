@@ -109,8 +109,13 @@ def start_stack(
     password = _password(airflow_home, user)
     airflow_url = f"http://127.0.0.1:{airflow_port}"
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+    # the stack serves the home's own MLflow store (sqlite:///<home>/mlflow.db, the
+    # pipeline's default): a stray MLFLOW_TRACKING_URI would send every task elsewhere
+    stray = {"MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"}
+    for key in sorted(stray & os.environ.keys()):
+        print(f"note: ignoring {key}: the stack uses the home's MLflow", file=sys.stderr)
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in stray},
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(airflow_port),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,29 @@ from tests.support import (
     start_mlflow_server,
     stop_process_group,
 )
+
+
+@pytest.fixture(autouse=True)
+def _no_mlflow_globals_leak() -> Iterator[None]:
+    """A test that points MLflow's fluent API somewhere (``mlflow.set_tracking_uri``
+    also exports ``MLFLOW_TRACKING_URI``) must not send later tests, and the
+    servers they start, to a server that has gone."""
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
+    before = {k: os.environ.get(k) for k in keys}
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+        from mlflow.tracking import fluent
+        from mlflow.tracking._model_registry import utils as registry_utils
+
+        mlflow.set_tracking_uri(None)
+        registry_utils._registry_uri = None
+        fluent._active_experiment_id = None
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,8 +55,11 @@ def test_the_pod_command_trains_with_torchrun_on_s3_data_and_postgres_mlflow(
         "PYTHONPATH": str(ROOT),
         "OMP_NUM_THREADS": "1",
     }
-    pod_dir = tmp_path / "pod"  # the pod's working directory (checkpoints on its volume)
+    # the pod's working directory: the image's WORKDIR holds configs/ (infra/trainer/
+    # Dockerfile); checkpoints go to its volume below it
+    pod_dir = tmp_path / "pod"
     pod_dir.mkdir()
+    shutil.copytree(ROOT / "configs", pod_dir / "configs")
     proc = subprocess.run(
         cmd, cwd=pod_dir, env=pod_env, capture_output=True, text=True, timeout=600
     )
