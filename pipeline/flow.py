@@ -572,11 +572,11 @@ def _train_summary(env: Env, result: dict) -> dict:
 def _health(env: Env, result: dict) -> list[dict]:
     """Flat loss, restart spikes and regressions of a finished run (docs/runbooks.md).
     Advisory: a failure to read the history is logged, never fails the task."""
-    from pipeline.health import run_health
-
     if not result.get("mlflow_run_id") or result["status"] != "completed":
         return []
     try:
+        from pipeline.health import run_health  # imports torch: only when there is a run
+
         return run_health(env.client, result["mlflow_run_id"], result)
     except Exception:
         log.exception("could not judge the health of run %s", result["mlflow_run_id"])
