@@ -375,6 +375,16 @@ class AlertsConfig(Section):
         return self
 
 
+class IngestConfig(Section):
+    """Where the ingest DAG may read files from (its ``source`` param comes from
+    whoever triggers the DAG; the CLI, run by a person with a shell, is not limited)."""
+
+    source_roots: list[str] = Field(
+        default_factory=list,
+        description="folders and s3:// prefixes files may come from; empty: <home>/incoming",
+    )
+
+
 class BudgetConfig(Section):
     """The monthly spend rule: over budget, event-triggered retrains pause (docs/alerts.md)."""
 
@@ -416,6 +426,7 @@ class PipelineConfig(BaseSettings):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
 
     @property
     def store_root(self) -> Path:

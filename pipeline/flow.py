@@ -117,9 +117,34 @@ def land(env: Env, source: str, *, labels: bool = False, batch_id: str | None = 
     else:
         if not batch_id:
             raise ValueError(f"{source!r} is not a flights month: a file needs a batch_id")
+        check_source(env, source)
         fn = ingest.ingest_labels_file if labels else ingest.ingest_file
         result = fn(env.store, env.spec, source, batch_id, storage=env.config.storage)
     return result.as_dict()
+
+
+def source_roots(env: Env) -> list[str]:
+    """``ingest.source_roots``, or ``<home>/incoming`` when none is configured."""
+    roots = list(env.config.ingest.source_roots)
+    return roots or [str(resolve_path(env.config.home) / "incoming")]
+
+
+def check_source(env: Env, source: str) -> None:
+    """Refuse a file outside the configured roots (symlinks and ``..`` resolved first):
+    the DAG's ``source`` param must not read whatever the worker can read."""
+    roots = source_roots(env)
+    if "://" in source:
+        scheme = source.split("://", 1)[0]
+        allowed = [r.rstrip("/") + "/" for r in roots if r.startswith(f"{scheme}://")]
+        ok = ".." not in source.split("/") and any(source.startswith(r) for r in allowed)
+    else:
+        real = Path(source).resolve()
+        ok = any(real.is_relative_to(Path(r).resolve()) for r in roots if "://" not in r)
+    if not ok:
+        raise PermissionError(
+            f"{source!r} is outside ingest.source_roots {roots}: put the file there or add "
+            "its folder or s3:// prefix to ingest.source_roots"
+        )
 
 
 # ------------------------------------------------------------------------------ monitor

@@ -418,6 +418,7 @@ def test_configured_secrets_appear_in_no_log_output_or_stored_object(
             "COSINE_RETRAIN_STORAGE__ACCESS_KEY_ID": ACCESS_KEY_ID,
             "COSINE_RETRAIN_HOME": str(home),
             "COSINE_RETRAIN_DATASET_SPEC": str(ROOT / "configs/datasets/flights.yaml"),
+            "COSINE_RETRAIN_INGEST__SOURCE_ROOTS": json.dumps([str(tmp_path)]),
             "MLFLOW_TRACKING_USERNAME": "pipeline",
             "AWS_ACCESS_KEY_ID": "AKIA-FAULTS-TESTING",
         }
