@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -815,33 +816,44 @@ class PrivatePostgres:
 
 
 @pytest.fixture
-def private_postgres(
-    fault_mode: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PrivatePostgres]:
+def private_postgres(fault_mode: Any) -> Iterator[PrivatePostgres]:
     """A PostgreSQL cluster of its own (never the machine's shared one) on a free port."""
     if not fault_mode.long:
         pytest.skip("long mode only (FAULTS=long): Airflow on a fresh PostgreSQL takes minutes")
     why = _pg_skip_reason()
     if why:
         pytest.skip(why)
-    base = tmp_path_factory.mktemp("private-pg")
-    os.chmod(base, 0o777)
-    data = base / "data"
-    pg = PrivatePostgres(_pg_bin(), data, free_port(), base / "pg.log")  # type: ignore[arg-type]
-    if os.geteuid() == 0:
-        subprocess.run(["chown", "-R", "postgres", str(base)], check=True)
-    init = subprocess.run(
-        _as_postgres([str(pg.bin / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if init.returncode != 0:
-        pytest.skip(f"initdb failed here: {init.stderr.strip()[-500:]}")
+    # Not under pytest's tmp folder: that one is private to root (0700), and initdb runs
+    # as 'postgres', which must be able to enter every parent of the cluster's directory.
+    base = Path(tempfile.mkdtemp(prefix="faults-private-pg-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        data = base / "data"
+        pg = PrivatePostgres(_pg_bin(), data, free_port(), base / "pg.log")  # type: ignore[arg-type]
+        if os.geteuid() == 0:
+            import pwd
+
+            user = pwd.getpwnam("postgres")
+            os.chown(base, user.pw_uid, user.pw_gid)
+        for parent in base.parents:
+            mode = parent.stat().st_mode
+            assert mode & 0o001, f"{parent} is not traversable by others (mode {mode:o})"
+        init = subprocess.run(
+            _as_postgres(
+                [str(pg.bin / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert init.returncode == 0, f"initdb failed: {init.stderr.strip()[-1500:]}"
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
     opts = f"-p {pg.port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    pg.ctl("-o", opts, "-w", "start")
     pg.opts = opts  # type: ignore[attr-defined]
     try:
+        pg.ctl("-o", opts, "-w", "start")
         import psycopg2
 
         conn = psycopg2.connect(host="127.0.0.1", port=pg.port, user="postgres", dbname="postgres")
@@ -856,6 +868,7 @@ def private_postgres(
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 TINY_DAG = """
@@ -870,7 +883,7 @@ from airflow.sdk import dag, task
 def pg_restart_probe():
     @task
     def slow(i: int) -> int:
-        time.sleep(4)
+        time.sleep(SLOW_S)
         return i
 
     @task
@@ -882,19 +895,44 @@ def pg_restart_probe():
 pg_restart_probe()
 """
 
+COMPONENTS = ("api-server", "dag-processor", "scheduler")
+UNFINISHED = {"running", "queued", "scheduled", "up_for_retry", "up_for_reschedule", "restarting"}
+
+
+def _stop_group(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """TERM the process group we started, then KILL what is left; also when its leader is
+    already gone (a scheduler that died leaves its LocalExecutor workers in the group)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
 
 def test_postgres_restart_under_the_scheduler(
     private_postgres: PrivatePostgres, fault_mode: Any, tmp_path: Path
 ) -> None:
     """PostgreSQL (a private cluster) is restarted while a DAG run is in flight under a
-    LocalExecutor scheduler: the run ends in success, no task is left running or queued."""
+    LocalExecutor scheduler: the run ends in success (or fails, naming the database),
+    and no task is left running, queued or waiting."""
     if not fault_mode.long:
         pytest.skip("long mode only (FAULTS=long): Airflow on a fresh PostgreSQL takes minutes")
+    import psycopg2
+
     pg = private_postgres
+    outage = float(fault_mode.pick(5, 20))
+    slow_s = int(outage) + 30  # the mapped tasks are still running when the database returns
     home = tmp_path / "airflow"
     dags = tmp_path / "dags"
     dags.mkdir()
-    (dags / "probe.py").write_text(TINY_DAG)
+    (dags / "probe.py").write_text(TINY_DAG.replace("SLOW_S", str(slow_s)))
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
@@ -910,6 +948,9 @@ def test_postgres_restart_under_the_scheduler(
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(free_port()),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        # every component signs and checks the task tokens of the execution API with it
+        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
+        "AIRFLOW__API__SECRET_KEY": uuid.uuid4().hex,
     }
     env["AIRFLOW__API__BASE_URL"] = f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}"
     env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"{env['AIRFLOW__API__BASE_URL']}/execution/"
@@ -918,81 +959,155 @@ def test_postgres_restart_under_the_scheduler(
         [airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=600
     )
     assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-3000:]
-    procs: list[subprocess.Popen[bytes]] = []
+
+    def query(sql: str, *args: Any) -> list[tuple[Any, ...]] | None:
+        """Rows from the private cluster, read directly; None while it cannot be reached."""
+        try:
+            conn = psycopg2.connect(
+                host="127.0.0.1", port=pg.port, user="postgres", dbname="airflow", connect_timeout=5
+            )
+        except psycopg2.OperationalError:
+            return None
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                return list(cur.fetchall())
+        except psycopg2.Error:
+            return None
+        finally:
+            conn.close()
+
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    started: list[subprocess.Popen[bytes]] = []  # every one, replacements included
+    restarts: list[str] = []
     logs = tmp_path / "logs"
     logs.mkdir()
-    try:
-        for component in ("api-server", "dag-processor", "scheduler"):
-            with open(logs / f"{component}.log", "wb") as fh:
-                procs.append(
-                    subprocess.Popen(
-                        [airflow, component],
-                        env=env,
-                        stdout=fh,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
 
-        def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [airflow, *args], env=env, capture_output=True, text=True, timeout=180
+    def start(component: str) -> None:
+        with open(logs / f"{component}.log", "ab") as fh:
+            proc = subprocess.Popen(
+                [airflow, component],
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
+        procs[component] = proc
+        started.append(proc)
 
+    def log_tail(component: str, n: int = 3000) -> str:
+        return (logs / f"{component}.log").read_text(errors="replace")[-n:]
+
+    run_id = f"pg-restart-{uuid.uuid4().hex[:6]}"
+
+    def tasks() -> dict[str, tuple[str, int]] | None:
+        rows = query(
+            "SELECT task_id, map_index, state, try_number FROM task_instance "
+            "WHERE dag_id = 'pg_restart_probe' AND run_id = %s",
+            run_id,
+        )
+        if rows is None:
+            return None
+        return {f"{t}[{m}]": (str(st), int(n or 0)) for t, m, st, n in rows}
+
+    def run_state() -> str | None:
+        rows = query(
+            "SELECT state FROM dag_run WHERE dag_id = 'pg_restart_probe' AND run_id = %s", run_id
+        )
+        return str(rows[0][0]) if rows else None
+
+    try:
+        for component in COMPONENTS:
+            start(component)
         deadline = time.monotonic() + 300
-        while "pg_restart_probe" not in cli("dags", "list", "-o", "plain").stdout:
-            assert time.monotonic() < deadline, "the DAG was never parsed"
-            time.sleep(3)
-        cli("dags", "unpause", "pg_restart_probe")
-        run_id = f"pg-restart-{uuid.uuid4().hex[:6]}"
-        trig = cli("dags", "trigger", "pg_restart_probe", "--run-id", run_id)
-        assert trig.returncode == 0, trig.stderr[-2000:]
+        while not query("SELECT 1 FROM dag WHERE dag_id = 'pg_restart_probe'"):
+            assert time.monotonic() < deadline, "the DAG was never parsed\n" + log_tail(
+                "dag-processor"
+            )
+            time.sleep(2)
+        trig = subprocess.run(
+            [airflow, "dags", "trigger", "pg_restart_probe", "--run-id", run_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert trig.returncode == 0, trig.stdout[-2000:] + trig.stderr[-2000:]
 
-        def states() -> dict[str, str]:
-            got = cli("tasks", "states-for-dag-run", "pg_restart_probe", run_id, "-o", "json")
-            if got.returncode != 0:
-                return {}
-            return {
-                f"{t['task_id']}[{t.get('map_index', -1)}]": str(t["state"])
-                for t in json.loads(got.stdout or "[]")
-            }
-
+        # the fault lands while the four mapped tasks run (each sleeps slow_s)
         deadline = time.monotonic() + 300
-        while "running" not in states().values():
-            assert time.monotonic() < deadline, "no task started in 300 s"
+        while True:
+            now = tasks() or {}
+            if sum(st == "running" for st, _ in now.values()) >= 4:
+                break
+            assert time.monotonic() < deadline, (
+                f"the four mapped tasks never ran together in 300 s: {now}\n"
+                + log_tail("scheduler")
+            )
+            assert run_state() != "failed", (now, log_tail("scheduler"))
             time.sleep(1)
-        outage = float(fault_mode.pick(5, 20))
-        pg.ctl("-m", "fast", "stop")
-        time.sleep(outage)
-        pg.ctl("-o", pg.opts, "-w", "start")  # type: ignore[attr-defined]
-        deadline = time.monotonic() + 420
-        final = ""
+        before = tasks()
+        t_stop = time.monotonic()
+        stop = pg.ctl("-m", "fast", "stop", check=False)
+        assert stop.returncode == 0, stop.stderr
+        assert query("SELECT 1") is None, "the private PostgreSQL still answers after a stop"
+        time.sleep(max(0.0, outage - (time.monotonic() - t_stop)))
+        begin = pg.ctl("-o", pg.opts, "-w", "start", check=False)  # type: ignore[attr-defined]
+        assert begin.returncode == 0, begin.stderr
+        down_s = time.monotonic() - t_stop
+        back = time.monotonic()
+        back_at = query("SELECT now()")
+        assert back_at, "the private PostgreSQL does not answer after its restart"
+
+        # the scheduler recovers when a SchedulerJob heartbeats after the restart, be it the
+        # same process (it reconnected) or a replacement (it died and was started again)
+        recovered_s: float | None = None
+        final: str | None = None
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            got = cli("dags", "state", "pg_restart_probe", run_id)
-            final = got.stdout.strip().splitlines()[-1] if got.stdout.strip() else ""
+            for component in COMPONENTS:
+                if procs[component].poll() is not None:
+                    # a component that died with the database is what a supervisor restarts
+                    restarts.append(f"{component} (exit {procs[component].returncode})")
+                    start(component)
+            if recovered_s is None and query(
+                "SELECT 1 FROM job WHERE job_type = 'SchedulerJob' AND latest_heartbeat > %s",
+                back_at[0][0],
+            ):
+                recovered_s = time.monotonic() - back
+            final = run_state()
             if final in ("success", "failed"):
                 break
-            # a component that died with the database is what a supervisor restarts
-            for i, p in enumerate(procs):
-                if p.poll() is not None:
-                    component = ("api-server", "dag-processor", "scheduler")[i]
-                    with open(logs / f"{component}.log", "ab") as fh:
-                        procs[i] = subprocess.Popen(
-                            [airflow, component],
-                            env=env,
-                            stdout=fh,
-                            stderr=subprocess.STDOUT,
-                            start_new_session=True,
-                        )
-            time.sleep(3)
-        tasks = states()
-        assert final == "success", (final, tasks, (logs / "scheduler.log").read_text()[-3000:])
-        assert set(tasks.values()) == {"success"}, tasks
-        assert len(tasks) == 5
+            time.sleep(2)
+        after = tasks() or {}
+        detail = (
+            f"run {final!r}, tasks {after} (before the stop: {before}), restarts {restarts}\n"
+            f"--- scheduler\n{log_tail('scheduler')}\n--- api-server\n{log_tail('api-server')}"
+        )
+        assert final in ("success", "failed"), "the run never ended: " + detail
+        assert recovered_s is not None, "no scheduler heartbeat after the restart: " + detail
+        assert len(after) == 5, detail  # 4 mapped slow + total
+        stuck = {k: st for k, (st, _) in after.items() if st in UNFINISHED or st == "None"}
+        assert not stuck, f"tasks left unfinished: {stuck}\n" + detail
+        if final == "success":
+            assert {st for st, _ in after.values()} == {"success"}, detail
+        else:
+            # a failed run must say why: the database, in a task's log or the scheduler's
+            texts = [log_tail(c, 200_000) for c in COMPONENTS]
+            texts += [p.read_text(errors="replace") for p in home.glob("logs/**/*.log")]
+            named = [
+                w
+                for w in ("OperationalError", "could not connect", "connection", "database")
+                if any(w in t for t in texts)
+            ]
+            assert named, "the run failed and no log names the database: " + detail
+        tries = {k: n for k, (_, n) in after.items()}
         _figure(
-            f"PostgreSQL restarted ({outage:.0f} s down) under a LocalExecutor scheduler with "
-            f"a 5-task run in flight: run success, {len(tasks)}/5 tasks success, none stuck"
+            f"PostgreSQL restarted ({down_s:.0f} s down) under a LocalExecutor scheduler with "
+            f"4 mapped tasks running: scheduler heartbeating again {recovered_s:.0f} s after "
+            f"the restart, run {final}, states {sorted({st for st, _ in after.values()})}, "
+            f"tries {tries}, components restarted: {restarts or 'none'}"
         )
     finally:
-        for p in procs:
-            stop_process_group(p)
+        for proc in started:
+            _stop_group(proc)
