@@ -125,6 +125,12 @@ def start_stack(
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{user}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
         "COSINE_RETRAIN_MLFLOW__UI_URL": mlflow_url,
+        # four components and the task processes share one SQLite file: wait for a
+        # lock up to 60 s instead of failing a request after sqlite3's default 5 s
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get(
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            f"sqlite:///{airflow_home / 'airflow.db'}?timeout=60",
+        ),
         # MLflow's GenAI job runner (~10 worker processes) serves nothing used here
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         **(extra_env or {}),
