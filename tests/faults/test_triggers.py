@@ -59,6 +59,7 @@ from typing import Any
 
 import pytest
 
+from pipeline import flow
 from tests.support import (
     TINY_REPLAY_ENV,
     create_postgres_database,
@@ -316,31 +317,36 @@ def test_a_burst_of_requests_and_a_cron_tick_train_once(
     assert {k[0] for k in keys} == {finished[0].info.run_id}
 
 
-def test_requests_at_once_coalesce_into_the_trained_window(
-    tmp_path: Path, fault_mode: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Quick stand-in: concurrent plans after a finished run of the window all skip."""
-    events = int(fault_mode.pick(4, 10))
-    home = tmp_path / "home"
+def _january_landed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A fresh home (tiny training config) with January's features and labels."""
     for key, value in TINY_REPLAY_ENV.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("COSINE_RETRAIN_HOME", str(home))
+    monkeypatch.setenv("COSINE_RETRAIN_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("COSINE_RETRAIN_DATASET_SPEC", str(ROOT / "configs/datasets/flights.yaml"))
     monkeypatch.delenv("COSINE_RETRAIN_CONFIG", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    from pipeline.flow import build_env, plan_retrain
+    from pipeline.flow import build_env
     from pipeline.ingest import ingest_flights_labels, ingest_flights_month
 
     env = build_env()
     ingest_flights_month(env.store, env.spec, 1)
     ingest_flights_labels(env.store, env.spec, 1)
+    return env
+
+
+def test_requests_at_once_coalesce_into_the_trained_window(
+    tmp_path: Path, fault_mode: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quick stand-in: concurrent plans after a finished run of the window all skip."""
+    events = int(fault_mode.pick(4, 10))
+    env = _january_landed(tmp_path, monkeypatch)
     seeded: dict[str, Any] = {"register": True}
     exec(SEED, seeded)  # the window's finished and registered run, as in the real stack
     window_run = seeded["plan"]["run_name"]
 
     def plan(i: int) -> dict:
         trigger = "scheduled" if i == events else "drift"
-        return plan_retrain(build_env(), trigger, [f"burst {i}"])
+        return flow.plan_retrain(flow.build_env(), trigger, [f"burst {i}"])
 
     with ThreadPoolExecutor(max_workers=events + 1) as pool:
         plans = list(pool.map(plan, range(events + 1)))
@@ -360,22 +366,10 @@ def test_a_window_trained_but_never_registered_is_not_skipped(
 ) -> None:
     """A run that finished training but whose register task never completed must
     not block its window forever: the next plan goes on (and registers it)."""
-    home = tmp_path / "home"
-    for key, value in TINY_REPLAY_ENV.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("COSINE_RETRAIN_HOME", str(home))
-    monkeypatch.setenv("COSINE_RETRAIN_DATASET_SPEC", str(ROOT / "configs/datasets/flights.yaml"))
-    monkeypatch.delenv("COSINE_RETRAIN_CONFIG", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    from pipeline.flow import build_env, plan_retrain
-    from pipeline.ingest import ingest_flights_labels, ingest_flights_month
-
-    env = build_env()
-    ingest_flights_month(env.store, env.spec, 1)
-    ingest_flights_labels(env.store, env.spec, 1)
+    _january_landed(tmp_path, monkeypatch)
     seeded: dict[str, Any] = {"register": False}
     exec(SEED, seeded)
-    plan = plan_retrain(build_env(), "drift", ["drift: 40%"])
+    plan = flow.plan_retrain(flow.build_env(), "drift", ["drift: 40%"])
     assert plan["skip"] is False, plan
     assert plan["run_name"] == seeded["plan"]["run_name"]
     assert plan["reasons"][-1].endswith("trained this window but registered no version")
