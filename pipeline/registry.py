@@ -762,9 +762,12 @@ def _register(
         client, experiment_id, candidate, checkpoints, holdout, {"training_run_id": run_id}
     )
     _check_artifacts(client, model_uri, model_id, checkpoints)
-    version = client.create_model_version(
-        name, model_uri, run_id=run_id, tags=tags, description=description, model_id=model_id
-    )
+    # the registry store looks the logged model up through MLflow's *global* tracking
+    # URI (not this client's): point it at ours for the call
+    with mlflow_uris(client.tracking_uri):
+        version = client.create_model_version(
+            name, model_uri, run_id=run_id, tags=tags, description=description, model_id=model_id
+        )
     kept = _drop_duplicates(client, name, run_id, candidate) or version
     if str(kept.version) != str(version.version):
         log.info(
