@@ -99,10 +99,30 @@ def retrain_run(stack: Any, token: str) -> dict[str, Any]:
         if state in ("success", "failed"):
             break
         time.sleep(3)
-    tis = _api(stack, "GET", f"/api/v2/dags/retrain/dagRuns/{run_id}/taskInstances", token=token)
-    states = {t["task_id"]: t["state"] for t in tis["task_instances"]}
+    states = _states(stack, token, run_id)
     assert state == "success", f"retrain ended {state}: {states}; logs in {stack.home}/airflow/logs"
-    return {"run_id": run["dag_run_id"], "quoted": run_id, "states": states}
+    if states.get("train") == "success":
+        return {"run_id": run["dag_run_id"], "quoted": run_id, "states": states}
+    # The demo's last retrain_request events, recorded by dag.test(), make the
+    # scheduler start a retrain as soon as it runs; that run (one at a time) trained
+    # the window first, and ours coalesced into it: that is the run to look at.
+    assert states.get("skip") == "success", states
+    runs = _api(stack, "GET", "/api/v2/dags/retrain/dagRuns?limit=50", token=token)["dag_runs"]
+    # the newest first: older ones are the demo's own (dag.test) runs in the same database
+    for other in sorted(runs, key=lambda r: r["start_date"] or "", reverse=True):
+        quoted = urllib.parse.quote(other["dag_run_id"], safe="")
+        theirs = _states(stack, token, quoted)
+        if theirs.get("train") == "success":
+            assert other["state"] == "success", theirs
+            return {"run_id": other["dag_run_id"], "quoted": quoted, "states": theirs}
+    raise AssertionError(f"no retrain run trained the window: {[r['dag_run_id'] for r in runs]}")
+
+
+def _states(stack: Any, token: str, quoted_run_id: str) -> dict[str, str]:
+    path = f"/api/v2/dags/retrain/dagRuns/{quoted_run_id}/taskInstances"
+    return {
+        t["task_id"]: t["state"] for t in _api(stack, "GET", path, token=token)["task_instances"]
+    }
 
 
 @pytest.fixture(scope="module")
@@ -167,12 +187,13 @@ def test_the_training_task_links_to_its_mlflow_run(
     stack: Any, token: str, browser: Any, retrain_run: dict[str, Any]
 ) -> None:
     path = f"/api/v2/dags/retrain/dagRuns/{retrain_run['quoted']}/taskInstances/train/links"
-    links = _api(stack, "GET", path, token=token)
-    url = links.get("MLflow run") or next(iter(links.values()), None)
+    links = _api(stack, "GET", path, token=token)["extra_links"]
+    url = links.get("MLflow run")
     assert url, links
     assert url.startswith(f"{stack.mlflow_url}/#/experiments/"), links
     page = _page(browser, stack, token)
-    page.goto(f"{stack.airflow_url}/dags/retrain/runs/{retrain_run['quoted']}/tasks/train")
+    # Airflow 3 shows a task's extra links on its Details tab
+    page.goto(f"{stack.airflow_url}/dags/retrain/runs/{retrain_run['quoted']}/tasks/train/details")
     link = page.get_by_role("link", name="MLflow run")
     link.wait_for()
     assert link.get_attribute("href") == url
@@ -200,7 +221,8 @@ def test_mlflow_shows_the_lr_chart_with_its_restarts(
         m.value
         for m in sorted(client.get_metric_history(run.info.run_id, "lr"), key=lambda m: m.step)
     ]
-    restarts = [i for i in range(1, len(lr)) if lr[i] > lr[i - 1] * 5]
+    # a jump of 5x or more from a nonzero rate (the warmup starts at 0: not a restart)
+    restarts = [i for i in range(1, len(lr)) if lr[i - 1] > 0 and lr[i] > lr[i - 1] * 5]
     assert len(restarts) == 2, "three cycles: two warm restarts in the logged lr"
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
