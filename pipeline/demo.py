@@ -21,6 +21,7 @@ finished training windows, registered versions) and says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -92,6 +93,29 @@ class Month:
     lines: list[str] = field(default_factory=list)
 
 
+@contextlib.contextmanager
+def _into(path: Path) -> Any:
+    """Send what Airflow prints while a DAG runs (its task runner logs each failure
+    with a traceback, also an expected one such as a refused gate) to ``path``:
+    the demo prints its own summary of every step."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
 class Replay:
     def __init__(self, home: Path) -> None:
         from airflow.dag_processing.dagbag import BundleDagBag
@@ -105,6 +129,7 @@ class Replay:
 
         self.env = build_env()
         self.months: list[Month] = []
+        self.task_log = home / "reports" / "airflow-tasks.log"
         self.retrains: list[dict[str, Any]] = []
 
     # -- running one DAG -----------------------------------------------------------------
@@ -116,7 +141,8 @@ class Replay:
 
         logging.disable(logging.CRITICAL)  # the demo prints its own summary of every step
         try:
-            dr = self.dags[dag_id].test(run_conf=conf)
+            with _into(self.task_log):
+                dr = self.dags[dag_id].test(run_conf=conf)
         finally:
             logging.disable(logging.NOTSET)
         with create_session() as session:
@@ -323,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = write_report(replay)
     _say(f"\n== done in {time.monotonic() - t0:.0f} s; report: {report}")
+    _say(f"   Airflow's own task logs of the replay: {replay.task_log}")
     _say("   open the Airflow and MLflow UIs on this data: ./run ui")
     (home / "reports" / "replay.json").write_text(
         json.dumps([{"batch": m.batch, **m.steps} for m in replay.months], indent=2, default=str)
