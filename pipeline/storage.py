@@ -20,7 +20,6 @@ The store is built once at the edge (:func:`build_store`) and passed in.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -28,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -58,6 +58,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# S3 object metadata (x-amz-meta-cosine-retrain-write) naming the write that created an
+# object: a retried conditional PUT recognises its own object by it
+WRITE_TOKEN = "cosine-retrain-write"
 
 _COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+@-]*$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,99}$")
@@ -449,6 +453,7 @@ class S3Store:
             return
         self._refuse_existing(key, overwrite)
         extra = {} if overwrite else {"IfNoneMatch": "*"}
+        token = uuid.uuid4().hex
         try:
             self._call(
                 "upload",
@@ -457,13 +462,15 @@ class S3Store:
                 Bucket=self.bucket,
                 Key=self._key(key),
                 Body=data,
+                Metadata={WRITE_TOKEN: token},
                 **extra,
             )
         except ObjectExists:
             # botocore retries a PUT whose answer was lost (a reset connection, a 5xx
-            # after the write): the retry then meets our own object. Only an object
-            # with other bytes is someone else's.
-            if not self._holds(key, f'"{hashlib.md5(data).hexdigest()}"', data):
+            # after the write): the retry then meets our own object. Only the write
+            # token tells ours apart: another writer's object may hold the same bytes
+            # (two senders creating the same record), and then it is theirs.
+            if not self._holds(key, token):
                 raise
             log.info("%s: an earlier attempt of this write had already landed", key)
 
@@ -478,8 +485,14 @@ class S3Store:
     def _multipart(self, key: str, fh: Any, overwrite: bool) -> None:
         self._refuse_existing(key, overwrite)
         full = self._key(key)
+        token = uuid.uuid4().hex
         upload = self._call(
-            "upload", key, self.client.create_multipart_upload, Bucket=self.bucket, Key=full
+            "upload",
+            key,
+            self.client.create_multipart_upload,
+            Bucket=self.bucket,
+            Key=full,
+            Metadata={WRITE_TOKEN: token},
         )
         upload_id = upload["UploadId"]
         try:
@@ -510,10 +523,9 @@ class S3Store:
                 )
             except StorageError:
                 # a retried Complete whose first answer was lost finds the upload gone
-                # (NoSuchUpload) or, conditional, the object there: ours if the ETag
-                # is the one S3 gives exactly these parts
-                digest = hashlib.md5(b"".join(bytes.fromhex(p["ETag"].strip('"')) for p in parts))
-                if not self._holds(key, f'"{digest.hexdigest()}-{len(parts)}"', None):
+                # (NoSuchUpload) or, conditional, the object there: ours if it carries
+                # this upload's write token
+                if not self._holds(key, token):
                     raise
                 log.info("%s: an earlier attempt of this upload had already completed", key)
         except BaseException:
@@ -523,22 +535,15 @@ class S3Store:
                 log.warning("could not abort multipart upload %s of %s", upload_id, full)
             raise
 
-    def _holds(self, key: str, etag: str, data: bytes | None) -> bool:
-        """Whether ``key`` holds exactly the object we meant to write: same ETag, or
-        (``data`` given, an ETag that is no MD5, e.g. SSE-KMS) the same bytes."""
+    def _holds(self, key: str, token: str) -> bool:
+        """Whether ``key`` holds the object this write created (its write token)."""
         try:
             head = self._call(
                 "head", key, self.client.head_object, Bucket=self.bucket, Key=self._key(key)
             )
         except ObjectNotFound:
             return False
-        if head.get("ETag") == etag:
-            return True
-        return (
-            data is not None
-            and len(data) == head.get("ContentLength")
-            and (self.get_bytes(key) == data)
-        )
+        return bool(head.get("Metadata", {}).get(WRITE_TOKEN) == token)
 
     def get_bytes(self, key: str) -> bytes:
         out = self._call(

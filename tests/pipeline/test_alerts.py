@@ -48,6 +48,7 @@ SEVERITY = {
     "canary_needs_decision": "warning",
     "spend_paused": "warning",
     "task_failed": "critical",
+    "training_unhealthy": "warning",
 }
 
 
@@ -270,6 +271,7 @@ EXAMPLES: dict[AlertKind, tuple[str, dict[str, Any]]] = {
     AlertKind.CANARY_UNDECIDED: ("flight_delay/7", {"hours_waiting": 80.0}),
     AlertKind.SPEND: ("2026-11", {"total_usd": 130.0, "budget_usd": 100.0}),
     AlertKind.TASK_FAILED: ("retrain/manual__1/train/try1", {"exception": "RuntimeError: x"}),
+    AlertKind.TRAINING: ("3f2a9c", {"findings": [{"kind": "flat_loss", "value": 0.01}]}),
 }
 
 
