@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import re
 import resource
@@ -219,18 +218,10 @@ def good() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def moto() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
+    from tests.support import moto_server
 
-    from tests.support import free_port
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
+    with moto_server() as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import random
 import shutil
@@ -39,7 +38,7 @@ import pytest
 from pipeline.config import StorageConfig
 from pipeline.storage import ObjectExists, S3Store, StorageError
 from tests.faults.faultproxy import FaultProxy, Request
-from tests.support import VENV_BIN, free_port, stop_process_group
+from tests.support import VENV_BIN, free_port, moto_server, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -111,18 +110,12 @@ class S3:
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3]:
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    proxy = FaultProxy("127.0.0.1", port)
-    try:
-        yield S3(f"http://127.0.0.1:{port}", proxy)
-    finally:
-        proxy.stop()
-        server.stop()
+    with moto_server() as port:
+        proxy = FaultProxy("127.0.0.1", port)
+        try:
+            yield S3(f"http://127.0.0.1:{port}", proxy)
+        finally:
+            proxy.stop()
 
 
 @pytest.fixture

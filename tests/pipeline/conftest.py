@@ -7,8 +7,6 @@ session on a free port and stopped at the end).
 
 from __future__ import annotations
 
-import logging
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,12 +21,6 @@ from training.data.spec import DatasetSpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "configs" / "datasets" / "flights.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -64,16 +56,10 @@ class S3Server:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    from moto.server import ThreadedMotoServer
+    from tests.support import moto_server
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
+    with moto_server() as port:
         yield S3Server(f"http://127.0.0.1:{port}")
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["local", "s3"])
