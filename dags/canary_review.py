@@ -19,6 +19,7 @@ from airflow.sdk import Param, dag, task
 from cosine_retrain_common import (
     DAG_FAILURE_CALLBACK,
     DEFAULT_ARGS,
+    ID_PATTERN,
     LABELS_LANDED,
     RETRAIN_REQUEST,
     START,
@@ -43,7 +44,7 @@ from cosine_retrain_common import (
         "batch_id": Param(
             None,
             type=["null", "string"],
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,99}$",
+            pattern=ID_PATTERN,
             description="labelled batch (default: the batch of the triggering event)",
         ),
     },

@@ -18,6 +18,7 @@ from airflow.sdk import Asset
 
 from pipeline.config import load_config
 from pipeline.notifiers import PipelineNotifier, dag_failure_callback
+from pipeline.storage import ID_PATTERN as ID_PATTERN  # the DAG params' id pattern
 
 CONFIG = load_config()  # environment and YAML only: no I/O beyond reading the file
 

@@ -24,6 +24,7 @@ from cosine_retrain_common import (
     CONFIG,
     DAG_FAILURE_CALLBACK,
     DEFAULT_ARGS,
+    ID_PATTERN,
     RETRAIN_REQUEST,
     START,
     TAGS,
@@ -50,7 +51,7 @@ from cosine_retrain_common import (
         "batch_id": Param(
             None,
             type=["null", "string"],
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,99}$",
+            pattern=ID_PATTERN,
             description="batch to check (default: the batch of the triggering event, "
             "else the newest landed batch)",
         ),

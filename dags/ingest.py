@@ -18,6 +18,7 @@ from cosine_retrain_common import (
     BATCH_LANDED,
     DAG_FAILURE_CALLBACK,
     DEFAULT_ARGS,
+    ID_PATTERN,
     LABELS_LANDED,
     START,
     TAGS,
@@ -53,7 +54,7 @@ from cosine_retrain_common import (
         "batch_id": Param(
             None,
             type=["null", "string"],
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,99}$",
+            pattern=ID_PATTERN,
             description="batch id for a file (a month names its own: 2013-MM)",
         ),
     },

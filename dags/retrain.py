@@ -27,6 +27,7 @@ from cosine_retrain_common import (
     CONFIG,
     DAG_FAILURE_CALLBACK,
     DEFAULT_ARGS,
+    ID_PATTERN,
     RETRAIN_REQUEST,
     START,
     TAGS,
@@ -53,7 +54,7 @@ from cosine_retrain_operators import TrainOperator
         "until": Param(
             None,
             type=["null", "string"],
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,99}$",
+            pattern=ID_PATTERN,
             description="newest batch of the window (default: the newest labelled batch)",
         ),
         "reason": Param(

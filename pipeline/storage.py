@@ -64,7 +64,9 @@ log = logging.getLogger(__name__)
 WRITE_TOKEN = "cosine-retrain-write"
 
 _COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+@-]*$")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,99}$")
+# a batch, run or snapshot id a user gives (also the DAG params' JSON-schema pattern)
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,99}$"
+_ID = re.compile(ID_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
