@@ -173,7 +173,9 @@ def train_loop(
         opt.zero_grad(set_to_none=True)
         sched.step()
         if s in eval_steps:
-            auc, ll = _metrics(data.valid.y, _predict(model, v_cats, v_nums, cfg.eval.batch_size))
+            auc, ll = _metrics(
+                data.valid.y, _predict(model, v_cats, v_nums, cfg.eval.rows_per_pass("cpu"))
+            )
             curve.steps.append(s)
             curve.aucs.append(auc)
             curve.losses.append(ll)
@@ -258,7 +260,7 @@ def run_job(
         ckpt = load_checkpoint(Path(result.run_dir) / best["path"])
         model = TabularMLP.from_signature(ckpt["model_signature"])
         model.load_state_dict(ckpt["model"], strict=True)
-        logits = _predict(model, v_cats, v_nums, cfg.eval.batch_size)
+        logits = _predict(model, v_cats, v_nums, cfg.eval.rows_per_pass("cpu"))
         by_cycle[best["cycle"]] = logits
         per_cycle.append((*_metrics(data.valid.y, logits), int(best["step"])))
         probs.append(1.0 / (1.0 + np.exp(-logits.astype(np.float64))))

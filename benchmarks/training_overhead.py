@@ -153,8 +153,8 @@ def _run_bare(data: Any, cfg: Any, *, evaluate: bool) -> dict[str, Any]:
 
     def validate() -> float:
         model.eval()
-        with torch.no_grad():
-            size = cfg.eval.batch_size
+        with torch.inference_mode():
+            size = cfg.eval.rows_per_pass("cpu")
             logits = torch.cat(
                 [
                     model(v_cats[i : i + size], v_nums[i : i + size])

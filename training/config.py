@@ -193,7 +193,17 @@ class PlateauConfig(_Section):
 class EvalConfig(_Section):
     every_steps: int = Field(100, ge=1, description="also at every cycle end")
     metric: Literal["val_auc", "val_loss"] = "val_auc"
-    batch_size: int = Field(8192, ge=1)
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="rows per forward pass; default 2048 on CPU (activations stay in "
+        "cache: 22 % faster than 8192 on the flights model), 16384 on CUDA",
+    )
+
+    def rows_per_pass(self, device_type: str) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        return 16384 if device_type == "cuda" else 2048
 
 
 class CheckpointConfig(_Section):

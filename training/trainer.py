@@ -696,12 +696,12 @@ class Trainer:
             }
         )
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _predict(self, cats: torch.Tensor, nums: torch.Tensor) -> np.ndarray:
         self.model.eval()
         self._train_mode = False
         out = []
-        size = self.config.eval.batch_size
+        size = self.config.eval.rows_per_pass(self.device.type)
         for i in range(0, len(cats), size):
             with self._autocast():
                 logits = self.core(cats[i : i + size], nums[i : i + size])
