@@ -124,7 +124,9 @@ def plot_training_curves(
     for ax in (ax_lr, ax_loss, ax_auc):
         ax.legend(loc="upper right", fontsize=7, framealpha=0.9)
     ax_lr.set_title(title, fontsize=10)
-    fig.tight_layout()
+    # fixed margins (sized for these labels) instead of tight_layout, which builds and
+    # measures every tick label once more: half of this plot's 0.25 s
+    fig.subplots_adjust(left=0.085, right=0.985, top=0.955, bottom=0.065, hspace=0.1)
     return _save(fig, path)
 
 
