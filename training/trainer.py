@@ -466,14 +466,7 @@ class Trainer:
         self._open_progress()
         stop_status = None
         while self.state.step < self._total_steps():
-            s = self.state.step
-            lr_now = float(self.scheduler.get_last_lr()[0])
-            loss, gnorm, bad = self._train_step(s, lr_now)
-            window.append((s, lr_now, loss, gnorm, bad))
-            self.scheduler.step()
-            self._after_scheduler_step()
-            self.state.step = s + 1
-
+            s = self._advance(window)
             cycle_end = self.scheduler.schedule.is_cycle_end(s)
             done = self.state.step >= self._total_steps()
             eval_due = (s + 1) % cfg.eval.every_steps == 0 or cycle_end or done
@@ -511,6 +504,20 @@ class Trainer:
         return self._finish(status)
 
     # ---------------------------------------------------------------- one optimizer step
+
+    def _advance(
+        self, window: list[tuple[int, float, torch.Tensor, torch.Tensor, torch.Tensor]]
+    ) -> int:
+        """One optimizer step and the scheduler's; its device values join ``window``
+        (no host sync). Returns the step just taken."""
+        s = self.state.step
+        lr_now = float(self.scheduler.get_last_lr()[0])
+        loss, gnorm, bad = self._train_step(s, lr_now)
+        window.append((s, lr_now, loss, gnorm, bad))
+        self.scheduler.step()
+        self._after_scheduler_step()
+        self.state.step = s + 1
+        return s
 
     def _batch_indices(self, step: int) -> torch.Tensor:
         epoch, pos = divmod(step, self.steps_per_epoch)
