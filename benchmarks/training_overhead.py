@@ -223,14 +223,12 @@ STEP_PAIRS = 100
 def _run_steps(data: Any, spec: Any, cfg: Any, pairs: int) -> dict[str, Any]:
     """The per-step bookkeeping, interleaved in one process: blocks of ``STEP_BLOCK``
     steps as the job takes them (``Trainer._advance``, then the window's one host
-    sync, ``Trainer._drain``) alternate with blocks of the bare loop's step on a model
-    of its own; the pair's ratio is taken from two blocks a fraction of a second
+    sync, ``Trainer._drain``) alternate with blocks of the bare loop's step on the same
+    model; the pair's ratio is taken from two blocks a fraction of a second
     apart, so the machine's slow swings in load cancel."""
-    import numpy as np
     import torch
     import torch.nn.functional as F
 
-    from training.model import TabularMLP
     from training.telemetry import Telemetry
     from training.trainer import Trainer, _State
 
@@ -242,19 +240,12 @@ def _run_steps(data: Any, spec: Any, cfg: Any, pairs: int) -> dict[str, Any]:
     trainer.telemetry = Telemetry(enabled=True, run_dir=Path(cfg.output_dir) / "steps")
     window: list[Any] = []
 
-    pre, m, o = data.preprocessor, cfg.model, cfg.optim
-    model = TabularMLP(pre.cardinalities, pre.n_numeric, m.hidden, m.dropout, m.embedding_dim_max)
-    opt = torch.optim.AdamW(
-        model.parameters(),
-        lr=cfg.schedule.lr_max,
-        betas=o.betas,
-        weight_decay=o.weight_decay,
-        fused=True,
-    )
-    cats, nums, y = (
-        torch.from_numpy(np.ascontiguousarray(a))
-        for a in (data.train.cats, data.train.nums, data.train.y)
-    )
+    # the bare step trains the trainer's own model with its own optimizer and tensors:
+    # two models would sit at different addresses, and that alone moved the per-step
+    # time of one against the other by up to +-2 % from one process to the next
+    o = cfg.optim
+    model, opt, params = trainer.core, trainer.optimizer, trainer.params
+    cats, nums, y = trainer.train_t
     schedule = trainer.schedule
     batch, per_epoch = o.batch_size, trainer.steps_per_epoch
     bare_step = 0
@@ -282,14 +273,13 @@ def _run_steps(data: Any, spec: Any, cfg: Any, pairs: int) -> dict[str, Any]:
             loss = F.binary_cross_entropy_with_logits(model(cats[idx], nums[idx]), y[idx])
             loss.backward()
             if o.grad_clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip_norm, foreach=True)
+                torch.nn.utils.clip_grad_norm_(params, o.grad_clip_norm, foreach=True)
             opt.step()
             opt.zero_grad(set_to_none=True)
             bare_step += 1
         return time.perf_counter() - t
 
-    model.train()
-    job_block(), bare_block()  # warm-up: first calls allocate
+    job_block(), bare_block()  # warm-up: first calls allocate (the job sets train mode)
     job_t, bare_t = [], []
     for i in range(pairs):
         if i % 2:
