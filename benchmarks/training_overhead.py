@@ -3,7 +3,8 @@
 Candidates, each in a fresh process (as a user runs a job), interleaved round by
 round in a rotated order (one untimed warm-up round first, which also creates the
 MLflow database and the bytecode cache); each comparison as the median of the
-rounds' paired ratios with a bootstrap interval; and where the job's time goes, timed inside it:
+rounds' paired ratios with a bootstrap interval; and where the job's time goes, timed
+inside it:
 
 * **job**: ``Trainer(cfg).run()`` on ``configs/flights.yaml`` as shipped, with
   telemetry to MLflow (sqlite tracking URI in a temporary folder), the NaN guard,
@@ -16,6 +17,9 @@ rounds' paired ratios with a bootstrap interval; and where the job's time goes, 
   step (``schedule.lr_at(step)`` written into the param group); nothing else.
 * **bare + eval**: the bare loop plus the job's validation passes (same steps, AUC
   and log loss on the host), to tell evaluation (work) from bookkeeping (overhead).
+* **steps** (once, after the rounds): the per-step bookkeeping, from blocks of the
+  job's step (``Trainer._advance`` + ``_drain``) alternating with blocks of the bare
+  step on the same model in one process (see ``_run_steps``).
 
 Timed: from the prepared data in memory to the end of training. The data are
 prepared once by the parent and handed to each process as a pickle, and every
@@ -422,13 +426,8 @@ def main(argv: list[str] | None = None) -> str:
     def part(kind: str, key: str, clock: int) -> float:
         return statistics.median(r[key][clock] for r in runs[kind])
 
-    def paired(kind: str, base: str, key: str = "seconds") -> float:
-        """Median over rounds of that round's ratio: both saw the same load."""
-        return statistics.median(
-            a[key] / b[key] - 1 for a, b in zip(runs[kind], runs[base], strict=True)
-        )
-
     def ratios(kind: str, base: str) -> list[float]:
+        """Each round's ratio of wall times: both runs saw about the same load."""
         return [
             a["seconds"] / b["seconds"] - 1 for a, b in zip(runs[kind], runs[base], strict=True)
         ]
