@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM after a checkpoint; retry resumes
 
+# one optimizer step as the loop holds it until the next host sync: step, lr, and the
+# loss, gradient norm and bad-step flag (host values or device tensors: _train_step)
+_Record = tuple[int, float, float | torch.Tensor, float | torch.Tensor, bool | torch.Tensor]
+
 
 class TrainingDiverged(RuntimeError):
     """Non-finite steps persisted through every allowed rollback."""
@@ -227,6 +231,13 @@ class Trainer:
             )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self._make_scheduler(1.0)
+        # On the CPU a tensor's value is host memory: reading it is no sync, and deciding
+        # on the host whether to skip a step spares the dozen small ops that an on-device
+        # skip costs (the optimizer's found_inf alone adds one op per parameter). On an
+        # accelerator the skip stays on the device and the host reads the values once per
+        # window (_drain).
+        self._host_checks = self.device.type == "cpu" and not self.scaler.is_enabled()
+        self._one = torch.ones((), device=self.device)  # the fused finite check's scale
 
         # training tensors live on the compute device: one copy (pinned, non-blocking
         # on CUDA), then every batch is a gather on the device, with no host work per step
@@ -462,7 +473,7 @@ class Trainer:
 
     def _loop(self) -> TrainResult:
         cfg = self.config
-        window: list[tuple[int, float, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        window: list[_Record] = []
         self._open_progress()
         stop_status = None
         while self.state.step < self._total_steps():
@@ -505,9 +516,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- one optimizer step
 
-    def _advance(
-        self, window: list[tuple[int, float, torch.Tensor, torch.Tensor, torch.Tensor]]
-    ) -> int:
+    def _advance(self, window: list[_Record]) -> int:
         """One optimizer step and the scheduler's; its device values join ``window``
         (no host sync). Returns the step just taken."""
         s = self.state.step
@@ -530,7 +539,13 @@ class Trainer:
 
     def _train_step(
         self, step: int, lr_now: float
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[float | torch.Tensor, float | torch.Tensor, bool | torch.Tensor]:
+        """Forward, backward and (unless the step is bad) the update.
+
+        Returns the step's loss, gradient norm and bad-step flag: host values where
+        reading them costs no sync (``_host_checks``), else device tensors that
+        ``_drain`` copies to the host with the rest of the window.
+        """
         cfg = self.config
         accum = cfg.optim.grad_accum_steps
         idx_all = self._batch_indices(step)
@@ -562,6 +577,7 @@ class Trainer:
                     loss = loss / accum
                 self.scaler.scale(loss).backward()
             total = loss.detach() if total is None else total + loss.detach()
+        assert total is not None  # grad_accum_steps >= 1
         fault_point("step", str(step))  # tests only: gradients computed, no update yet
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)
@@ -572,29 +588,50 @@ class Trainer:
         else:
             grads = [p.grad for p in self.params if p.grad is not None]
             gnorm = torch.nn.utils.get_total_norm(grads, foreach=True)
-        if self.scaler.is_enabled():
-            # fp16: overflowed gradients are the scaler's business (it skips them and
-            # lowers its scale); only a non-finite loss is a NaN event
-            bad = ~torch.isfinite(total)
-        else:
-            bad = ~(torch.isfinite(total) & torch.isfinite(gnorm))
+        if self._host_checks:
+            return self._update_host(total, gnorm)
+        return self._update_device(total, gnorm)
+
+    def _update_host(self, total: torch.Tensor, gnorm: torch.Tensor) -> tuple[float, float, bool]:
+        """The update, skipped on a non-finite loss or gradient, decided on the host."""
+        loss_v, gnorm_v = total.item(), gnorm.item()
+        bad = not (math.isfinite(loss_v) and math.isfinite(gnorm_v))
         if self.ctx.enabled:  # every rank must skip the same steps
-            flag = bad.float()
+            flag = torch.tensor(float(bad))
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            bad = flag > 0
+            bad = flag.item() > 0
+        if not bad:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_v, gnorm_v, bad
+
+    def _update_device(
+        self, total: torch.Tensor, gnorm: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The update with the skip decided on the device, so the host never waits."""
         if self.scaler.is_enabled():
-            # the scaler's own found_inf skips overflowed steps on the device
+            # fp16: overflowed gradients are the scaler's business (its own found_inf
+            # skips them on the device and lowers its scale); only a non-finite loss is
+            # a NaN event
+            bad = torch.isfinite(total).logical_not_().float()
+        else:
+            # one fused kernel sets ``bad`` to 1.0 if the loss or the norm is not finite
+            # (it also multiplies both by 1.0, which changes nothing)
+            bad = torch.zeros((), device=self.device)
+            torch._amp_foreach_non_finite_check_and_unscale_([total, gnorm], bad, self._one)
+        if self.ctx.enabled:  # every rank must skip the same steps
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        if self.scaler.is_enabled():
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            self.optimizer.found_inf = bad.float()
+            self.optimizer.found_inf = bad
             self.optimizer.grad_scale = None
             try:
                 self.optimizer.step()
             finally:
                 del self.optimizer.found_inf, self.optimizer.grad_scale
         self.optimizer.zero_grad(set_to_none=True)
-        assert total is not None  # grad_accum_steps >= 1
         return total, gnorm, bad
 
     def _autocast(self) -> Any:
@@ -634,16 +671,19 @@ class Trainer:
 
     # ---------------------------------------------------------------- the host side
 
-    def _drain(
-        self, window: list[tuple[int, float, torch.Tensor, torch.Tensor, torch.Tensor]]
-    ) -> bool:
-        """Copy the window's device values to the host (one sync); run the NaN guard.
+    def _drain(self, window: list[_Record]) -> bool:
+        """Bring the window's values to the host (one sync for the whole window, if
+        they are on the device); run the NaN guard and record the telemetry.
 
         Returns False when the guard rolled the run back.
         """
         if not window:
             return True
-        values = torch.stack([torch.stack([w[2], w[3], w[4].float()]) for w in window]).tolist()
+        if self._host_checks:
+            values = [w[2:] for w in window]
+        else:
+            flat = torch.stack([t for w in window for t in w[2:]]).tolist()
+            values = [(flat[i], flat[i + 1], flat[i + 2] > 0) for i in range(0, len(flat), 3)]
         limit = self.config.nan_guard.max_consecutive
         for (s, lr, *_), (loss, gnorm, bad) in zip(window, values, strict=True):
             if bad:
@@ -853,7 +893,7 @@ class Trainer:
             tmp = path.with_suffix(".json.tmp")
             tmp.write_text(result.to_json())
             os.replace(tmp, path)
-            curves = self._plot_curves()
+            # the sender process logs these while this one draws the plot (0.15 s)
             self.telemetry.set_tags(
                 {
                     "status": status,
@@ -864,6 +904,7 @@ class Trainer:
             )
             self.telemetry.log_artifact(path)
             self.telemetry.log_artifact(self.run_dir / "config.resolved.json")
+            curves = self._plot_curves()
             if curves is not None:
                 self.telemetry.log_artifact(curves)
         return result

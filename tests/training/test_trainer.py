@@ -23,12 +23,12 @@ from tests.training.helpers import (
 )
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
-from training.data.dataset import prepare
+from training.data.dataset import PreparedData, prepare
 from training.data.preprocess import Preprocessor
-from training.data.spec import load_spec
+from training.data.spec import DatasetSpec, load_spec
 from training.model import TabularMLP
 from training.schedule import CosineSchedule
-from training.trainer import Trainer, TrainingDiverged
+from training.trainer import Trainer, TrainingDiverged, TrainResult
 
 Tiny = Callable[..., TrainConfig]
 
@@ -185,6 +185,48 @@ def test_gives_up_with_a_clear_error_when_rollbacks_do_not_help(tiny: Tiny) -> N
     for path in best_dir.glob("best-*.ckpt"):
         ckpt = load_checkpoint(path)
         assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+
+
+class _DeviceSkipTrainer(Trainer):
+    """The accelerator's code path on the CPU: the skip decided on the device (the
+    optimizer's ``found_inf``), the values read once per window."""
+
+    def _build(self, spec: DatasetSpec, data: PreparedData) -> None:
+        super()._build(spec, data)
+        self._host_checks = False
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        ("fault_injection.nan_steps=[7, 31, 32]",),
+        ("fault_injection.nan_above_lr=0.0025", "nan_guard.max_consecutive=3"),
+        ("optim.grad_accum_steps=2", "fault_injection.nan_steps=[12]", "optim.name=sgd"),
+    ],
+    ids=["skips", "rollback", "accum-sgd"],
+)
+def test_device_side_skip_equals_the_host_decided_skip(tiny: Tiny, faults: tuple[str, ...]) -> None:
+    """On the CPU the job decides a step's skip on the host; on an accelerator on the
+    device, without a sync. Both must give the same run to the bit."""
+    host = Trainer(tiny(*faults, name="host")).run()
+    device = _DeviceSkipTrainer(tiny(*faults, name="device")).run()
+    assert host.nan_count == device.nan_count > 0
+    assert host.rollbacks == device.rollbacks
+    picks = ("cycle", "step", "val_auc", "val_loss")
+    assert [[c[k] for k in picks] for c in host.cycles] == [
+        [c[k] for k in picks] for c in device.cycles
+    ]
+    assert same_weights(final_weights(Path(host.run_dir)), final_weights(Path(device.run_dir)))
+    keys = ("step", "lr", "train_loss", "grad_norm", "nan_count")
+
+    def steps(result: TrainResult) -> list[tuple[float, ...]]:
+        records = metric_records(Path(result.run_dir))
+        return [tuple(r[k] for k in keys) for r in records if "lr" in r]
+
+    a, b = steps(host), steps(device)
+    assert len(a) == len(b) >= 100
+    for ra, rb in zip(a, b, strict=True):  # NaN != NaN: compare as strings
+        assert [repr(x) for x in ra] == [repr(x) for x in rb]
 
 
 def test_gradient_accumulation_keeps_the_step_count_and_the_result(tiny: Tiny) -> None:
