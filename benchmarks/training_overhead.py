@@ -145,10 +145,40 @@ def _run_job(data: Any, spec: Any, cfg: Any) -> dict[str, Any]:
     }
 
 
+def _bare_stepper(model: Any, opt: Any, tensors: Any, schedule: Any, cfg: Any) -> Any:
+    """The bare loop's optimizer step, ``step(s, params)``: the batch from a per-epoch
+    permutation seeded as the job seeds it, the schedule's rate written into the param
+    groups, forward, backward, clip, update. Nothing else."""
+    import torch
+    import torch.nn.functional as F
+
+    cats, nums, y = tensors
+    batch, clip, seed = cfg.optim.batch_size, cfg.optim.grad_clip_norm, cfg.runtime.seed
+    per_epoch = len(y) // batch
+    perm, perm_epoch = None, -1
+
+    def step(s: int, params: Any) -> None:
+        nonlocal perm, perm_epoch
+        epoch, pos = divmod(s, per_epoch)
+        if epoch != perm_epoch:
+            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            perm, perm_epoch = torch.randperm(len(y), generator=g), epoch
+        idx = perm[pos * batch : (pos + 1) * batch]
+        for group in opt.param_groups:
+            group["lr"] = schedule.lr_at(s)
+        loss = F.binary_cross_entropy_with_logits(model(cats[idx], nums[idx]), y[idx])
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
 def _run_bare(data: Any, cfg: Any, *, evaluate: bool) -> dict[str, Any]:
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
     from training.metrics import log_loss, roc_auc
     from training.model import TabularMLP
@@ -192,22 +222,10 @@ def _run_bare(data: Any, cfg: Any, *, evaluate: bool) -> dict[str, Any]:
         log_loss(data.valid.y, prob)
         return roc_auc(data.valid.y, logits)
 
-    perm, perm_epoch = None, -1
+    step = _bare_stepper(model, opt, (cats, nums, y), schedule, cfg)
     for s in range(total):
-        epoch, pos = divmod(s, per_epoch)
-        if epoch != perm_epoch:
-            g = torch.Generator().manual_seed(cfg.runtime.seed * 1_000_003 + epoch)
-            perm, perm_epoch = torch.randperm(len(y), generator=g), epoch
-        idx = perm[pos * batch : (pos + 1) * batch]
-        for group in opt.param_groups:
-            group["lr"] = schedule.lr_at(s)
         model.train()
-        loss = F.binary_cross_entropy_with_logits(model(cats[idx], nums[idx]), y[idx])
-        loss.backward()
-        if o.grad_clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip_norm, foreach=True)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        step(s, model.parameters())
         if evaluate and s in eval_steps:
             aucs.append(validate())
     t1 = _clocks()
@@ -230,8 +248,6 @@ def _run_steps(data: Any, spec: Any, cfg: Any, pairs: int) -> dict[str, Any]:
     sync, ``Trainer._drain``) alternate with blocks of the bare loop's step on the same
     model; the pair's ratio is taken from two blocks a fraction of a second
     apart, so the machine's slow swings in load cancel."""
-    import torch
-    import torch.nn.functional as F
 
     from training.telemetry import Telemetry
     from training.trainer import Trainer, _State
@@ -247,13 +263,9 @@ def _run_steps(data: Any, spec: Any, cfg: Any, pairs: int) -> dict[str, Any]:
     # the bare step trains the trainer's own model with its own optimizer and tensors:
     # two models would sit at different addresses, and that alone moved the per-step
     # time of one against the other by up to +-2 % from one process to the next
-    o = cfg.optim
-    model, opt, params = trainer.core, trainer.optimizer, trainer.params
-    cats, nums, y = trainer.train_t
-    schedule = trainer.schedule
-    batch, per_epoch = o.batch_size, trainer.steps_per_epoch
+    schedule, params = trainer.schedule, trainer.params
+    step = _bare_stepper(trainer.core, trainer.optimizer, trainer.train_t, schedule, cfg)
     bare_step = 0
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
 
     def job_block() -> float:
         t = time.perf_counter()
@@ -270,16 +282,7 @@ def _run_steps(data: Any, spec: Any, cfg: Any, pairs: int) -> dict[str, Any]:
         nonlocal bare_step
         t = time.perf_counter()
         for _ in range(STEP_BLOCK):
-            pos = bare_step % per_epoch
-            idx = perm[pos * batch : (pos + 1) * batch]
-            for group in opt.param_groups:
-                group["lr"] = schedule.lr_at(bare_step)
-            loss = F.binary_cross_entropy_with_logits(model(cats[idx], nums[idx]), y[idx])
-            loss.backward()
-            if o.grad_clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, o.grad_clip_norm, foreach=True)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            step(bare_step, params)
             bare_step += 1
         return time.perf_counter() - t
 
@@ -563,8 +566,8 @@ at cycle ends; fewer with a larger `eval.every_steps`).
 
 Where the job's time goes (wall seconds, medians over the rounds of the job with
 MLflow; % of the bare loop's median {wall_bare:.2f} s). The phases are timed inside
-the job; the per-step bookkeeping (the lr read-back, the on-device finite check, the
-optimizer's skip flag `found_inf`, the loop's checks) comes from {len(block_pairs)} pairs of
+the job; the per-step bookkeeping (the lr read-back, the finite check of loss and
+gradient norm, the telemetry record, the loop's checks) comes from {len(block_pairs)} pairs of
 {block}-step blocks, the job's `Trainer._advance` + `_drain` against the bare step,
 alternating in one process:
 
