@@ -37,13 +37,13 @@ from scipy import stats
 from scipy.spatial import distance
 
 from benchmarks.report import write_section
-from pipeline.config import DriftConfig, ValidationConfig
-from pipeline.drift import check_drift, compute_drift
-from pipeline.ingest import ingest_frame
-from pipeline.layout import BatchRef
-from pipeline.reference import create_reference, sample_rows
-from pipeline.storage import LocalStore
-from pipeline.validation import validate_batch, validate_frame
+from pipeline.base.config import DriftConfig, ValidationConfig
+from pipeline.base.layout import BatchRef
+from pipeline.base.store import LocalStore
+from pipeline.steps.drift import check_drift, compute_drift
+from pipeline.steps.ingest import ingest_frame
+from pipeline.steps.reference import create_reference, sample_rows
+from pipeline.steps.validation import validate_batch, validate_frame
 from training.data.flights import load_months
 from training.data.spec import DatasetSpec, categories_as_str, load_spec
 

@@ -32,26 +32,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import DriftConfig, PipelineConfig, load_config
-from pipeline.drift import (
-    DriftSummary,
-    QualitySummary,
-    RetrainDecision,
-    check_drift,
-    check_quality,
-    decide_retrain,
-)
-from pipeline.ingest import (
-    flights_batch_id,
-    ingest_flights_labels,
-    ingest_flights_month,
-    read_batch,
-    read_labels,
-)
-from pipeline.layout import BatchRef, predictions_key
-from pipeline.reference import create_reference_from_batches
-from pipeline.storage import LocalStore, ObjectStore, put_frame
-from pipeline.validation import ValidationFailed, validate_batch
+from pipeline.base.config import DriftConfig, PipelineConfig, load_config
+from pipeline.base.layout import BatchRef, predictions_key, read_batch, read_labels
+from pipeline.base.store import LocalStore, ObjectStore, put_frame
+from pipeline.steps.decision import RetrainDecision, decide_retrain
+from pipeline.steps.drift import DriftSummary, check_drift
+from pipeline.steps.ingest import flights_batch_id, ingest_flights_month
+from pipeline.steps.labels import ingest_flights_labels
+from pipeline.steps.quality import QualitySummary, check_quality
+from pipeline.steps.reference import create_reference_from_batches
+from pipeline.steps.validation import ValidationFailed, validate_batch
 from training.data.spec import DatasetSpec, categories_as_str, load_spec
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "drift-replay.md"
@@ -233,7 +223,7 @@ class Sensitivity:
         return self._models[window]
 
     def drift(self, window: tuple[int, ...], month: int) -> DriftSummary:
-        from pipeline.drift import compute_drift
+        from pipeline.steps.drift import compute_drift
 
         key = (window, month)
         if key not in self._drift:

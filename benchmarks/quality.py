@@ -45,9 +45,10 @@ import torch.nn.functional as F
 from torch.optim import lr_scheduler as tls
 
 from benchmarks.report import DOC, write_section
+from training.build import build_optimizer
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, load_config
-from training.data.dataset import PreparedData, prepare
+from training.data.dataset import PreparedData, prepare_for
 from training.data.spec import DatasetSpec, load_spec
 from training.metrics import log_loss, roc_auc
 from training.model import TabularMLP
@@ -144,13 +145,7 @@ def train_loop(
     torch.manual_seed(seed)
     model = _make_model(data, cfg)
     o = cfg.optim
-    opt = torch.optim.AdamW(
-        model.parameters(),
-        lr=cfg.schedule.lr_max,
-        betas=o.betas,
-        weight_decay=o.weight_decay,
-        fused=True,
-    )
+    opt = build_optimizer(o, model.parameters(), cfg.schedule.lr_max, fused=True)
     sched = make_scheduler(opt)
     (cats, nums, y), (v_cats, v_nums) = _tensors(data)
     batch = o.batch_size
@@ -257,12 +252,12 @@ def run_job(
     v_cats, v_nums = (torch.from_numpy(a) for a in (data.valid.cats, data.valid.nums))
     probs, by_cycle, per_cycle = [], {}, []
     for best in result.cycles:
-        ckpt = load_checkpoint(Path(result.run_dir) / best["path"])
+        ckpt = load_checkpoint(Path(result.run_dir) / best.path)
         model = TabularMLP.from_signature(ckpt["model_signature"])
         model.load_state_dict(ckpt["model"], strict=True)
         logits = _predict(model, v_cats, v_nums, cfg.eval.rows_per_pass("cpu"))
-        by_cycle[best["cycle"]] = logits
-        per_cycle.append((*_metrics(data.valid.y, logits), int(best["step"])))
+        by_cycle[best.cycle] = logits
+        per_cycle.append((*_metrics(data.valid.y, logits), best.step))
         probs.append(1.0 / (1.0 + np.exp(-logits.astype(np.float64))))
     mean_prob = np.mean(probs, axis=0)
     ensemble = (roc_auc(data.valid.y, mean_prob), log_loss(data.valid.y, mean_prob))
@@ -369,12 +364,7 @@ def main(argv: list[str] | None = None) -> str:
     torch.set_num_threads(THREADS)
     cfg = load_config(CONFIG, extra)
     spec = load_spec(cfg.data.dataset)
-    data = prepare(
-        cfg.data,
-        spec,
-        min_category_count=cfg.model.min_category_count,
-        max_categories=cfg.model.max_categories,
-    )
+    data = prepare_for(cfg, spec)
     per_epoch = len(data.train) // cfg.optim.batch_size
     schedule = cfg.schedule.build(per_epoch)
     total = schedule.total_steps()

@@ -88,7 +88,7 @@ def _clocks() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
-PHASES = ("_write_last", "_maybe_best", "_evaluate", "_drain", "_close_cycle")
+PHASES = ("_write_last", "_save_best", "_evaluate", "_drain", "_close_cycle")
 
 
 def _run_job(data: Any, spec: Any, cfg: Any) -> dict[str, Any]:
@@ -138,7 +138,7 @@ def _run_job(data: Any, spec: Any, cfg: Any) -> dict[str, Any]:
         "phases": spent,
         "steps": result.steps_done,
         "status": result.status,
-        "best_auc": max(c["val_auc"] for c in result.cycles),
+        "best_auc": max(c.val_auc for c in result.cycles),
         "nan_count": result.nan_count,
         "checkpoint_files": len(ckpts),
         "mlflow_run_id": result.mlflow_run_id,
@@ -180,21 +180,14 @@ def _run_bare(data: Any, cfg: Any, *, evaluate: bool) -> dict[str, Any]:
     import numpy as np
     import torch
 
+    from training.build import build_model, build_optimizer
     from training.metrics import log_loss, roc_auc
-    from training.model import TabularMLP
 
     t0 = _clocks()
     torch.manual_seed(cfg.runtime.seed)
-    pre = data.preprocessor
-    m, o = cfg.model, cfg.optim
-    model = TabularMLP(pre.cardinalities, pre.n_numeric, m.hidden, m.dropout, m.embedding_dim_max)
-    opt = torch.optim.AdamW(
-        model.parameters(),
-        lr=cfg.schedule.lr_max,
-        betas=o.betas,
-        weight_decay=o.weight_decay,
-        fused=True,
-    )
+    o = cfg.optim
+    model = build_model(cfg.model, data.preprocessor)
+    opt = build_optimizer(o, model.parameters(), cfg.schedule.lr_max, fused=True)
     cats, nums, y = (
         torch.from_numpy(np.ascontiguousarray(a))
         for a in (data.train.cats, data.train.nums, data.train.y)
@@ -249,22 +242,26 @@ def _run_steps(data: Any, spec: Any, cfg: Any, pairs: int) -> dict[str, Any]:
     model; the pair's ratio is taken from two blocks a fraction of a second
     apart, so the machine's slow swings in load cancel."""
 
+    from training.nan_guard import LoopState, NanGuard
+    from training.runtime import Runtime
     from training.telemetry import Telemetry
-    from training.trainer import Trainer, _State
+    from training.trainer import Trainer
 
     trainer = Trainer(cfg, data=data, spec=spec)
-    trainer._setup_runtime()
+    trainer.runtime = Runtime.setup(cfg.runtime, trainer.ctx)
     trainer.spec, trainer.data = spec, data
     trainer._build(spec, data)
-    trainer.state = _State()
+    trainer.state = LoopState()
+    trainer.guard = NanGuard(cfg.nan_guard)
     trainer.telemetry = Telemetry(enabled=True, run_dir=Path(cfg.output_dir) / "steps")
     window: list[Any] = []
 
     # the bare step trains the trainer's own model with its own optimizer and tensors:
     # two models would sit at different addresses, and that alone moved the per-step
     # time of one against the other by up to +-2 % from one process to the next
-    schedule, params = trainer.schedule, trainer.params
-    step = _bare_stepper(trainer.core, trainer.optimizer, trainer.train_t, schedule, cfg)
+    schedule, params = trainer.schedule, trainer.runner.params
+    runner = trainer.runner
+    step = _bare_stepper(runner.module, trainer.optimizer, runner.train_t, schedule, cfg)
     bare_step = 0
 
     def job_block() -> float:
@@ -381,19 +378,14 @@ def main(argv: list[str] | None = None) -> str:
         return ""
 
     from training.config import load_config
-    from training.data.dataset import prepare
+    from training.data.dataset import prepare_for
     from training.data.spec import load_spec
 
     repeats = 1 if args.quick else args.repeats
     threads = args.threads
     cfg = load_config(CONFIG, extra)
     spec = load_spec(cfg.data.dataset)
-    data = prepare(
-        cfg.data,
-        spec,
-        min_category_count=cfg.model.min_category_count,
-        max_categories=cfg.model.max_categories,
-    )
+    data = prepare_for(cfg, spec)
     steps = cfg.schedule.build(len(data.train) // cfg.optim.batch_size).total_steps()
     n_rows = steps * cfg.optim.batch_size
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
@@ -481,7 +473,7 @@ def main(argv: list[str] | None = None) -> str:
             f"`last` checkpoints (every {cfg.checkpoint.every_steps} steps)",
             phase("_write_last"),
         ),
-        ("best-of-cycle checkpoints (at each better evaluation)", phase("_maybe_best")),
+        ("best-of-cycle checkpoints (at each better evaluation)", phase("_save_best")),
         (
             f"NaN guard host syncs, telemetry records (every "
             f"{cfg.nan_guard.check_every_steps} steps)",
@@ -490,7 +482,7 @@ def main(argv: list[str] | None = None) -> str:
         ("cycle ends: the best checkpoint handed to MLflow", phase("_close_cycle")),
         ("end: result.json, curves plot, MLflow drained", part("job", "finish", 0)),
     ]
-    validation = phase("_evaluate") - phase("_maybe_best")
+    validation = phase("_evaluate") - phase("_save_best")
     block = per_step_run["block"]
     block_pairs = list(zip(per_step_run["job"], per_step_run["bare"], strict=True))
     step_ratios = [j / b - 1 for j, b in block_pairs]

@@ -15,44 +15,27 @@ Runs when labels land (`labels_landed`). For the labelled batch:
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, task
-from cosine_retrain_common import (
-    DAG_FAILURE_CALLBACK,
-    DEFAULT_ARGS,
-    ID_PATTERN,
-    LABELS_LANDED,
-    RETRAIN_REQUEST,
-    START,
-    TAGS,
-    env,
-    newest_event_extra,
-    permanent,
-)
+from airflow.sdk import task
+
+from pipeline.apps import dagkit as kit
 
 
-@dag(
-    dag_id="canary_review",
-    schedule=[LABELS_LANDED],
-    start_date=START,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    on_failure_callback=DAG_FAILURE_CALLBACK,
-    tags=TAGS,
+@kit.pipeline_dag(
+    "canary_review",
+    schedule=[kit.LABELS_LANDED],
     doc_md=__doc__,
     params={
-        "batch_id": Param(
-            None,
-            type=["null", "string"],
-            pattern=ID_PATTERN,
-            description="labelled batch (default: the batch of the triggering event)",
-        ),
+        "batch_id": kit.batch_param("labelled batch (default: the batch of the triggering event)"),
     },
 )
 def canary_review():
     @task(doc_md="The labelled batch: the param or the triggering event.")
     def which_batch(params=None, triggering_asset_events=None) -> str:
-        batch = params["batch_id"] or newest_event_extra(triggering_asset_events, "batch_id")
+        from pipeline import flow
+
+        batch = params["batch_id"] or flow.newest_extra(
+            kit.events(triggering_asset_events), "batch_id"
+        )
         if not batch:
             from airflow.sdk.exceptions import AirflowFailException
 
@@ -63,18 +46,18 @@ def canary_review():
     def quality(batch_id: str):
         from pipeline import flow
 
-        with permanent():
-            return flow.quality(env(), batch_id)
+        with kit.permanent():
+            return flow.quality(kit.env(), batch_id).to_xcom()
 
     @task.branch(doc_md="Live quality below its SLO requests a retrain.")
     def branch(result):
-        return "request_retrain" if result.get("retrain") else "quality_ok"
+        return "request_retrain" if result["decision"]["retrain"] else "quality_ok"
 
-    @task(outlets=[RETRAIN_REQUEST], doc_md="Emits `retrain_request` with the reason.")
+    @task(outlets=[kit.RETRAIN_REQUEST], doc_md="Emits `retrain_request` with the reason.")
     def request_retrain(result, *, outlet_events=None):
-        outlet_events[RETRAIN_REQUEST].extra = {
+        outlet_events[kit.RETRAIN_REQUEST].extra = {
             "trigger": "quality",
-            "reason": result["reason"],
+            "reason": result["decision"]["reason"],
             "batch_id": result["batch_id"],
         }
         return result
@@ -87,8 +70,8 @@ def canary_review():
     def review(batch_id: str):
         from pipeline import flow
 
-        with permanent():
-            return flow.review(env(), [batch_id])
+        with kit.permanent():
+            return flow.review(kit.env(), [batch_id]).to_xcom()
 
     batch = which_batch()
     checked = quality(batch)

@@ -18,89 +18,68 @@ Runs when a batch lands (`batch_landed`) and on a schedule. For one batch:
 
 from __future__ import annotations
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-from cosine_retrain_common import (
-    BATCH_LANDED,
-    CONFIG,
-    DAG_FAILURE_CALLBACK,
-    DEFAULT_ARGS,
-    ID_PATTERN,
-    RETRAIN_REQUEST,
-    START,
-    TAGS,
-    env,
-    newest_event_extra,
-    permanent,
-)
+from airflow.sdk import task
+
+from pipeline.apps import dagkit as kit
 
 
-@dag(
-    dag_id="drift_monitor",
-    schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable(CONFIG.monitor.schedule, timezone="UTC"),
-        assets=[BATCH_LANDED],
-    ),
-    start_date=START,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    on_failure_callback=DAG_FAILURE_CALLBACK,
-    tags=TAGS,
+@kit.pipeline_dag(
+    "drift_monitor",
+    schedule=kit.asset_or_cron(kit.CONFIG.monitor.schedule, kit.BATCH_LANDED),
     doc_md=__doc__,
     params={
-        "batch_id": Param(
-            None,
-            type=["null", "string"],
-            pattern=ID_PATTERN,
-            description="batch to check (default: the batch of the triggering event, "
-            "else the newest landed batch)",
+        "batch_id": kit.batch_param(
+            "batch to check (default: the batch of the triggering event, else the newest "
+            "landed batch)"
         ),
     },
 )
 def drift_monitor():
     @task(doc_md="The batch this run checks: the param, the triggering event, or the newest.")
     def which_batch(params=None, triggering_asset_events=None) -> str:
-        from pipeline.flow import newest_batch
+        from pipeline import flow
 
-        batch = params["batch_id"] or newest_event_extra(triggering_asset_events, "batch_id")
-        with permanent():
-            return batch or newest_batch(env())
+        batch = params["batch_id"] or flow.newest_extra(
+            kit.events(triggering_asset_events), "batch_id"
+        )
+        with kit.permanent():
+            return batch or flow.newest_batch(kit.env())
 
     @task(doc_md="Great Expectations suite of the spec; quarantine and stop on failure.")
     def validate(batch_id: str):
         from pipeline import flow
 
-        with permanent():
-            return flow.validate(env(), batch_id)
+        with kit.permanent():
+            return flow.validate(kit.env(), batch_id).to_xcom()
 
     @task(doc_md="Evidently drift against the champion's reference snapshot.")
     def drift(batch_id: str, _validated: dict):
         from pipeline import flow
 
-        with permanent():
-            return flow.drift(env(), batch_id)
+        with kit.permanent():
+            return flow.drift(kit.env(), batch_id).to_xcom()
 
     @task(doc_md="Champion and canary score the batch; predictions go to the store.")
     def score(batch_id: str, _validated: dict):
         from pipeline import flow
 
-        with permanent():
-            return flow.score(env(), batch_id)
+        with kit.permanent():
+            return flow.score(kit.env(), batch_id).to_xcom()
 
     @task(doc_md="Retrain or not, and why (drift, no champion yet, budget).")
-    def decide(batch_id: str, drift_result: dict, _scored: dict):
+    def decide(batch_id: str, drifted: dict, _scored: dict):
         from pipeline import flow
 
-        with permanent():
-            return flow.decide(env(), batch_id, drift_result)
+        with kit.permanent():
+            return flow.decide(kit.env(), batch_id, flow.DriftOutcome.from_xcom(drifted)).to_xcom()
 
     @task.branch(doc_md="A real branch: no drift short-circuits to `no_retrain`.")
     def branch(decision: dict) -> str:
         return "request_retrain" if decision["retrain"] else "no_retrain"
 
-    @task(outlets=[RETRAIN_REQUEST], doc_md="Emits `retrain_request` with the reason.")
+    @task(outlets=[kit.RETRAIN_REQUEST], doc_md="Emits `retrain_request` with the reason.")
     def request_retrain(decision: dict, *, outlet_events=None):
-        outlet_events[RETRAIN_REQUEST].extra = {
+        outlet_events[kit.RETRAIN_REQUEST].extra = {
             "trigger": decision["trigger"],
             "reason": decision["reason"],
             "batch_id": decision["batch_id"],

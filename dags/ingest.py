@@ -13,29 +13,15 @@ review runs), with the batch id in the event.
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, task
-from cosine_retrain_common import (
-    BATCH_LANDED,
-    DAG_FAILURE_CALLBACK,
-    DEFAULT_ARGS,
-    ID_PATTERN,
-    LABELS_LANDED,
-    START,
-    TAGS,
-    env,
-    permanent,
-)
+from airflow.sdk import Param, task
+
+from pipeline.apps import dagkit as kit
 
 
-@dag(
-    dag_id="ingest",
+@kit.pipeline_dag(
+    "ingest",
     schedule=None,
-    start_date=START,
-    catchup=False,
     max_active_runs=4,
-    default_args=DEFAULT_ARGS,
-    on_failure_callback=DAG_FAILURE_CALLBACK,
-    tags=TAGS,
     doc_md=__doc__,
     params={
         "source": Param(
@@ -51,12 +37,7 @@ from cosine_retrain_common import (
             enum=["features", "labels"],
             description="features of a new batch, or labels of a landed one",
         ),
-        "batch_id": Param(
-            None,
-            type=["null", "string"],
-            pattern=ID_PATTERN,
-            description="batch id for a file (a month names its own: 2013-MM)",
-        ),
+        "batch_id": kit.batch_param("batch id for a file (a month names its own: 2013-MM)"),
     },
 )
 def ingest():
@@ -64,23 +45,25 @@ def ingest():
     def route(params=None) -> str:
         return "land_labels" if params["kind"] == "labels" else "land_features"
 
-    @task(outlets=[BATCH_LANDED], doc_md="Land the features; emits `batch_landed`.")
+    @task(outlets=[kit.BATCH_LANDED], doc_md="Land the features; emits `batch_landed`.")
     def land_features(params=None, *, outlet_events=None):
-        from pipeline.flow import land
+        from pipeline import flow
 
-        with permanent():
-            result = land(env(), params["source"], batch_id=params["batch_id"])
-        outlet_events[BATCH_LANDED].extra = {"batch_id": result["batch_id"], "kind": "features"}
-        return result
+        with kit.permanent():
+            landed = flow.land(kit.env(), params["source"], batch_id=params["batch_id"])
+        outlet_events[kit.BATCH_LANDED].extra = {"batch_id": landed.batch_id, "kind": "features"}
+        return landed.to_xcom()
 
-    @task(outlets=[LABELS_LANDED], doc_md="Land the labels; emits `labels_landed`.")
+    @task(outlets=[kit.LABELS_LANDED], doc_md="Land the labels; emits `labels_landed`.")
     def land_labels(params=None, *, outlet_events=None):
-        from pipeline.flow import land
+        from pipeline import flow
 
-        with permanent():
-            result = land(env(), params["source"], labels=True, batch_id=params["batch_id"])
-        outlet_events[LABELS_LANDED].extra = {"batch_id": result["batch_id"], "kind": "labels"}
-        return result
+        with kit.permanent():
+            landed = flow.land(
+                kit.env(), params["source"], labels=True, batch_id=params["batch_id"]
+            )
+        outlet_events[kit.LABELS_LANDED].extra = {"batch_id": landed.batch_id, "kind": "labels"}
+        return landed.to_xcom()
 
     route() >> [land_features(), land_labels()]
 

@@ -22,41 +22,17 @@ that a finished run already trained is not trained again.
 
 from __future__ import annotations
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-from cosine_retrain_common import (
-    CONFIG,
-    DAG_FAILURE_CALLBACK,
-    DEFAULT_ARGS,
-    ID_PATTERN,
-    RETRAIN_REQUEST,
-    START,
-    TAGS,
-    env,
-    permanent,
-)
-from cosine_retrain_operators import TrainOperator
+from airflow.sdk import Param, task
+
+from pipeline.apps import dagkit as kit
 
 
-@dag(
-    dag_id="retrain",
-    schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable(CONFIG.retrain.schedule, timezone="UTC"),
-        assets=[RETRAIN_REQUEST],
-    ),
-    start_date=START,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    on_failure_callback=DAG_FAILURE_CALLBACK,
-    tags=TAGS,
+@kit.pipeline_dag(
+    "retrain",
+    schedule=kit.asset_or_cron(kit.CONFIG.retrain.schedule, kit.RETRAIN_REQUEST),
     doc_md=__doc__,
     params={
-        "until": Param(
-            None,
-            type=["null", "string"],
-            pattern=ID_PATTERN,
-            description="newest batch of the window (default: the newest labelled batch)",
-        ),
+        "until": kit.batch_param("newest batch of the window (default: the newest labelled one)"),
         "reason": Param(
             None,
             type=["null", "string"],
@@ -77,18 +53,14 @@ def retrain():
     def plan(params=None, triggering_asset_events=None, dag_run=None):
         from pipeline import flow
 
-        events = [e for evs in (triggering_asset_events or {}).values() for e in evs]
-        reasons = [e.extra["reason"] for e in events if (e.extra or {}).get("reason")]
-        if params["reason"]:
-            reasons.append(params["reason"])
-        if params["trigger"]:
-            trigger = params["trigger"]
-        elif events:
-            trigger = events[-1].extra.get("trigger", "drift")
-        else:
-            trigger = "manual" if "manual" in str(dag_run.run_type).lower() else "scheduled"
-        with permanent():
-            return flow.plan_retrain(env(), trigger, reasons, until=params["until"])
+        with kit.permanent():
+            request = flow.resolve_request(
+                kit.events(triggering_asset_events),
+                trigger=params["trigger"],
+                reason=params["reason"],
+                run_type=str(dag_run.run_type),
+            )
+            return flow.plan_retrain(kit.env(), request, until=params["until"]).to_xcom()
 
     @task.branch(doc_md="Nothing new to train on (or paused by budget): `skip`.")
     def branch(planned):
@@ -102,29 +74,30 @@ def retrain():
     def export_window(planned):
         from pipeline import flow
 
-        with permanent():
-            return flow.export_window(env(), planned)
+        with kit.permanent():
+            return flow.export_window(kit.env(), flow.Plan.from_xcom(planned)).to_xcom()
 
     @task(doc_md="Cycle bests -> model versions with lineage; the best is `challenger`.")
     def register(planned, trained):
         from pipeline import flow
 
-        with permanent():
-            return flow.register(env(), planned, trained)
+        with kit.permanent():
+            plan_, trained_ = flow.Plan.from_xcom(planned), flow.TrainSummary.from_xcom(trained)
+            return flow.register(kit.env(), plan_, trained_).to_xcom()
 
     @task(doc_md="SLO gate on the holdout against the champion; pass -> `canary`.")
     def gate(registration):
         from pipeline import flow
 
-        with permanent():
-            return flow.gate(env(), registration)
+        with kit.permanent():
+            return flow.gate(kit.env(), flow.Registered.from_xcom(registration)).to_xcom()
 
     planned = plan()
     data = export_window(planned)
-    if CONFIG.retrain.backend == "kubernetes":
+    if kit.CONFIG.retrain.backend == "kubernetes":
         trained = _kubernetes_training(planned, data)
     else:
-        trained = TrainOperator(
+        trained = kit.TrainOperator(
             task_id="train",
             plan=planned,
             data=data,
@@ -139,20 +112,26 @@ def _kubernetes_training(planned, data):
     result is read back from MLflow."""
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-    from pipeline.flow import resolve_path
+    from pipeline.base.config import resolve_path
 
-    @task(doc_md="The job's command line for the pod (torchrun when several GPUs).")
+    @task(multiple_outputs=True, doc_md="The pod's command and arguments (torchrun: >1 GPU).")
     def pod_command(planned, data):
         from pipeline import flow
 
-        return flow.pod_command(env(), planned, data)
+        with kit.permanent():
+            plan_, window = flow.Plan.from_xcom(planned), flow.Window.from_xcom(data)
+            command = flow.pod_command(kit.env(), plan_, window)
+            return {"cmds": command.cmds, "arguments": command.arguments}
 
+    command = pod_command(planned, data)
     pod = KubernetesPodOperator(
         task_id="train_pod",
-        namespace=CONFIG.retrain.kubernetes_namespace,
-        image=CONFIG.retrain.trainer_image,
-        pod_template_file=str(resolve_path(CONFIG.retrain.pod_template_file)),
-        cmds=pod_command(planned, data),
+        namespace=kit.CONFIG.retrain.kubernetes_namespace,
+        image=kit.CONFIG.retrain.trainer_image,
+        pod_template_file=str(resolve_path(kit.CONFIG.retrain.pod_template_file)),
+        # both: the template's own `args` would otherwise follow the DAG's command
+        cmds=command["cmds"],
+        arguments=command["arguments"],
         get_logs=True,
         on_finish_action="delete_succeeded_pod",
         doc_md="The training job as a GPU pod; exit 75 (preempted) is retried and resumes.",
@@ -162,8 +141,8 @@ def _kubernetes_training(planned, data):
     def train_result(planned):
         from pipeline import flow
 
-        with permanent():
-            return flow.train_result_from_mlflow(env(), planned)
+        with kit.permanent():
+            return flow.train_result_from_mlflow(kit.env(), flow.Plan.from_xcom(planned)).to_xcom()
 
     result = train_result(planned)
     pod >> result

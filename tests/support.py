@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -196,3 +197,56 @@ def run_demo(home: Path, months: str, timeout: float = 900) -> subprocess.Comple
         text=True,
         timeout=timeout,
     )
+
+
+def airflow_script(
+    script: str, *args: str, home: Path, extra_env: dict[str, str] | None = None
+) -> Any:
+    """Run ``script`` in a fresh interpreter with an Airflow home of its own (and a
+    metadata database there that nothing needs to reach); its last line of output,
+    read as JSON."""
+    import json
+
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "PYTHONPATH": str(ROOT),
+        **(extra_env or {}),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def stack_env(
+    airflow_home: Path, home: Path, port: int, db_url: str, executor: str
+) -> dict[str, str]:
+    """What a test's own Airflow stack shares: this checkout's DAGs, its own metadata
+    database, loopback ports of its own, and a cosine-retrain home."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": executor,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        "COSINE_RETRAIN_HOME": str(home),
+        "COSINE_RETRAIN_DATASET_SPEC": str(ROOT / "configs" / "datasets" / "flights.yaml"),
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }

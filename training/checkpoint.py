@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from training.atomic import atomic_writer
+
 MAGIC = b"COSINE-RETRAIN-CKPT\n"
 FORMAT = "cosine-retrain/checkpoint/v1"
 TMP_INFIX = ".tmp-"  # a write goes to ".NAME.tmp-PID" first
@@ -94,41 +96,33 @@ def fault_point(phase: str, detail: str = "") -> None:
         _fault.hit(phase, detail)
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some filesystems (and Windows) cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(
     path: str | os.PathLike[str], payload: dict[str, Any], *, keep_previous: bool = False
 ) -> str:
-    """Write ``payload`` atomically to ``path``; return the payload's sha256."""
+    """Write ``payload`` atomically to ``path``; return the payload's sha256.
+
+    ``keep_previous``: the current file becomes ``<name>.prev`` just before the new
+    one is renamed into place (both durable: the data is fsynced first).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **payload}, buffer)
     data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()
-    tmp = path.with_name(f".{path.name}{TMP_INFIX}{os.getpid()}")
     blob = memoryview(MAGIC + digest.encode() + b"\n" + data)
     half = len(blob) // 2
-    with open(tmp, "wb") as fh:
+
+    def rotate() -> None:
+        if keep_previous and path.exists():
+            os.replace(path, previous_path(path))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{TMP_INFIX}{os.getpid()}")
+    with atomic_writer(path, temp=tmp, before_commit=rotate) as fh:
         fh.write(blob[:half])
         fh.flush()
         fault_point("checkpoint-write", str(path))  # a kill here leaves a torn temp file
         fh.write(blob[half:])
-        fh.flush()
-        os.fsync(fh.fileno())
-    if keep_previous and path.exists():
-        os.replace(path, previous_path(path))
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
     _remove_stale_temps(path.parent)
     return digest
 
@@ -189,7 +183,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # the checksum matched, so this is a foreign or unsafe payload
         raise CheckpointError(f"checkpoint {path} cannot be loaded safely: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict):
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(payload).__name__}, not a mapping: "
+            "not a cosine-retrain checkpoint"
+        )
+    if payload.get("format") != FORMAT:
         raise CheckpointError(
             f"checkpoint {path} has format {payload.get('format')!r}, not {FORMAT!r}"
         )

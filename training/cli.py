@@ -25,11 +25,10 @@ from typing import Any
 
 import yaml
 
+from training.locations import DEFAULT_HOME
 from training.schedule import CosineSchedule, ScheduleError
 
 log = logging.getLogger("training")
-
-DEFAULT_HOME = Path(".cosine-retrain")
 
 
 class UsageError(Exception):
@@ -183,26 +182,22 @@ def _load_train_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from training import api
     from training.distributed import init_from_env, shutdown
-    from training.trainer import EXIT_PREEMPTED, Trainer, TrainingDiverged
+    from training.nan_guard import TrainingDiverged
+    from training.trainer import EXIT_PREEMPTED
 
     config = _load_train_config(args)
     if (args.resume or args.resume_if_present) and not config.run_name:
         raise UsageError("--resume needs --run-name (the run to continue)")
-    resume = args.resume or (
-        args.resume_if_present
-        and any(
-            (config.output_dir / config.run_name / "checkpoints" / name).exists()
-            for name in ("last.ckpt", "last.prev.ckpt")
-        )
-    )
     if config.runtime.deterministic:
         # must be set before CUDA initialises; harmless on CPU
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device_kind = "cuda" if config.runtime.device != "cpu" and _cuda() else "cpu"
     ctx = init_from_env(device_kind)
     try:
-        result = Trainer(config, ctx=ctx).run(resume=resume)
+        resume = True if args.resume else "if_present" if args.resume_if_present else False
+        result = api.train(config, resume=resume, ctx=ctx)  # type: ignore[arg-type]
     except TrainingDiverged as exc:
         print(f"error: training diverged: {exc}", file=sys.stderr)
         return 1
@@ -216,8 +211,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         for c in result.cycles:
             print(
-                f"  cycle {c['cycle']}: step {c['step']:>6}  lr {c['lr']:.3g}  "
-                f"val_auc {c['val_auc']:.4f}  val_loss {c['val_loss']:.4f}  {c['path']}"
+                f"  cycle {c.cycle}: step {c.step:>6}  lr {c.lr:.3g}  "
+                f"val_auc {c.val_auc:.4f}  val_loss {c.val_loss:.4f}  {c.path}"
             )
         if result.mlflow_run_id:
             print(f"  MLflow run {result.mlflow_run_id}")

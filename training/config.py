@@ -18,11 +18,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from training.locations import DEFAULT_HOME
 from training.schedule import CosineSchedule, PlateauRule
 
-__all__ = ["ConfigError", "TrainConfig", "load_config"]
-
-DEFAULT_HOME = Path(".cosine-retrain")
+__all__ = ["ConfigError", "TrainConfig", "load_config", "parse_override"]
 
 # Fields that do not change what is computed: they may differ on resume
 # (e.g. raise the budget of a run stopped for cost, or point at another MLflow).
@@ -46,8 +45,12 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
+    """What the job trains on: features and labels joined on the spec's id column."""
+
     dataset: Path = Field(Path("configs/datasets/flights.yaml"), description="dataset spec YAML")
-    source: Literal["flights", "files"] = "flights"
+    source: Literal["flights", "files"] = Field(
+        "flights", description="the bundled 2013 flights (data.months), or files"
+    )
     months: list[int] = Field(default_factory=lambda: [1, 2, 3], description="bundled 2013 months")
     features: str | None = Field(None, description="features file (CSV/Parquet), path or s3:// URI")
     labels: str | None = Field(
@@ -70,13 +73,19 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    hidden: list[int] = Field(default_factory=lambda: [256, 128])
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    embedding_dim_max: int = Field(16, ge=1, le=512)
+    """The tabular MLP: one embedding per categorical column, then dense layers."""
+
+    hidden: list[int] = Field(
+        default_factory=lambda: [256, 128], description="widths of the hidden layers"
+    )
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout after each hidden layer")
+    embedding_dim_max: int = Field(
+        16, ge=1, le=512, description="largest embedding (1.6 * categories**0.56 below it)"
+    )
     min_category_count: int = Field(
         5, ge=1, description="rarer categories share the unknown bucket"
     )
-    max_categories: int = Field(1000, ge=1)
+    max_categories: int = Field(1000, ge=1, description="most frequent categories kept")
 
     @model_validator(mode="after")
     def _hidden(self) -> ModelConfig:
@@ -86,16 +95,24 @@ class ModelConfig(_Section):
 
 
 class OptimConfig(_Section):
-    name: Literal["adamw", "sgd"] = "adamw"
-    weight_decay: float = Field(1e-4, ge=0.0)
+    """The optimizer and the batch."""
+
+    name: Literal["adamw", "sgd"] = Field("adamw", description="AdamW, or SGD with momentum")
+    weight_decay: float = Field(1e-4, ge=0.0, description="decoupled (AdamW) or L2 (SGD)")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW's (beta1, beta2)")
     batch_size: int = Field(512, ge=1, description="examples per optimizer step (all ranks)")
     grad_accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    grad_clip_norm: float | None = Field(1.0, gt=0.0)
+    grad_clip_norm: float | None = Field(
+        1.0, gt=0.0, description="clip the gradient's global norm to this; null: no clipping"
+    )
     anneal_momentum: bool = Field(False, description="momentum / beta1 moves inversely to lr")
-    momentum_range: tuple[float, float] = (0.85, 0.95)
-    reset_moments_at_restart: bool = False
+    momentum_range: tuple[float, float] = Field(
+        (0.85, 0.95), description="(at the peak rate, at the floor) with anneal_momentum"
+    )
+    reset_moments_at_restart: bool = Field(
+        False, description="zero the optimizer's moments at every warm restart"
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> OptimConfig:
@@ -118,18 +135,20 @@ class OptimConfig(_Section):
 class ScheduleConfig(_Section):
     """A :class:`CosineSchedule` in steps, or in epochs (converted once, here)."""
 
-    lr_max: float = 3e-3
-    cycle_steps: int | None = 400
-    cycle_epochs: float | None = None
-    lr_min: float = 3e-5
-    warmup_steps: int | None = 100
-    warmup_epochs: float | None = None
-    warmup_start_lr: float = 0.0
-    cycle_mult: float = 1.5
-    peak_decay: float = 0.8
-    max_cycles: int | None = 3
-    restart_warmup_steps: int | None = 20
-    restart_warmup_epochs: float | None = None
+    lr_max: float = Field(3e-3, description="the first cycle's peak rate")
+    cycle_steps: int | None = Field(400, description="T0: optimizer steps of the first cycle")
+    cycle_epochs: float | None = Field(None, description="T0 in epochs of the training rows")
+    lr_min: float = Field(3e-5, description="the floor every cycle anneals to")
+    warmup_steps: int | None = Field(100, description="W: linear warmup before the first cycle")
+    warmup_epochs: float | None = Field(None, description="W in epochs")
+    warmup_start_lr: float = Field(0.0, description="the rate at step 0")
+    cycle_mult: float = Field(1.5, description="m >= 1 (real): each cycle m times the last")
+    peak_decay: float = Field(0.8, description="g in (0, 1]: each restart peaks at g x the last")
+    max_cycles: int | None = Field(3, description="K: cycles run (null: max_steps ends the run)")
+    restart_warmup_steps: int | None = Field(
+        20, description="a linear ramp from lr_min to the peak at every restart"
+    )
+    restart_warmup_epochs: float | None = Field(None, description="the restart ramp in epochs")
     max_steps: int | None = Field(None, ge=1, description="run length when max_cycles is None")
 
     @model_validator(mode="after")
@@ -171,12 +190,16 @@ class ScheduleConfig(_Section):
 
 
 class PlateauConfig(_Section):
-    enabled: bool = False
-    patience: int = Field(3, ge=0)
-    threshold: float = Field(1e-3, ge=0.0)
-    threshold_mode: Literal["rel", "abs"] = "rel"
-    cooldown: int = Field(0, ge=0)
-    min_cycle_steps: int = Field(0, ge=0)
+    """A warm restart requested when the validation loss stops improving."""
+
+    enabled: bool = Field(False, description="restart the cycle early on a plateau")
+    patience: int = Field(3, ge=0, description="evaluations without improvement before it")
+    threshold: float = Field(1e-3, ge=0.0, description="the smallest change that counts")
+    threshold_mode: Literal["rel", "abs"] = Field(
+        "rel", description="threshold relative to the best loss, or absolute"
+    )
+    cooldown: int = Field(0, ge=0, description="evaluations ignored after a restart")
+    min_cycle_steps: int = Field(0, ge=0, description="a cycle runs at least this long")
 
     def build(self) -> PlateauRule | None:
         if not self.enabled:
@@ -191,8 +214,12 @@ class PlateauConfig(_Section):
 
 
 class EvalConfig(_Section):
+    """Validation passes: when, on which metric the cycle bests are chosen."""
+
     every_steps: int = Field(100, ge=1, description="also at every cycle end")
-    metric: Literal["val_auc", "val_loss"] = "val_auc"
+    metric: Literal["val_auc", "val_loss"] = Field(
+        "val_auc", description="what makes a cycle's best (AUC up, loss down)"
+    )
     batch_size: int | None = Field(
         None,
         ge=1,
@@ -207,40 +234,56 @@ class EvalConfig(_Section):
 
 
 class CheckpointConfig(_Section):
-    every_steps: int = Field(200, ge=1)
-    every_seconds: float = Field(60.0, gt=0.0)
+    """How often ``last`` (the resume point) is written; also on SIGTERM and at the end."""
+
+    every_steps: int = Field(200, ge=1, description="optimizer steps between writes")
+    every_seconds: float = Field(60.0, gt=0.0, description="or this long, whichever comes first")
 
 
 class NanGuardConfig(_Section):
+    """Non-finite steps are skipped; persisting ones roll the run back with a lower peak."""
+
     max_consecutive: int = Field(5, ge=1, description="bad steps in a row before a rollback")
     rollback_factor: float = Field(0.5, gt=0.0, lt=1.0, description="peak multiplier per rollback")
-    max_rollbacks: int = Field(2, ge=0)
+    max_rollbacks: int = Field(2, ge=0, description="then the run has diverged (exit 1)")
     check_every_steps: int = Field(50, ge=1, description="one host sync per this many steps")
 
 
 class CostConfig(_Section):
+    """The cost meter: device time at a price, and the run's budget."""
+
     cpu_usd_per_hour: float = Field(0.20, ge=0.0, description="per process")
     gpu_usd_per_hour: float = Field(2.50, ge=0.0, description="per GPU")
     budget_usd: float | None = Field(None, gt=0.0, description="stop cleanly when spent")
 
 
 class RuntimeConfig(_Section):
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    seed: int = 0
-    deterministic: bool = True
-    threads: int | None = Field(None, ge=1)
+    """Where and how the job computes."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when there")
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field(
+        "auto", description="mixed precision; auto: bf16 (else fp16) on CUDA, off on CPU"
+    )
+    seed: int = Field(0, description="model init and the data order")
+    deterministic: bool = Field(
+        True, description="deterministic kernels: a resumed run equals one never stopped"
+    )
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's")
 
 
 class MlflowConfig(_Section):
-    enabled: bool = True
+    """Where the run is recorded (a local metrics.jsonl is always written)."""
+
+    enabled: bool = Field(True, description="false: metrics.jsonl only")
     tracking_uri: str | None = Field(
         None, description="default: $MLFLOW_TRACKING_URI or local sqlite"
     )
     experiment: str | None = Field(None, description="default: the spec's model name")
-    artifact_location: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
-    parent_run_id: str | None = None
+    artifact_location: str | None = Field(
+        None, description="artifact root of a new experiment; default <home>/mlartifacts (SQLite)"
+    )
+    tags: dict[str, str] = Field(default_factory=dict, description="extra tags of the run")
+    parent_run_id: str | None = Field(None, description="nest the run under this one")
 
 
 class PushgatewayConfig(_Section):
@@ -258,14 +301,22 @@ class PushgatewayConfig(_Section):
 class FaultInjection(_Section):
     """For tests and drills only: make chosen steps produce a non-finite loss."""
 
-    nan_steps: list[int] = Field(default_factory=list)
+    nan_steps: list[int] = Field(default_factory=list, description="steps whose loss is NaN")
     nan_above_lr: float | None = Field(None, gt=0.0, description="NaN loss while lr exceeds this")
 
 
 class TrainConfig(_Section):
-    run_name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-    output_dir: Path = DEFAULT_HOME / "runs"
-    progress: Literal["auto", "on", "off"] = "auto"
+    """The training job's whole configuration (``python -m training train``)."""
+
+    run_name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+        description="the run's folder and MLflow name (needed to resume it)",
+    )
+    output_dir: Path = Field(DEFAULT_HOME / "runs", description="where runs live")
+    progress: Literal["auto", "on", "off"] = Field(
+        "auto", description="a progress bar (auto: on a terminal), else a log line per 10 %"
+    )
 
     @field_validator("progress", mode="before")
     @classmethod
@@ -328,6 +379,32 @@ def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key.sub=value`` -> (key, value): the one parser of ``--set`` items.
+
+    The value is read as JSON first (what :func:`training.api.cli_overrides` writes,
+    so a typed config crosses a process boundary exactly), else as YAML (what a
+    person types: ``[4, 5, 6]``, ``{a: b}``, ``off``); an empty value stays an
+    empty string, and YAML 1.1's on/off/yes/no stay words.
+    """
+    if "=" not in item:
+        raise ConfigError(f"--set expects key.sub=value, got {item!r}")
+    key, text = item.split("=", 1)
+    if not text.strip():
+        return key.strip(), text
+    try:
+        return key.strip(), json.loads(text)
+    except ValueError:
+        pass
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+        value = text.strip()  # YAML 1.1 reads on/off/yes/no as booleans; keep the word
+    return key.strip(), value
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Read YAML (optional) and apply ``key.sub=value`` overrides (values parsed as YAML)."""
     raw: dict[str, Any] = {}
@@ -344,17 +421,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {path} must be a mapping of sections")
         raw = loaded or {}
     for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key.sub=value, got {item!r}")
-        key, text = item.split("=", 1)
-        try:
-            # an empty value stays an empty string (YAML would read it as null)
-            value = yaml.safe_load(text) if text.strip() else text
-        except yaml.YAMLError:
-            value = text
-        if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
-            value = text.strip()  # YAML 1.1 reads on/off/yes/no as booleans; keep the word
-        _set_dotted(raw, key.strip(), value)
+        key, value = parse_override(item)
+        _set_dotted(raw, key, value)
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as exc:

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from training.build import build_model, build_optimizer
 from training.config import TrainConfig
-from training.data.dataset import prepare
+from training.data.dataset import prepare_for
 from training.data.spec import DataError, load_spec
-from training.model import TabularMLP
 
 
 @dataclass(frozen=True)
@@ -55,31 +55,12 @@ def lr_find(
         raise DataError(f"lr-find needs at least 10 steps, got {steps}")
     torch.manual_seed(config.runtime.seed)
     spec = load_spec(config.data.dataset)
-    data = prepare(
-        config.data,
-        spec,
-        min_category_count=config.model.min_category_count,
-        max_categories=config.model.max_categories,
-    )
-    model = TabularMLP(
-        data.preprocessor.cardinalities,
-        data.preprocessor.n_numeric,
-        config.model.hidden,
-        config.model.dropout,
-        config.model.embedding_dim_max,
-    )
-    o = config.optim
-    if o.name == "adamw":
-        opt = torch.optim.AdamW(
-            model.parameters(), lr=start_lr, betas=o.betas, weight_decay=o.weight_decay
-        )
-    else:
-        opt = torch.optim.SGD(
-            model.parameters(), lr=start_lr, momentum=o.momentum, weight_decay=o.weight_decay
-        )
+    data = prepare_for(config, spec)
+    model = build_model(config.model, data.preprocessor)
+    opt = build_optimizer(config.optim, model.parameters(), start_lr)
     cats, nums, y = (torch.from_numpy(a) for a in (data.train.cats, data.train.nums, data.train.y))
     g = torch.Generator().manual_seed(config.runtime.seed)
-    batch = o.batch_size
+    batch = config.optim.batch_size
     ratio = end_lr / start_lr
     lrs, losses, smoothed = [], [], []
     avg, best = 0.0, math.inf

@@ -20,7 +20,8 @@ Two ways in:
 - :func:`push_run_metrics` pushes once, synchronously, with a bounded timeout
   (connect and each socket read), and never raises: a failure is logged and
   reported as ``False``.
-- :func:`push_progress` is what the trainer calls after each checkpoint. It
+- :func:`push_progress` (and :class:`ProgressPusher`, the trainer's checkpoint
+  hook around it) is what runs after each checkpoint. It
   returns at once: a daemon thread does the pushing, newer values replace
   older ones still waiting (a dead receiver never builds a backlog), a failed
   URL is retried after a pause, and at interpreter exit the last values get
@@ -53,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
+    from training.hooks import CheckpointEvent
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ __all__ = [
     "PREFIX",
     "QUALITY_JOB",
     "QUALITY_METRICS",
+    "ProgressPusher",
     "format_text",
     "grouping_path",
     "push_live_quality",
@@ -362,6 +365,24 @@ def push_progress(
         )
     except Exception:  # pragma: no cover - a bug here must not stop training
         log.exception("pushgateway: could not queue the metrics of %s", run_name)
+
+
+class ProgressPusher:
+    """The trainer's checkpoint hook (:mod:`training.hooks`): the run's latest values to
+    the Pushgateway, queued (returns at once; nothing without a configured URL)."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    def __call__(self, event: CheckpointEvent) -> None:
+        push_progress(
+            self.config,
+            event.run_name,
+            event.records,
+            step=event.step,
+            total_steps=event.total_steps,
+            cost_usd=event.cost_usd,
+        )
 
 
 def flush(timeout_s: float | None = None) -> bool:

@@ -50,10 +50,6 @@ MAX_WAIT_ENV = "COSINE_RETRAIN_TELEMETRY_MAX_WAIT_S"  # the sender's retry budge
 Record = tuple[int, int, dict[str, float]]  # (step, timestamp ms, values)
 
 
-def default_tracking_uri(home: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(home / 'mlflow.db').resolve()}"
-
-
 class Telemetry:
     def __init__(
         self,

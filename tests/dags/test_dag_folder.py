@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.support import airflow_script
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
@@ -69,25 +67,10 @@ PARSE = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    # the metadata database is reachable only at a path the guard lets through: parsing
+    # must not need it
     home = tmp_path_factory.mktemp("airflow-home")
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        # an unreachable metadata database: parsing must not need one
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-    }
-    script = PARSE.replace("{airflow_home}", str(home))
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(DAGS)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return airflow_script(PARSE.replace("{airflow_home}", str(home)), str(DAGS), home=home)
 
 
 def test_the_folder_imports_without_errors_or_parse_time_io(parsed: dict) -> None:
@@ -134,23 +117,9 @@ def test_the_retrain_wiring(parsed: dict) -> None:
 
 def test_the_kubernetes_backend_parses(tmp_path: Path) -> None:
     """retrain.backend=kubernetes swaps the training task for a GPU pod."""
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(tmp_path),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "COSINE_RETRAIN_RETRAIN__BACKEND": "kubernetes",
-    }
     script = PARSE.replace("{airflow_home}", str(tmp_path))
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(DAGS)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    kubernetes = {"COSINE_RETRAIN_RETRAIN__BACKEND": "kubernetes"}
+    out = airflow_script(script, str(DAGS), home=tmp_path, extra_env=kubernetes)
     assert out["errors"] == {}
     tasks = out["dags"]["retrain"]["tasks"]
     assert tasks["train_pod"]["type"] == "KubernetesPodOperator"

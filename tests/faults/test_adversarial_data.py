@@ -271,14 +271,14 @@ def _creds() -> dict[str, str]:
 
 
 def _store() -> Any:
-    from pipeline.config import load_config
-    from pipeline.storage import build_store
+    from pipeline.base.config import load_config
+    from pipeline.base.store import build_store
 
     return build_store(load_config())
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    from pipeline.cli import main
+    from pipeline.apps.cli import main
 
     code = main(list(args))
     out, err = capsys.readouterr()
@@ -299,8 +299,8 @@ def test_adversarial_file_is_refused_or_judged_and_loses_nothing(
 ) -> None:
     if where["kind"] == "s3" and not fault_mode.long and case not in S3_QUICK:
         pytest.skip("quick mode runs a few cases against S3; FAULTS=long runs them all")
-    from pipeline.layout import BatchRef, committed_versions
-    from pipeline.storage import frame_to_parquet
+    from pipeline.base.layout import BatchRef, committed_versions
+    from pipeline.base.store import frame_to_parquet
     from training.data.spec import load_spec
 
     name, make, (outcome, pattern) = CASES[case]
@@ -332,8 +332,8 @@ def test_adversarial_file_is_refused_or_judged_and_loses_nothing(
         assert evidence["success"] is False
     else:
         assert code == 0, (code, out, err)
-        from pipeline.config import ValidationConfig
-        from pipeline.validation import ValidationFailed, validate_batch
+        from pipeline.base.config import ValidationConfig
+        from pipeline.steps.validation import ValidationFailed, validate_batch
 
         ref = BatchRef("flights", "b1", 2)
         # Data Docs (HTML) cost seconds per case: long mode renders them, quick does not

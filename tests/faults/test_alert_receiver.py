@@ -1,11 +1,11 @@
 """The alert receiver down, slow (10 s) or answering 500, under a pipeline step.
 
-The training task's summary (``pipeline.flow._train_summary``) sends the
+The training task's summary (``pipeline.flow.retrain.train_summary``) sends the
 ``nan_detected`` alert of a run that met NaNs. With the shipped alert settings
 (5 s per attempt, 15 s in all) the step must return within its budget whatever
 the receiver does, never raise, and the alert must reach the receiver exactly
 once when it is back (``python -m pipeline alerts retry``), however often the
-step is retried. tests/pipeline/test_alerts.py covers ``send_alert`` itself.
+step is retried. tests/pipeline/base/test_alerts.py covers ``send_alert`` itself.
 """
 
 from __future__ import annotations
@@ -17,25 +17,41 @@ from typing import Any
 import pytest
 
 from pipeline import flow
-from pipeline.alerts import list_alerts, retry_undelivered
-from tests.pipeline.test_alerts import Answer, Receiver
+from pipeline.base.alerts import list_alerts, retry_undelivered
+from tests.pipeline.base.test_alerts import Answer, Receiver
 from tests.support import free_port
+from training.results import TrainResult
 
 BUDGET_S = 15.0  # alerts.total_budget_s, the shipped default
 
 
-def _nan_result(name: str) -> dict[str, Any]:
-    return {
-        "run_name": name,
-        "mlflow_run_id": None,
-        "status": "completed",
-        "stop_reason": "completed 100 steps",
-        "nan_count": 7,
-        "rollbacks": 1,
-        "lr_scale": 0.5,
-        "cost_usd": 0.01,
-        "cycles": [],
-    }
+def _nan_result(name: str) -> TrainResult:
+    return TrainResult(
+        status="completed",
+        stop_reason="completed 100 steps",
+        run_name=name,
+        run_dir=f"/runs/{name}",
+        steps_done=100,
+        total_steps=100,
+        cycles=[],
+        best_cycle=None,
+        nan_count=7,
+        rollbacks=1,
+        lr_scale=0.5,
+        restarts=[],
+        cost_usd=0.01,
+        device_seconds=1.0,
+        device="cpu",
+        amp="off",
+        world_size=1,
+        mlflow_run_id=None,
+        data={},
+        schedule={},
+        schedule_fingerprint="",
+        config_hash="",
+        definition_hash="",
+        finished_at="2026-12-04T00:00:00+00:00",
+    )
 
 
 @pytest.fixture
@@ -58,8 +74,8 @@ def env_at(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def _step(env: flow.Env, name: str) -> float:
     t0 = time.monotonic()
-    summary = flow._train_summary(env, _nan_result(name))
-    assert summary["nan_count"] == 7  # the step's own result is untouched
+    summary = flow.retrain.train_summary(env, _nan_result(name))
+    assert summary.nan_count == 7  # the step's own result is untouched
     return time.monotonic() - t0
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.alerts import AlertKind
-from pipeline.cli import build_parser as pipeline_parser
+from pipeline.apps.cli import build_parser as pipeline_parser
+from pipeline.base.alerts import AlertKind
 from training.cli import build_parser as training_parser
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "docs" / "runbooks.md"

@@ -36,6 +36,8 @@ from typing import Any, ClassVar
 
 import pytest
 
+from tests.support import airflow_script
+
 ROOT = Path(__file__).resolve().parents[2]
 CODE = ("training", "pipeline", "dags")
 
@@ -218,23 +220,7 @@ FREE_TEXT = {"retrain.reason": 500, "ingest.source": 1024}
 @pytest.fixture(scope="module")
 def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     home = tmp_path_factory.mktemp("airflow-params")
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "PYTHONPATH": str(ROOT),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", PARAMS, str(ROOT / "dags"), json.dumps(HOSTILE)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return airflow_script(PARAMS, str(ROOT / "dags"), json.dumps(HOSTILE), home=home)
 
 
 def test_every_identifier_param_refuses_hostile_values(verdicts: dict[str, str]) -> None:
@@ -338,7 +324,7 @@ STEPS = textwrap.dedent(
     import logging
     logging.basicConfig(level=logging.INFO)
     from pipeline.flow import build_env, land, validate
-    from pipeline.validation import ValidationFailed
+    from pipeline.steps.validation import ValidationFailed
     env = build_env()
     print(env.config.describe())         # what `describe` shows a person debugging
     print(land(env, "2013-01"))

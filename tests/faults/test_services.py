@@ -35,8 +35,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import StorageConfig
-from pipeline.storage import ObjectExists, S3Store, StorageError
+from pipeline.base.config import StorageConfig
+from pipeline.base.store import ObjectExists, S3Store, StorageError
 from tests.faults.faultproxy import FaultProxy, Request
 from tests.support import VENV_BIN, free_port, moto_server, stop_process_group
 
@@ -582,8 +582,8 @@ def registry(
     """The outage run's checkpoints, an MLflow API proxy, a local store, the holdout."""
     from mlflow import MlflowClient
 
-    from pipeline.registry import training_holdout
-    from pipeline.storage import LocalStore
+    from pipeline.base.store import LocalStore
+    from pipeline.steps.holdout import training_holdout
     from training.data.spec import load_spec
 
     assert outage_run.proc.returncode == 0
@@ -680,7 +680,8 @@ def test_registration_under_faults_leaves_no_partial_state(
     that download and load. 4. Once more: nothing new."""
     from mlflow.exceptions import MlflowException
 
-    from pipeline.registry import CHALLENGER, RegistryError, alias_history, register_training_run
+    from pipeline.steps.aliases import CHALLENGER, RegistryError, alias_history
+    from pipeline.steps.registration import register_training_run
 
     # the client's own retries: one, at once (the server's S3 client tries twice)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")

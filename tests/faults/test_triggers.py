@@ -35,7 +35,7 @@ is ours and leaves out what is Airflow's: ``max_active_runs=1`` and the
 instant (threads) after a finished run of the window exists, and each must
 coalesce into it ("window already trained") without registering anything.
 That a second registration of one run creates nothing is
-tests/pipeline/test_registry.py::test_registering_again_creates_nothing.
+tests/pipeline/steps/test_registration.py::test_registering_again_creates_nothing.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import subprocess
 import sys
 import time
@@ -66,6 +65,7 @@ from tests.support import (
     drop_postgres_database,
     free_port,
     postgres_unavailable,
+    stack_env,
     stop_process_group,
 )
 
@@ -93,25 +93,25 @@ def _time(text: str | None) -> float | None:
 
 
 LAND = """
-from pipeline.cli import main
+from pipeline.apps.cli import main
 assert main(["ingest", "2013-01"]) == 0
 assert main(["ingest-labels", "2013-01"]) == 0
 """
 # the window's training run exists and finished (what plan_retrain looks up)
 SEED = """
 from mlflow import MlflowClient
-from pipeline.flow import _experiment, build_env, plan_retrain
+from pipeline.flow import RetrainRequest, build_env, plan_retrain
 env = build_env()
-plan = plan_retrain(env, "manual", [])
-assert not plan["skip"], plan
+plan = plan_retrain(env, RetrainRequest(trigger="manual"))
+assert not plan.skip, plan
 client = env.client
-experiment = client.create_experiment(_experiment(env))
-run = client.create_run(experiment, run_name=plan["run_name"])
+experiment = client.create_experiment(env.experiment)
+run = client.create_run(experiment, run_name=plan.run_name)
 client.set_terminated(run.info.run_id, "FINISHED")
 if register:  # a window is done once its run registered a version
     client.create_registered_model(env.model)
     client.create_model_version(env.model, f"runs:/{run.info.run_id}/model", run.info.run_id)
-print("seeded", plan["run_name"], run.info.run_id)
+print("seeded", plan.run_name, run.info.run_id)
 """
 
 
@@ -128,31 +128,16 @@ def airflow_stack(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
+        **stack_env(airflow_home, home, port, db_url, "LocalExecutor"),
         **TINY_REPLAY_ENV,
-        "PYTHONPATH": str(ROOT),
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
         # paused at creation: the test unpauses only `retrain`, at the moment of the burst
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": base,
         "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        "COSINE_RETRAIN_HOME": str(home),
-        "COSINE_RETRAIN_DATASET_SPEC": str(ROOT / "configs" / "datasets" / "flights.yaml"),
         "GIT_PYTHON_REFRESH": "quiet",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -326,7 +311,8 @@ def _january_landed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.delenv("COSINE_RETRAIN_CONFIG", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     from pipeline.flow import build_env
-    from pipeline.ingest import ingest_flights_labels, ingest_flights_month
+    from pipeline.steps.ingest import ingest_flights_month
+    from pipeline.steps.labels import ingest_flights_labels
 
     env = build_env()
     ingest_flights_month(env.store, env.spec, 1)
@@ -342,19 +328,20 @@ def test_requests_at_once_coalesce_into_the_trained_window(
     env = _january_landed(tmp_path, monkeypatch)
     seeded: dict[str, Any] = {"register": True}
     exec(SEED, seeded)  # the window's finished and registered run, as in the real stack
-    window_run = seeded["plan"]["run_name"]
+    window_run = seeded["plan"].run_name
 
-    def plan(i: int) -> dict:
+    def plan(i: int) -> flow.Plan:
         trigger = "scheduled" if i == events else "drift"
-        return flow.plan_retrain(flow.build_env(), trigger, [f"burst {i}"])
+        request = flow.RetrainRequest(trigger=trigger, reasons=[f"burst {i}"])
+        return flow.plan_retrain(flow.build_env(), request)
 
     with ThreadPoolExecutor(max_workers=events + 1) as pool:
         plans = list(pool.map(plan, range(events + 1)))
     for p in plans:
-        assert p["skip"] is True, p
-        assert p["run_name"] == window_run
-        assert p["reason"].startswith("window already trained by run "), p["reason"]
-    assert {p["trigger"] for p in plans} == {"drift", "scheduled"}
+        assert p.skip is True, p
+        assert p.run_name == window_run
+        assert p.reason.startswith("window already trained by run "), p.reason
+    assert {p.trigger for p in plans} == {"drift", "scheduled"}
     client = env.client
     assert len(client.search_model_versions("name='flight_delay'")) == 1  # the seeded one
     runs = client.search_runs([client.get_experiment_by_name("flight_delay").experiment_id])
@@ -369,7 +356,8 @@ def test_a_window_trained_but_never_registered_is_not_skipped(
     _january_landed(tmp_path, monkeypatch)
     seeded: dict[str, Any] = {"register": False}
     exec(SEED, seeded)
-    plan = flow.plan_retrain(flow.build_env(), "drift", ["drift: 40%"])
-    assert plan["skip"] is False, plan
-    assert plan["run_name"] == seeded["plan"]["run_name"]
-    assert plan["reasons"][-1].endswith("trained this window but registered no version")
+    request = flow.RetrainRequest(trigger="drift", reasons=["drift: 40%"])
+    plan = flow.plan_retrain(flow.build_env(), request)
+    assert plan.skip is False, plan
+    assert plan.run_name == seeded["plan"].run_name
+    assert plan.reasons[-1].endswith("trained this window but registered no version")

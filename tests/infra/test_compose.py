@@ -341,7 +341,7 @@ def test_monitoring_files_are_mounted_where_their_configs_expect_them() -> None:
 def test_the_pipeline_accepts_the_configuration_compose_gives_airflow(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pipeline.config import load_config
+    from pipeline.base.config import load_config
 
     example = {k: v or "x-secret" for k, v in env_example_active().items()}
     example["COSINE_RETRAIN_ALERTS__WEBHOOK_URL"] = "https://hooks.example.com/x"

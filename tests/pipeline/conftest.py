@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.config import StorageConfig
-from pipeline.storage import LocalStore, ObjectStore, S3Store
+from pipeline.base.config import StorageConfig
+from pipeline.base.store import LocalStore, ObjectStore, S3Store
 from training.data.spec import DatasetSpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,13 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import (
-    create_postgres_database,
-    drop_postgres_database,
-    free_port,
-    postgres_unavailable,
-    redis_unavailable,
-)
+from tests import support
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -34,7 +28,7 @@ WORKERS = ("worker-a", "worker-b")
 
 
 def _skip_reason() -> str | None:
-    return postgres_unavailable() or redis_unavailable()
+    return support.postgres_unavailable() or support.redis_unavailable()
 
 
 pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
@@ -60,39 +54,24 @@ def _post(url: str, body: Any, method: str = "POST") -> Any:
 def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("celery")
     home, airflow_home = tmp / "home", tmp / "airflow"
-    db_name, db_url = create_postgres_database("airflow_celery")
+    db_name, db_url = support.create_postgres_database("airflow_celery")
     redis_db = random.randint(1, 15)
-    port = free_port()
+    port = support.free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        **support.stack_env(airflow_home, home, port, db_url, "CeleryExecutor"),
         "AIRFLOW__CORE__PARALLELISM": "8",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.support.worker_hostname",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
         "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{redis_db}",
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{db_url}",
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
         "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": base,
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        "COSINE_RETRAIN_HOME": str(home),
-        "COSINE_RETRAIN_DATASET_SPEC": str(ROOT / "configs" / "datasets" / "flights.yaml"),
         "COSINE_RETRAIN_RETRAIN__TRAIN_CONFIG": str(
             ROOT / "tests" / "fixtures" / "tiny_train.yaml"
         ),
         "COSINE_RETRAIN_GATE__MIN_AUC": "0.55",
         "COSINE_RETRAIN_GATE__MIN_SLICE_AUC": "0.45",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
     # the data the runs work on: January's features and labels, February's features
     land = [sys.executable, "-m", "pipeline"]
@@ -160,7 +139,7 @@ def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
                 proc.wait()
-        drop_postgres_database(db_name)
+        support.drop_postgres_database(db_name)
         import redis
 
         redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()

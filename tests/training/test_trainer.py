@@ -27,8 +27,10 @@ from training.data.dataset import PreparedData, prepare
 from training.data.preprocess import Preprocessor
 from training.data.spec import DatasetSpec, load_spec
 from training.model import TabularMLP
+from training.nan_guard import TrainingDiverged
+from training.results import TrainResult
 from training.schedule import CosineSchedule
-from training.trainer import Trainer, TrainingDiverged, TrainResult
+from training.trainer import Trainer
 
 Tiny = Callable[..., TrainConfig]
 
@@ -65,31 +67,31 @@ def test_each_cycle_keeps_its_true_best_checkpoint(tiny: Tiny) -> None:
         if "val_auc" in r:
             by_cycle[TINY_SCHEDULE.cycle_of(r["step"])].append(r)
     assert sorted(by_cycle) == [0, 1, 2]
-    assert [c["cycle"] for c in result.cycles] == [0, 1, 2]
+    assert [c.cycle for c in result.cycles] == [0, 1, 2]
     # every cycle end is evaluated (that is where a cycle's best is decided last)
     for end in TINY_SCHEDULE.cycle_end_steps():
         assert any(r["step"] == end for r in by_cycle[TINY_SCHEDULE.cycle_of(end)])
 
     assert any(
-        best["step"] != max(r["step"] for r in by_cycle[best["cycle"]]) for best in result.cycles
+        best.step != max(r["step"] for r in by_cycle[best.cycle]) for best in result.cycles
     ), "precondition: some cycle's best must come before its last evaluation"
 
     spec = load_spec(config.data.dataset)
     data = prepare(config.data, spec)
     for best in result.cycles:
-        evals = by_cycle[best["cycle"]]
+        evals = by_cycle[best.cycle]
         top = max(evals, key=lambda r: r["val_auc"])
-        assert best["step"] == top["step"]
-        assert best["val_auc"] == pytest.approx(top["val_auc"], abs=1e-12)
+        assert best.step == top["step"]
+        assert best.val_auc == pytest.approx(top["val_auc"], abs=1e-12)
         # reload the file and score it independently (sklearn) on the validation rows
-        ckpt = load_checkpoint(run_dir / best["path"])
+        ckpt = load_checkpoint(run_dir / best.path)
         assert ckpt["kind"] == "best"
-        assert ckpt["cycle"] == best["cycle"]
-        assert ckpt["step"] == best["step"]
+        assert ckpt["cycle"] == best.cycle
+        assert ckpt["step"] == best.step
         hot = CosineSchedule(
             0.03, 20, lr_min=3e-5, warmup_steps=5, cycle_mult=1.5, peak_decay=0.8, max_cycles=3
         )
-        assert ckpt["lr"] == pytest.approx(hot.lr_at(best["step"]), rel=1e-12)
+        assert ckpt["lr"] == pytest.approx(hot.lr_at(best.step), rel=1e-12)
         model = TabularMLP.from_signature(ckpt["model_signature"])
         model.load_state_dict(ckpt["model"])
         model.eval()
@@ -98,18 +100,18 @@ def test_each_cycle_keeps_its_true_best_checkpoint(tiny: Tiny) -> None:
         with torch.no_grad():
             logits = model(torch.from_numpy(cats), torch.from_numpy(nums)).double().numpy()
         prob = 1 / (1 + np.exp(-logits))
-        assert roc_auc_score(data.valid.y, prob) == pytest.approx(best["val_auc"], abs=1e-6)
-        assert sk_log_loss(data.valid.y, prob) == pytest.approx(best["val_loss"], abs=1e-5)
+        assert roc_auc_score(data.valid.y, prob) == pytest.approx(best.val_auc, abs=1e-6)
+        assert sk_log_loss(data.valid.y, prob) == pytest.approx(best.val_loss, abs=1e-5)
 
 
 def test_a_later_cycle_never_overwrites_an_earlier_best(tiny: Tiny) -> None:
     result = Trainer(tiny()).run()
     run_dir = Path(result.run_dir)
-    paths = [run_dir / c["path"] for c in result.cycles]
+    paths = [run_dir / c.path for c in result.cycles]
     assert len(set(paths)) == 3
     for c, path in zip(result.cycles, paths, strict=True):
         header = path.read_bytes().split(b"\n", 2)[1].decode()
-        assert header == c["sha256"], "the best file changed after its cycle recorded it"
+        assert header == c.sha256, "the best file changed after its cycle recorded it"
 
 
 def test_nan_steps_are_skipped_and_counted(tiny: Tiny) -> None:
@@ -168,8 +170,8 @@ def test_repeated_nans_roll_back_with_a_lowered_peak(tiny: Tiny) -> None:
     for s in (40, 60, 99):
         assert late[s] == pytest.approx(0.5 * TINY_SCHEDULE.lr_at(s), rel=1e-12)
     for best in result.cycles:
-        assert math.isfinite(best["val_auc"])
-        ckpt = load_checkpoint(Path(result.run_dir) / best["path"])
+        assert math.isfinite(best.val_auc)
+        ckpt = load_checkpoint(Path(result.run_dir) / best.path)
         assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
 
 
@@ -193,7 +195,7 @@ class _DeviceSkipTrainer(Trainer):
 
     def _build(self, spec: DatasetSpec, data: PreparedData) -> None:
         super()._build(spec, data)
-        self._host_checks = False
+        self.runner.host_checks = False
 
 
 @pytest.mark.parametrize(
@@ -213,8 +215,8 @@ def test_device_side_skip_equals_the_host_decided_skip(tiny: Tiny, faults: tuple
     assert host.nan_count == device.nan_count > 0
     assert host.rollbacks == device.rollbacks
     picks = ("cycle", "step", "val_auc", "val_loss")
-    assert [[c[k] for k in picks] for c in host.cycles] == [
-        [c[k] for k in picks] for c in device.cycles
+    assert [[getattr(c, k) for k in picks] for c in host.cycles] == [
+        [getattr(c, k) for k in picks] for c in device.cycles
     ]
     assert same_weights(final_weights(Path(host.run_dir)), final_weights(Path(device.run_dir)))
     keys = ("step", "lr", "train_loss", "grad_norm", "nan_count")
@@ -299,12 +301,12 @@ def test_momentum_is_high_where_the_rate_is_at_its_floor(tiny: Tiny) -> None:
 def test_sgd_with_momentum_trains(tiny: Tiny) -> None:
     result = Trainer(tiny("optim.name=sgd", "schedule.lr_max=0.05")).run()
     assert result.status == "completed"
-    assert all(c["val_auc"] > 0.55 for c in result.cycles)
+    assert all(c.val_auc > 0.55 for c in result.cycles)
 
 
 def test_the_model_learns_something(tiny: Tiny) -> None:
     result = Trainer(tiny("schedule.lr_max=0.01")).run()
-    best = max(c["val_auc"] for c in result.cycles)
+    best = max(c.val_auc for c in result.cycles)
     assert best > 0.62, result.cycles  # 0.5 is chance; 4,000 rows and 100 steps get ~0.64
 
 
@@ -317,7 +319,7 @@ def test_mixed_precision_paths_train_and_checkpoint_the_scaler(tiny: Tiny, amp: 
     assert result.status == "completed"
     assert result.amp == amp
     assert result.nan_count == 1  # only the poisoned loss, not scaler overflows
-    assert max(c["val_auc"] for c in result.cycles) > 0.62
+    assert max(c.val_auc for c in result.cycles) > 0.62
     last = load_checkpoint(Path(result.run_dir) / "checkpoints" / "last.ckpt")
     if amp == "fp16":
         assert last["scaler"]["scale"] > 0

@@ -61,7 +61,7 @@ def stack(replayed: tuple[Path, str]) -> Iterator[Any]:
         text=True,
     )
     assert land.returncode == 0, land.stderr
-    from pipeline.ui import start_stack
+    from pipeline.apps.ui import start_stack
 
     old = dict(os.environ)
     running = start_stack(

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.config import DataConfig
+from training.config import DataConfig, TrainConfig
 from training.data import flights
 from training.data.preprocess import Preprocessor
 from training.data.spec import DataError, DatasetSpec
@@ -181,4 +181,22 @@ def prepare(
         fingerprint=digest.hexdigest(),
         valid_frame=valid_frame,
         first_valid_time=str(valid_frame[spec.timestamp_column].iloc[0]),
+    )
+
+
+def prepare_for(
+    config: TrainConfig,
+    spec: DatasetSpec,
+    *,
+    data: DataConfig | None = None,
+    preprocessor: Preprocessor | None = None,
+) -> PreparedData:
+    """The data of a training config (its ``data`` section, or ``data``), prepared as
+    the job prepares it (the config's category limits, or a fitted ``preprocessor``)."""
+    return prepare(
+        data or config.data,
+        spec,
+        min_category_count=config.model.min_category_count,
+        max_categories=config.model.max_categories,
+        preprocessor=preprocessor,
     )

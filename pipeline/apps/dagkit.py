@@ -1,0 +1,186 @@
+"""What the cosine-retrain DAGs share: assets, the ``@dag`` arguments, the error policy,
+the training operator.
+
+No logic lives in the DAG files: every task body calls one function of
+:mod:`pipeline.flow` and returns its record as JSON (``to_xcom()``). Nothing here
+touches a database, a connection or a service at parse time; the configuration
+is read from the environment (``COSINE_RETRAIN_*``, ``$COSINE_RETRAIN_CONFIG``)
+only to name schedules and the training backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import (
+    Asset,
+    AssetOrTimeSchedule,
+    BaseOperator,
+    BaseOperatorLink,
+    CronTriggerTimetable,
+    Param,
+    dag,
+)
+
+from pipeline.apps.notifiers import PipelineNotifier, dag_failure_callback
+from pipeline.base.config import load_config
+from pipeline.base.store import ID_PATTERN
+
+__all__ = [
+    "BATCH_LANDED",
+    "CONFIG",
+    "ID_PATTERN",
+    "LABELS_LANDED",
+    "RETRAIN_REQUEST",
+    "MlflowRunLink",
+    "TrainOperator",
+    "asset_or_cron",
+    "batch_param",
+    "env",
+    "events",
+    "permanent",
+    "pipeline_dag",
+]
+
+CONFIG = load_config()  # environment and YAML only: no I/O beyond reading the file
+
+# The lineage users see in the UI: a batch lands -> the monitor may request a
+# retrain -> the retrain trains, registers, gates; labels land -> the canary is reviewed.
+BATCH_LANDED = Asset(name="batch_landed")
+LABELS_LANDED = Asset(name="labels_landed")
+RETRAIN_REQUEST = Asset(name="retrain_request")
+
+START = pendulum.datetime(2024, 1, 1, tz="UTC")
+TAGS = ["cosine-retrain"]
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "ml-platform",
+    # transient failures (a server restarting, a network blip) retry with backoff;
+    # permanent ones (bad data, a refused gate, a bad config) fail at once: see permanent()
+    "retries": 2,
+    "retry_delay": timedelta(seconds=10),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=5),
+    "on_failure_callback": PipelineNotifier(),
+}
+
+
+def pipeline_dag(
+    dag_id: str,
+    *,
+    schedule: Any,
+    doc_md: str | None,
+    params: dict[str, Any],
+    max_active_runs: int = 1,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``@dag`` with what every cosine-retrain DAG shares: start date, no catch-up,
+    retries with backoff, alerts on failure (task and DAG level), tags."""
+    return dag(
+        dag_id=dag_id,
+        schedule=schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=max_active_runs,
+        default_args=DEFAULT_ARGS,
+        on_failure_callback=dag_failure_callback,
+        tags=TAGS,
+        doc_md=doc_md,
+        params=params,
+    )
+
+
+def asset_or_cron(cron: str, asset: Asset) -> AssetOrTimeSchedule:
+    """Run on every event of ``asset``, and on the cron (UTC) too."""
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=[asset])
+
+
+def batch_param(description: str) -> Param:
+    """An optional batch id (the store's id pattern), for the trigger form."""
+    return Param(None, type=["null", "string"], pattern=ID_PATTERN, description=description)
+
+
+@contextlib.contextmanager
+def permanent() -> Iterator[None]:
+    """Turn errors that a retry cannot fix into AirflowFailException (no retry)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline.base.config import ConfigError
+    from pipeline.base.store import InvalidKey, ObjectExists
+    from pipeline.steps.aliases import RegistryError
+    from pipeline.steps.gate import GateFailed
+    from pipeline.steps.sources import IngestError
+    from pipeline.steps.validation import ValidationFailed
+    from training.checkpoint import CheckpointError
+    from training.config import ConfigError as TrainConfigError
+    from training.data.spec import DataError
+    from training.nan_guard import TrainingDiverged
+    from training.results import ResultError
+
+    try:
+        yield
+    except (
+        ValidationFailed,
+        GateFailed,
+        IngestError,
+        RegistryError,
+        ConfigError,
+        TrainConfigError,
+        DataError,
+        CheckpointError,
+        TrainingDiverged,
+        ResultError,
+        InvalidKey,
+        ObjectExists,
+        ValueError,
+    ) as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def env() -> Any:
+    """The pipeline environment of a task (built at run time, never at parse time)."""
+    from pipeline.flow import build_env
+
+    return build_env()
+
+
+def events(triggering_asset_events: Any) -> Any:
+    """The run's triggering asset events as the flow's own records, oldest first."""
+    from pipeline.flow.triggers import events_from_airflow
+
+    return events_from_airflow(triggering_asset_events)
+
+
+class MlflowRunLink(BaseOperatorLink):
+    """'MLflow run' on the training task: opens the run the task trained (lr trace,
+    losses, cycle bests). The URL is the task's result, pushed when it finishes."""
+
+    name = "MLflow run"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
+        # at the end of the task Airflow passes the running task instance itself
+        pull = getattr(ti_key, "xcom_pull", None)
+        result = pull(task_ids=operator.task_id, key="return_value") if pull else None
+        return (result or {}).get("mlflow_run_url") or ""
+
+
+class TrainOperator(BaseOperator):
+    """Runs :func:`pipeline.flow.train` for the window planned upstream (local backend)."""
+
+    operator_extra_links = (MlflowRunLink(),)
+    template_fields = ("plan", "data")
+
+    def __init__(self, *, plan: Any, data: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plan = plan
+        self.data = data
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from pipeline import flow
+
+        with permanent():
+            plan, window = flow.Plan.from_xcom(self.plan), flow.Window.from_xcom(self.data)
+            return flow.train(env(), plan, window).to_xcom()

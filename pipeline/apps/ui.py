@@ -1,0 +1,215 @@
+"""``python -m pipeline ui`` (``./run ui``): the Airflow and MLflow UIs on the local data.
+
+Starts, on loopback and on local defaults (the same ``.cosine-retrain`` home as
+``./run demo``): the Airflow api-server, scheduler, dag-processor and triggerer
+(SQLite metadata, LocalExecutor), and an MLflow tracking server over the demo's
+SQLite database and artifacts. Prints the addresses and the Airflow login, and
+runs until Ctrl-C, then stops every process it started (each in its own
+process group, by PID).
+
+The Airflow password is generated once per home and kept in
+``<home>/airflow/passwords.json`` (SimpleAuthManager reads it); it is printed
+here, never logged elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.apps.demo import migrate, prepare_environment
+from training.atomic import atomic_write_text
+from training.locations import DEFAULT_HOME
+
+BIN = Path(sys.executable).parent
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+@dataclass
+class Stack:
+    home: Path
+    airflow_url: str
+    mlflow_url: str
+    user: str
+    password: str
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """TERM every component, then KILL what is left (whole process groups)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _password(airflow_home: Path, user: str) -> str:
+    path = airflow_home / "passwords.json"
+    if path.exists():
+        known = json.loads(path.read_text())
+        if user in known:
+            return str(known[user])
+    else:
+        known = {}
+    known[user] = secrets.token_urlsafe(12)
+    atomic_write_text(path, json.dumps(known), mode=0o600)
+    return str(known[user])
+
+
+def _healthy_airflow(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=3) as r:
+            health = json.load(r)
+    except (OSError, ValueError):
+        return False
+    # /health answers 200 even while a component is down: read the JSON (UI_TESTING_NOTES)
+    return all(health.get(c, {}).get("status") == "healthy" for c in ("scheduler", "dag_processor"))
+
+
+def _healthy_mlflow(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=3) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def start_stack(
+    home: Path,
+    *,
+    airflow_port: int = 8080,
+    mlflow_port: int = 5000,
+    user: str = "admin",
+    timeout: float = 240.0,
+    extra_env: dict[str, str] | None = None,
+) -> Stack:
+    """Start Airflow's four components and an MLflow server; wait until healthy."""
+    home = home.resolve()
+    prepare_environment(home)
+    airflow_home = home / "airflow"
+    password = _password(airflow_home, user)
+    airflow_url = f"http://127.0.0.1:{airflow_port}"
+    mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+    # the stack serves the home's own MLflow store (sqlite:///<home>/mlflow.db, the
+    # pipeline's default): a stray MLFLOW_TRACKING_URI would send every task elsewhere
+    stray = {"MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"}
+    for key in sorted(stray & os.environ.keys()):
+        print(f"note: ignoring {key}: the stack uses the home's MLflow", file=sys.stderr)
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in stray},
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(airflow_port),
+        "AIRFLOW__API__BASE_URL": airflow_url,  # the execution API derives from it
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(airflow_port + 1),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(airflow_port + 2),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{user}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
+        "COSINE_RETRAIN_MLFLOW__UI_URL": mlflow_url,
+        # four components and the task processes share one SQLite file: wait for a
+        # lock up to 60 s instead of failing a request after sqlite3's default 5 s
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get(
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            f"sqlite:///{airflow_home / 'airflow.db'}?timeout=60",
+        ),
+        # MLflow's GenAI job runner (~10 worker processes) serves nothing used here
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        **(extra_env or {}),
+    }
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AIRFLOW")})
+    migrate(home)
+    logs = home / "ui"
+    logs.mkdir(parents=True, exist_ok=True)
+    stack = Stack(home, airflow_url, mlflow_url, user, password)
+
+    def launch(name: str, cmd: list[str]) -> None:
+        with open(logs / f"{name}.log", "ab") as fh:
+            stack.procs[name] = subprocess.Popen(
+                cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        (logs / f"{name}.pid").write_text(str(stack.procs[name].pid))
+
+    try:
+        launch(
+            "mlflow",
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{home / 'mlflow.db'}",
+                "--default-artifact-root",
+                (home / "mlartifacts").as_uri(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "1",
+            ],
+        )
+        for component in COMPONENTS:
+            launch(component, [str(BIN / "airflow"), component])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dead = [n for n, p in stack.procs.items() if p.poll() is not None]
+            if dead:
+                raise RuntimeError(
+                    f"{', '.join(dead)} exited early; see {logs}/{dead[0]}.log:\n"
+                    + (logs / f"{dead[0]}.log").read_text()[-2000:]
+                )
+            if _healthy_airflow(airflow_url) and _healthy_mlflow(mlflow_url):
+                return stack
+            time.sleep(1.0)
+        raise TimeoutError(f"the UIs were not healthy after {timeout:.0f} s; logs in {logs}")
+    except BaseException:
+        stack.stop()
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline ui", description=__doc__)
+    parser.add_argument("--home", default=str(DEFAULT_HOME), help="local state folder")
+    parser.add_argument("--airflow-port", type=int, default=8080)
+    parser.add_argument("--mlflow-port", type=int, default=5000)
+    args = parser.parse_args(argv)
+    home = Path(args.home).resolve()
+    print(f"starting Airflow and MLflow on {home} (about a minute)...", flush=True)
+    try:
+        stack = start_stack(home, airflow_port=args.airflow_port, mlflow_port=args.mlflow_port)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"\n  Airflow  {stack.airflow_url}   login: {stack.user} / {stack.password}"
+        f"\n  MLflow   {stack.mlflow_url}   (the training runs, the flight_delay model and its"
+        " aliases)\n\n  logs in " + str(home / "ui") + "; Ctrl-C stops everything\n",
+        flush=True,
+    )
+    try:
+        while all(p.poll() is None for p in stack.procs.values()):
+            time.sleep(1.0)
+        dead = [n for n, p in stack.procs.items() if p.poll() is not None]
+        print(f"error: {', '.join(dead)} stopped; see {home / 'ui'}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping...", flush=True)
+        return 0
+    finally:
+        stack.stop()

@@ -1,0 +1,236 @@
+"""The pipeline's configuration: one object, sectioned, for every step.
+
+``PipelineConfig`` holds defaults for the local run; every field can be set
+in a YAML file and overridden by an environment variable named
+``COSINE_RETRAIN_<SECTION>__<FIELD>`` (prefix ``COSINE_RETRAIN_``, nested
+delimiter ``__``), e.g. ``COSINE_RETRAIN_STORAGE__KIND=s3``. Precedence, highest
+first: keyword arguments to :func:`load_config`, environment, YAML file,
+defaults. The YAML file is the ``path`` argument or ``$COSINE_RETRAIN_CONFIG``.
+
+Later steps add their own sections (``mlflow``, ``gate``, ``canary``,
+``alerts``, ...) as fields of ``PipelineConfig`` with a :class:`Section`
+subclass; nothing else needs to change.
+
+Every invalid value raises :class:`ConfigError` naming the field, the
+environment variable that sets it, and the allowed values.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from pipeline.base.sections import (
+    AlertsConfig,
+    BudgetConfig,
+    CanaryConfig,
+    DriftConfig,
+    GateConfig,
+    IngestConfig,
+    MlflowConfig,
+    MonitorConfig,
+    QualityConfig,
+    RetrainConfig,
+    Section,
+    StorageConfig,
+    ValidationConfig,
+)
+from training.locations import DEFAULT_HOME, PROJECT_ROOT
+
+__all__ = [
+    "ENV_PREFIX",
+    "AlertsConfig",
+    "BudgetConfig",
+    "CanaryConfig",
+    "ConfigError",
+    "DriftConfig",
+    "GateConfig",
+    "IngestConfig",
+    "MlflowConfig",
+    "MonitorConfig",
+    "PipelineConfig",
+    "QualityConfig",
+    "RetrainConfig",
+    "Section",
+    "StorageConfig",
+    "ValidationConfig",
+    "load_config",
+    "resolve_path",
+]
+
+ENV_PREFIX = "COSINE_RETRAIN_"
+CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
+
+
+class ConfigError(ValueError):
+    """The pipeline configuration is invalid; the message names each field and how to set it."""
+
+
+class PipelineConfig(BaseSettings):
+    """Everything the pipeline's steps need, with local defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    home: Path = Field(DEFAULT_HOME, description="local state: store, reports, databases")
+    dataset_spec: Path = Field(
+        Path("configs/datasets/flights.yaml"), description="the dataset spec YAML"
+    )
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+
+    @property
+    def store_root(self) -> Path:
+        """The local store folder: ``storage.root`` or ``<home>/store``."""
+        return self.storage.root if self.storage.root is not None else self.home / "store"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file (already read and checked by load_config) ranks below the environment.
+        return (
+            init_settings,
+            env_settings,
+            InitSettingsSource(settings_cls, init_kwargs=_FILE_VALUES.get() or {}),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved configuration as plain values (secrets masked).
+
+        Besides the SecretStr fields, URLs are masked where they carry credentials:
+        a password in ``user:password@host``, and the path and query of the alert
+        webhook (a hook URL's path is its token).
+        """
+        data = _mask_urls(self.model_dump(mode="json"))
+        hook = (data.get("alerts") or {}).get("webhook_url")
+        if isinstance(hook, str):
+            data["alerts"]["webhook_url"] = _mask_path(hook)
+        return data
+
+
+def _mask_path(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    tail = "/**********" if (parts.path not in ("", "/") or parts.query) else ""
+    return f"{parts.scheme}://{parts.netloc}{tail}"
+
+
+def _mask_urls(value: Any) -> Any:
+    """``scheme://user:password@host`` -> ``scheme://user:**********@host``, recursively."""
+    if isinstance(value, dict):
+        return {k: _mask_urls(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_urls(v) for v in value]
+    if isinstance(value, str) and "://" in value and "@" in value:
+        return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:**********@", value)
+    return value
+
+
+_FILE_VALUES: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "cosine_retrain_config_file", default=None
+)
+
+
+def resolve_path(path: Path | str) -> Path:
+    """A relative path as given when it exists from the working folder, else from the
+    project root (Airflow runs tasks from other folders than the checkout)."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    return PROJECT_ROOT / path
+
+
+def env_name(loc: tuple[Any, ...]) -> str:
+    """The environment variable that sets a field, e.g. COSINE_RETRAIN_STORAGE__KIND."""
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
+def _field_default(name: Any) -> Any:
+    info = PipelineConfig.model_fields.get(str(name))
+    return info.get_default(call_default_factory=True) if info is not None else None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"pipeline config file {path} does not exist (check --config or ${CONFIG_ENV})"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"pipeline config file {path} is not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"pipeline config file {path} must be a mapping of sections")
+    unknown = sorted(set(map(str, raw)) - set(PipelineConfig.model_fields))
+    if unknown:
+        raise ConfigError(
+            f"pipeline config file {path}: unknown section(s) {unknown}; "
+            f"known: {sorted(PipelineConfig.model_fields)}"
+        )
+    return raw
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> PipelineConfig:
+    """Defaults, then the YAML file (``path`` or ``$COSINE_RETRAIN_CONFIG``), then the
+    environment, then ``overrides`` (keyword arguments, e.g. ``storage={"kind": "s3"}``)."""
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = os.environ[CONFIG_ENV]
+    where = str(path) if path is not None else "defaults"
+    file_values = _read_file(Path(path)) if path is not None else {}
+    token = _FILE_VALUES.set(file_values)
+    try:
+        return PipelineConfig(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for e in exc.errors():
+            loc = tuple(e["loc"])
+            field = ".".join(str(p) for p in loc) or "(config)"
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = f"unknown field (a typo in the YAML file or in {env_name(loc)}?)"
+            elif len(loc) == 1 and isinstance(_field_default(loc[0]), BaseModel):
+                pass  # a section-level rule: its message names the fields already
+            else:
+                if "input" in e and not isinstance(e["input"], dict) and "secret" not in field:
+                    msg += f" (got {e['input']!r})"
+                msg += f"; set it in the YAML file or with {env_name(loc)}"
+            lines.append(f"  {field}: {msg}")
+        raise ConfigError(f"invalid pipeline config ({where}):\n" + "\n".join(lines)) from None
+    finally:
+        _FILE_VALUES.reset(token)

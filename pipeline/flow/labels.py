@@ -1,0 +1,108 @@
+"""When labels arrive: the champion's live quality, and the canary review."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pipeline.flow.env import Env
+from pipeline.flow.monitor import retrain_request
+from pipeline.flow.records import Decision, QualityOutcome, ReviewOutcome
+
+__all__ = ["predictions", "quality", "quality_summary", "review", "review_canary"]
+
+log = logging.getLogger(__name__)
+
+
+def predictions(env: Env, batch_id: str) -> Any:
+    """Every prediction stored for the batch (any serving pair), or None."""
+    import pandas as pd
+
+    from pipeline.base.store import get_frame, join_key
+
+    prefix = join_key("predictions", env.dataset, batch_id)
+    keys = [k for k in env.store.list(prefix) if k.endswith("predictions.parquet")]
+    if not keys:
+        return None
+    frame = pd.concat([get_frame(env.store, k) for k in sorted(keys)], ignore_index=True)
+    # a batch scored again (new serving models) counts once: its latest scoring
+    frame = frame.sort_values("scored_at", kind="stable")
+    return frame.drop_duplicates(env.spec.id_column, keep="last")
+
+
+def quality_summary(env: Env, batch_id: str) -> Any:
+    """The steps' :class:`~pipeline.steps.quality.QualitySummary` of the champion on
+    the batch's labelled rows it served, or None when nothing was scored."""
+    from pipeline.base.layout import latest_labels
+    from pipeline.steps.aliases import CHAMPION
+    from pipeline.steps.quality import live_quality
+
+    scored = predictions(env, batch_id)
+    if scored is None:
+        return None
+    served = scored[scored["alias"] == CHAMPION]
+    version = ",".join(sorted(set(served["model_version"].astype(str)))) or "none"
+    return live_quality(
+        served,
+        latest_labels(env.store, env.dataset, batch_id),
+        env.spec,
+        env.config.quality,
+        batch_id=batch_id,
+        model_version=version,
+    )
+
+
+def quality(env: Env, batch_id: str) -> QualityOutcome:
+    """Live AUC of the champion on the labelled rows it served; below the SLO it
+    requests a retrain (the label-side trigger), with the one decision's reason."""
+    from pipeline.steps.decision import decide_retrain
+
+    summary = quality_summary(env, batch_id)
+    if summary is None:
+        reason = "no predictions for this batch"
+        return QualityOutcome(
+            batch_id=batch_id,
+            model_version=None,
+            auc=None,
+            slo=env.config.quality.slo,
+            rows=0,
+            below_slo=False,
+            decision=Decision(retrain=False, trigger=None, reason=reason, batch_id=batch_id),
+        )
+    decided = decide_retrain(quality=summary)
+    if decided.retrain:
+        decision = retrain_request(env, "quality", decided.reason, batch_id)
+    else:
+        decision = Decision(retrain=False, trigger=None, reason=decided.reason, batch_id=batch_id)
+    return QualityOutcome.of(summary, auc=summary.value, decision=decision)
+
+
+def review_canary(env: Env, batch_ids: list[str]) -> tuple[Any, Any]:
+    """Compare canary and champion on the labels of these batches, then act (promote,
+    roll back or wait): the steps' CanaryReview and PromotionResult."""
+    import pandas as pd
+
+    from pipeline.base.layout import latest_labels
+    from pipeline.steps.canary import review_canary as judge
+    from pipeline.steps.promotion import apply_review
+
+    labels = pd.concat(
+        [latest_labels(env.store, env.dataset, b) for b in batch_ids], ignore_index=True
+    )
+    result = judge(env.client, env.store, env.config, env.spec, env.model, labels)
+    return result, apply_review(env.client, env.store, env.config, result)
+
+
+def review(env: Env, batch_ids: list[str]) -> ReviewOutcome:
+    """:func:`review_canary` as the canary review's record."""
+    from pipeline.steps.aliases import CANARY, CHAMPION, current_alias
+
+    result, action = review_canary(env, batch_ids)
+    return ReviewOutcome(
+        outcome=result.outcome,
+        reason=result.reason,
+        action=action.action,
+        version=action.version,
+        champion=current_alias(env.client, env.model, CHAMPION),
+        canary=current_alias(env.client, env.model, CANARY),
+    )

@@ -1,0 +1,139 @@
+"""Landing batches, listing them, and reference snapshots: the data side of the flow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.base.config import resolve_path
+from pipeline.flow.env import Env
+from pipeline.flow.records import Landed
+
+__all__ = [
+    "BatchListing",
+    "batches",
+    "check_source",
+    "land",
+    "reference",
+    "source_roots",
+]
+
+
+def _landed(result: object) -> Landed:
+    from pipeline.steps.ingest import IngestResult
+
+    assert isinstance(result, IngestResult)
+    return Landed.of(result, **result.ref.as_dict())
+
+
+def land(
+    env: Env,
+    source: str,
+    *,
+    labels: bool = False,
+    batch_id: str | None = None,
+    new_version: bool = False,
+    trusted: bool = False,
+) -> Landed:
+    """Land a batch: a bundled flights month (``2013-03``) or a file with ``batch_id``.
+
+    ``trusted`` (a person at a shell): the file may lie outside
+    ``ingest.source_roots``; a DAG run's ``source`` param is never trusted.
+    """
+    from pipeline.steps import ingest
+    from pipeline.steps import labels as label_steps
+
+    month = ingest.parse_month(source) if not Path(source).exists() else None
+    if month is not None:
+        if batch_id is not None:
+            raise ValueError(
+                f"{source!r} is a flights month (batch 2013-{month:02d}); batch_id is for files"
+            )
+        if labels:
+            result = label_steps.ingest_flights_labels(
+                env.store, env.spec, month, new_version=new_version
+            )
+        else:
+            result = ingest.ingest_flights_month(
+                env.store, env.spec, month, new_version=new_version
+            )
+        return _landed(result)
+    if not batch_id:
+        raise ValueError(
+            f"{source!r} is not a flights month: landing a file needs a batch id "
+            "(e.g. 2024-03): every later step is keyed by it"
+        )
+    if not trusted:
+        check_source(env, source)
+    fn = label_steps.ingest_labels_file if labels else ingest.ingest_file
+    result = fn(
+        env.store, env.spec, source, batch_id, new_version=new_version, storage=env.config.storage
+    )
+    return _landed(result)
+
+
+def source_roots(env: Env) -> list[str]:
+    """``ingest.source_roots``, or ``<home>/incoming`` when none is configured."""
+    roots = list(env.config.ingest.source_roots)
+    return roots or [str(resolve_path(env.config.home) / "incoming")]
+
+
+def check_source(env: Env, source: str) -> None:
+    """Refuse a file outside the configured roots (symlinks and ``..`` resolved first):
+    the DAG's ``source`` param must not read whatever the worker can read."""
+    roots = source_roots(env)
+    if "://" in source:
+        scheme = source.split("://", 1)[0]
+        allowed = [r.rstrip("/") + "/" for r in roots if r.startswith(f"{scheme}://")]
+        ok = ".." not in source.split("/") and any(source.startswith(r) for r in allowed)
+    else:
+        real = Path(source).resolve()
+        ok = any(real.is_relative_to(Path(r).resolve()) for r in roots if "://" not in r)
+    if not ok:
+        raise PermissionError(
+            f"{source!r} is outside ingest.source_roots {roots}: put the file there or add "
+            "its folder or s3:// prefix to ingest.source_roots"
+        )
+
+
+@dataclass(frozen=True)
+class BatchListing:
+    batch_id: str
+    versions: list[int]
+    quarantined: list[int]
+    labels: list[int]
+
+
+def batches(env: Env) -> list[BatchListing]:
+    """Every batch id in the store with its versions, quarantined versions and labels."""
+    from pipeline.base.layout import AREAS, batch_ids, committed_versions
+
+    ids = sorted({b for area in AREAS for b in batch_ids(env.store, env.dataset, area)})
+    return [
+        BatchListing(
+            b,
+            committed_versions(env.store, env.dataset, b),
+            committed_versions(env.store, env.dataset, b, "quarantine"),
+            committed_versions(env.store, env.dataset, b, "labels"),
+        )
+        for b in ids
+    ]
+
+
+def reference(env: Env, snapshot: str, batch_ids: list[str]) -> tuple[Any, list[Any]]:
+    """Store a reference snapshot from the newest version of each named batch; the
+    snapshot and the batch versions it was made from."""
+    from pipeline.base.layout import resolve_batch
+    from pipeline.steps.reference import create_reference_from_batches
+
+    refs = [resolve_batch(env.store, env.dataset, b) for b in batch_ids]
+    snap = create_reference_from_batches(
+        env.store,
+        env.spec,
+        refs,
+        snapshot,
+        rows=env.config.drift.reference_rows,
+        seed=env.config.drift.sample_seed,
+    )
+    return snap, refs

@@ -1,0 +1,109 @@
+"""The registry as people drive it (the CLI): register a run, gate, decide, list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.flow.env import Env
+
+__all__ = [
+    "ModelListing",
+    "gate_version",
+    "list_models",
+    "promote",
+    "register_run",
+    "reject",
+    "rollback",
+]
+
+
+def register_run(
+    env: Env, run_id: str, *, lineage: dict[str, str] | None = None, ensemble: bool = True
+) -> Any:
+    """Register a finished training run's cycle bests (idempotent): the steps'
+    :class:`~pipeline.steps.registration.Registration`."""
+    from pipeline.steps.registration import register_training_run
+
+    return register_training_run(
+        env.client, env.store, env.spec, run_id, name=env.model, lineage=lineage, ensemble=ensemble
+    )
+
+
+def gate_version(env: Env, version: str | None = None, *, holdout_run: str | None = None) -> Any:
+    """The SLO gate for ``version`` (default: the challenger) on the holdout of its own
+    run (or of ``holdout_run``); returns the steps' GateResult, raises GateFailed."""
+    from pipeline.steps.aliases import CHALLENGER, RegistryError, current_alias
+    from pipeline.steps.gate import gate_version as gate
+    from pipeline.steps.holdout import training_holdout
+
+    version = version or current_alias(env.client, env.model, CHALLENGER)
+    if version is None:
+        raise RegistryError(f"{env.model} has no challenger; pass --version")
+    run_id = holdout_run or env.client.get_model_version(env.model, version).run_id
+    holdout = training_holdout(env.client, run_id, env.spec, store=env.store)
+    return gate(env.client, env.store, env.config, env.spec, env.model, holdout, version)
+
+
+def promote(env: Env, version: str, *, why: str) -> Any:
+    """A person decides: canary ``version`` becomes champion."""
+    from pipeline.steps.promotion import promote as act
+
+    return act(env.client, env.store, env.config, env.model, version, why=why)
+
+
+def reject(env: Env, version: str, *, why: str) -> Any:
+    """A person decides: canary ``version`` is rolled back."""
+    from pipeline.steps.promotion import reject_canary
+
+    return reject_canary(env.client, env.store, env.config, env.model, version, why=why)
+
+
+def rollback(env: Env, *, why: str) -> Any:
+    """``champion`` returns to ``previous_champion``."""
+    from pipeline.steps.promotion import rollback_champion
+
+    return rollback_champion(env.client, env.store, env.config, env.model, why=why)
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    aliases: dict[str, str]
+    versions: list[dict[str, Any]]
+    history: list[Any]
+
+
+def list_models(env: Env) -> ModelListing:
+    """Aliases, versions with their gate and canary status, and the alias history."""
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.steps.aliases import RegistryError, alias_history
+
+    try:
+        model = env.client.get_registered_model(env.model)
+    except MlflowException:
+        raise RegistryError(
+            f"no registered model {env.model!r} yet (register a training run)"
+        ) from None
+    aliases = {k: str(v) for k, v in model.aliases.items()}
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(version, []).append(alias)
+    versions = sorted(
+        env.client.search_model_versions(f"name='{env.model}'"), key=lambda v: int(v.version)
+    )
+    rows = []
+    for mv in versions:
+        t = mv.tags
+        rows.append(
+            {
+                "version": str(mv.version),
+                "aliases": by_version.get(str(mv.version), []),
+                "candidate": t.get("candidate"),
+                "val_auc": t.get("val_auc"),
+                "gate": t.get("gate.status", "-"),
+                "canary": t.get("canary.status", "-"),
+                "run": t.get("training_run_name"),
+            }
+        )
+    return ModelListing(aliases, rows, alias_history(env.store, env.model))

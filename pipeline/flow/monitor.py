@@ -1,0 +1,204 @@
+"""The drift monitor: validate -> drift -> score -> decide, for one batch."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pipeline.base.alerts import AlertKind, raise_alert
+from pipeline.flow.env import Env
+from pipeline.flow.records import Decision, DriftOutcome, Scored, Trigger, Validated
+
+__all__ = [
+    "CHAMPION_REFERENCE",
+    "champion_reference",
+    "decide",
+    "drift",
+    "newest_batch",
+    "retrain_request",
+    "score",
+    "scoring",
+    "validate",
+    "validation",
+]
+
+log = logging.getLogger(__name__)
+
+# the string that means "the champion's reference snapshot" where a reference is asked for
+CHAMPION_REFERENCE = "champion"
+
+
+def champion_reference(env: Env) -> str | None:
+    """The reference snapshot stored with the champion (its training sample)."""
+    from pipeline.steps.aliases import CHAMPION, current_alias
+
+    champion = current_alias(env.client, env.model, CHAMPION)
+    if champion is None:
+        return None
+    return env.client.get_model_version(env.model, champion).tags.get("lineage.reference_snapshot")
+
+
+def _reference(env: Env, reference: str | None) -> str | None:
+    return champion_reference(env) if reference == CHAMPION_REFERENCE else reference
+
+
+def validation(
+    env: Env,
+    batch_id: str,
+    *,
+    version: int | None = None,
+    reference: str | None = CHAMPION_REFERENCE,
+    alert: bool = True,
+) -> Any:
+    """The steps' :class:`~pipeline.steps.validation.ValidationSummary` of the spec's
+    Great Expectations suite on the batch. A failure quarantines the batch, sends a
+    ``validation_failed`` alert (unless ``alert`` is false) and raises
+    :class:`~pipeline.steps.validation.ValidationFailed` (nothing downstream runs).
+
+    ``reference``: the snapshot whose categories the unseen-category checks use
+    (default: the champion's; None skips those checks).
+    """
+    from pipeline.base.layout import resolve_batch
+    from pipeline.steps.validation import ValidationFailed, validate_batch
+
+    ref = resolve_batch(env.store, env.dataset, batch_id, version)
+    try:
+        return validate_batch(
+            env.store,
+            env.spec,
+            ref,
+            reference_id=_reference(env, reference),
+            config=env.config.validation,
+        )
+    except ValidationFailed as exc:
+        if alert:
+            failed = [f"{f.expectation} {f.column or ''}".strip() for f in exc.summary.failed]
+            raise_alert(
+                env.config,
+                env.store,
+                AlertKind.VALIDATION,
+                f"{env.dataset}-{batch_id}-v{ref.version}",
+                f"batch {batch_id} failed validation and was quarantined",
+                str(exc)[:3000],
+                {"batch": batch_id, "version": ref.version, "failed": failed},
+            )
+        raise
+
+
+def validate(env: Env, batch_id: str) -> Validated:
+    """:func:`validation` of the batch's newest version against the champion's
+    reference, as the drift monitor's record (a failure alerts and raises)."""
+    summary = validation(env, batch_id)
+    return Validated.of(summary, batch_id=batch_id, version=summary.ref.version)
+
+
+def drift_summary(
+    env: Env, batch_id: str, *, version: int | None = None, reference: str | None = None
+) -> Any:
+    """The steps' :class:`~pipeline.steps.drift.DriftSummary` of the batch against
+    ``reference`` (default: the champion's), or None when there is no reference."""
+    from pipeline.base.layout import resolve_batch
+    from pipeline.steps.drift import check_drift
+
+    snapshot = reference if reference is not None else champion_reference(env)
+    if snapshot is None:
+        return None
+    ref = resolve_batch(env.store, env.dataset, batch_id, version)
+    return check_drift(env.store, env.spec, ref, snapshot, config=env.config.drift)
+
+
+def drift(env: Env, batch_id: str, *, alert: bool = True) -> DriftOutcome:
+    """Evidently drift of the batch against the champion's reference snapshot."""
+    from pipeline.steps.drift import DriftSummary
+
+    summary = drift_summary(env, batch_id)
+    if summary is None:
+        return DriftOutcome(batch_id=batch_id, checked=False, reason="no champion yet")
+    assert isinstance(summary, DriftSummary)
+    if summary.drifted and alert:
+        raise_alert(
+            env.config,
+            env.store,
+            AlertKind.DRIFT,
+            f"{env.dataset}-{batch_id}-v{summary.ref.version}-{summary.reference_id}",
+            f"batch {batch_id} drifted from reference {summary.reference_id}",
+            f"{summary.drift_share:.0%} of columns drifted: {', '.join(summary.drifted_columns)}",
+            {"batch": batch_id, "share": summary.drift_share, "report": summary.report_uri},
+        )
+    return DriftOutcome(
+        batch_id=batch_id,
+        checked=True,
+        version=summary.ref.version,
+        reference=summary.reference_id,
+        drift_share=round(summary.drift_share, 4),
+        threshold=summary.share_threshold,
+        drifted=summary.drifted,
+        drifted_columns=list(summary.drifted_columns),
+        skipped=list(summary.skipped),
+        report_uri=summary.report_uri,
+        summary_uri=summary.summary_uri,
+        sampled=summary.sampled,
+        reused=summary.reused,
+    )
+
+
+def scoring(env: Env, batch_id: str) -> Any:
+    """Champion and canary score the batch (routing by a stable hash of the row id);
+    the steps' :class:`~pipeline.steps.canary.ScoringSummary`."""
+    from pipeline.base.layout import read_batch, resolve_batch
+    from pipeline.steps.canary import score_batch
+
+    ref = resolve_batch(env.store, env.dataset, batch_id)
+    return score_batch(
+        env.client, env.store, env.config, env.spec, env.model, batch_id, read_batch(env.store, ref)
+    )
+
+
+def score(env: Env, batch_id: str) -> Scored:
+    """:func:`scoring` as the drift monitor's record."""
+    return Scored.of(scoring(env, batch_id))
+
+
+def retrain_request(env: Env, trigger: Trigger, reason: str, batch_id: str) -> Decision:
+    """A retrain request for ``trigger``, unless the monthly budget pauses it."""
+    from pipeline.steps.spend import check_spend
+
+    _, spend = check_spend(
+        trigger, env.config, client=env.client, experiment=env.experiment, store=env.store
+    )
+    if not spend.allowed:
+        return Decision(retrain=False, trigger=trigger, reason=spend.reason, batch_id=batch_id)
+    return Decision(retrain=True, trigger=trigger, reason=reason, batch_id=batch_id)
+
+
+def decide(env: Env, batch_id: str, drift_outcome: DriftOutcome) -> Decision:
+    """Request a retrain when the batch drifted (or there is no champion yet): the one
+    decision (:func:`pipeline.steps.decision.decide_retrain`) on the stored summary."""
+    from pipeline.steps.aliases import CHAMPION, current_alias
+    from pipeline.steps.decision import decide_retrain
+
+    if not drift_outcome.checked:
+        has_champion = current_alias(env.client, env.model, CHAMPION) is not None
+        if has_champion:
+            return Decision(
+                retrain=False, trigger=None, reason=drift_outcome.reason, batch_id=batch_id
+            )
+        decision = decide_retrain(champion=False)
+    else:
+        summary = drift_summary(
+            env, batch_id, version=drift_outcome.version, reference=drift_outcome.reference
+        )
+        decision = decide_retrain(summary)  # type: ignore[arg-type]
+    if decision.retrain:
+        return retrain_request(env, decision.trigger or "drift", decision.reason, batch_id)
+    return Decision(retrain=False, trigger=None, reason=decision.reason, batch_id=batch_id)
+
+
+def newest_batch(env: Env) -> str:
+    """The newest batch id with committed features (the scheduled monitor's default)."""
+    from pipeline.base.layout import landed_batches
+
+    landed = landed_batches(env.store, env.dataset)
+    if not landed:
+        raise ValueError(f"no batch of {env.dataset} has landed yet (run the ingest DAG)")
+    return landed[-1]

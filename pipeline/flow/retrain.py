@@ -1,0 +1,438 @@
+"""The retrain: plan -> export_window -> train -> register -> gate.
+
+The training job is called through its typed API (:mod:`training.api`): on the
+local backend in this process with a :class:`~training.config.TrainConfig` built
+from the shipped one; on the Kubernetes backend as the pod's command line,
+produced from the same typed config by :func:`training.api.train_argv`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.base import tracking
+from pipeline.base.alerts import AlertKind, raise_alert
+from pipeline.base.config import resolve_path
+from pipeline.flow.env import Env
+from pipeline.flow.records import (
+    BatchVersions,
+    CycleSummary,
+    Finding,
+    GateOutcome,
+    Plan,
+    Registered,
+    RegisteredSummary,
+    RetrainRequest,
+    TrainSummary,
+    Window,
+)
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
+    from training.results import TrainResult
+
+__all__ = [
+    "PodCommand",
+    "export_window",
+    "gate",
+    "mlflow_run_url",
+    "plan_retrain",
+    "pod_command",
+    "register",
+    "train",
+    "train_config",
+    "train_result_from_mlflow",
+    "train_summary",
+]
+
+log = logging.getLogger(__name__)
+
+POD_CONFIG = "/config/train.yaml"  # where the ConfigMap mounts the training config
+
+
+# ------------------------------------------------------------------------------ plan
+
+
+def plan_retrain(env: Env, request: RetrainRequest, *, until: str | None = None) -> Plan:
+    """The training window (the latest labelled batches) and whether to train it.
+
+    Requests close together coalesce: a window that a finished run already
+    trained (and registered) is not trained again.
+    """
+    from pipeline.base.layout import committed_versions, labelled_batches
+    from pipeline.steps.aliases import CANARY, current_alias
+    from pipeline.steps.spend import check_spend
+
+    trigger, reasons = request.trigger, list(request.reasons)
+    batches = [b for b in labelled_batches(env.store, env.dataset) if until is None or b <= until]
+    window = batches[-env.config.retrain.window_batches :]
+    if not window:
+        return Plan(
+            trigger=trigger,
+            reasons=reasons,
+            window=[],
+            skip=True,
+            reason="no labelled batch yet: nothing to train on",
+        )
+    versions = {
+        b: BatchVersions(
+            features=committed_versions(env.store, env.dataset, b)[-1],
+            labels=committed_versions(env.store, env.dataset, b, "labels")[-1],
+        )
+        for b in window
+    }
+    key_source = {b: [v.features, v.labels] for b, v in versions.items()}
+    key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()[:8]
+    run_name = f"retrain-{window[-1]}-{key}"
+
+    def plan(skip: bool, reason: str) -> Plan:
+        window_ = {"window": window, "versions": versions, "window_key": key}
+        return Plan(
+            trigger=trigger, reasons=reasons, run_name=run_name, **window_, skip=skip, reason=reason
+        )
+
+    done = _finished_run(env, run_name)
+    if done is not None:
+        if env.client.search_model_versions(f"name = '{env.model}' and run_id = '{done}'"):
+            return plan(True, f"window already trained by run {done}")
+        # trained, but its registration never completed (the task failed or was killed):
+        # go on; training returns the finished result and registering is idempotent
+        reasons.append(f"run {done} trained this window but registered no version")
+    canary = current_alias(env.client, env.model, CANARY)
+    if canary is not None and trigger in ("drift", "quality"):
+        # the drift and the quality are measured against the champion; a canary trained
+        # on newer data is already the answer, and replacing it before its labels
+        # arrive would leave every canary unjudged
+        since = env.client.get_model_version(env.model, canary).tags.get("alias.canary.at", "?")
+        return plan(
+            True,
+            f"canary v{canary} (serving since {since[:10]}) answers this {trigger} "
+            "request; it is judged when its labels arrive",
+        )
+    _, spend = check_spend(
+        trigger, env.config, client=env.client, experiment=env.experiment, store=env.store
+    )
+    if not spend.allowed:
+        return plan(True, spend.reason)
+    return plan(False, "; ".join(reasons) or trigger)
+
+
+def _finished_run(env: Env, run_name: str) -> str | None:
+    experiment = env.client.get_experiment_by_name(env.experiment)
+    if experiment is None:
+        return None
+    found = env.client.search_runs(
+        [experiment.experiment_id],
+        f"attributes.run_name = '{run_name}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
+
+
+def _work_dir(env: Env, run_name: str) -> Path:
+    return env.home / "work" / run_name
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def export_window(env: Env, plan: Plan) -> Window:
+    """Features and labels of the window as two Parquet files the training job reads
+    (local files; for the Kubernetes backend they are also put in the store)."""
+    import pandas as pd
+
+    from pipeline.base.layout import BatchRef, read_batch, read_labels
+    from pipeline.base.store import join_key
+    from training.atomic import atomic_writer
+
+    run_name = plan.require_run()
+    folder = _work_dir(env, run_name)
+    features = pd.concat(
+        [
+            read_batch(env.store, BatchRef(env.dataset, b, v.features))
+            for b, v in plan.versions.items()
+        ],
+        ignore_index=True,
+    )
+    labels = pd.concat(
+        [read_labels(env.store, env.dataset, b, v.labels) for b, v in plan.versions.items()],
+        ignore_index=True,
+    )
+    paths = {"features": folder / "features.parquet", "labels": folder / "labels.parquet"}
+    for frame, path in ((features, paths["features"]), (labels, paths["labels"])):
+        with atomic_writer(path) as fh:
+            frame.to_parquet(fh, index=False)
+    uris: dict[str, str] = {}
+    if env.config.retrain.backend == "kubernetes":  # the pod reads them from the store
+        for name, path in paths.items():
+            key = join_key("training-data", env.dataset, run_name, f"{name}.parquet")
+            if not env.store.exists(key):
+                env.store.put_file(key, path)
+            uris[f"{name}_uri"] = env.store.uri(key)
+    return Window(
+        features=str(paths["features"]), labels=str(paths["labels"]), rows=len(features), **uris
+    )
+
+
+# ------------------------------------------------------------------------------ train
+
+
+def train_config(env: Env, plan: Plan, window: Window, *, remote: bool = False) -> TrainConfig:
+    """The training job's config for this window: the shipped ``retrain.train_config``
+    with the window's data, the run name and MLflow set (typed, validated)."""
+    from training import api
+
+    base = api.load_config(resolve_path(env.config.retrain.train_config))
+    run_name = plan.require_run()
+    if remote and not (window.features_uri and window.labels_uri):
+        raise ValueError("the Kubernetes backend needs the window in the store (export_window)")
+    updates: dict[str, Any] = {
+        "run_name": run_name,
+        "progress": "off",
+        "data.dataset": str(resolve_path(env.config.dataset_spec)),
+        "data.source": "files",
+        "data.features": window.features_uri if remote else window.features,
+        "data.labels": window.labels_uri if remote else window.labels,
+        "mlflow.tracking_uri": tracking.tracking_uri(env.config),
+        "mlflow.experiment": env.experiment,
+        "mlflow.tags": {
+            **base.mlflow.tags,
+            "trigger": plan.trigger,
+            "window": ",".join(plan.window),
+        },
+    }
+    location = tracking.artifact_location(env.config)
+    if location is not None:
+        updates["mlflow.artifact_location"] = location
+    if not remote:
+        updates["output_dir"] = str(env.home / "runs")
+    return api.updated(base, updates)
+
+
+@dataclass(frozen=True)
+class PodCommand:
+    """The GPU pod's container entry: ``cmds`` (replaces the image's entrypoint) and
+    ``arguments`` (replace the pod template's ``args``: KubernetesPodOperator keeps
+    the template's ``args`` unless it is given its own)."""
+
+    cmds: list[str]
+    arguments: list[str]
+
+    @property
+    def argv(self) -> list[str]:
+        return [*self.cmds, *self.arguments]
+
+
+def pod_command(
+    env: Env,
+    plan: Plan,
+    window: Window,
+    *,
+    config_path: str = POD_CONFIG,
+    python: str = "python",
+    processes: int | None = None,
+) -> PodCommand:
+    """The training job's entry in the GPU pod (the Kubernetes backend).
+
+    One process, or ``torchrun --standalone --nproc_per_node=N`` (DDP, NCCL on GPUs)
+    when ``retrain.processes`` > 1. The arguments are produced from the same typed
+    config as a local run (:func:`train_config`), as ``--set`` differences from the
+    shipped config the pod mounts at ``config_path``; ``--resume-if-present`` makes
+    a pod retried after preemption (exit 75) continue from its checkpoint.
+    """
+    from training import api
+
+    n = processes or env.config.retrain.processes
+    config = train_config(env, plan, window, remote=True)
+    base = api.load_config(resolve_path(env.config.retrain.train_config))
+    head = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+    cmds = (head if n > 1 else [python]) + ["-m", "training"]
+    return PodCommand(cmds, api.train_argv(config, base, config_path=config_path))
+
+
+def train(env: Env, plan: Plan, window: Window) -> TrainSummary:
+    """Run the training job in this process (the local backend).
+
+    A retried task resumes its own run from ``last`` (or returns the finished
+    result): the run name is the window's key.
+    """
+    from training import api
+
+    config = train_config(env, plan, window)
+    result = api.finished(config) or api.train(config, resume="if_present")
+    return train_summary(env, result)
+
+
+def train_result_from_mlflow(env: Env, plan: Plan) -> TrainSummary:
+    """The result of a run trained elsewhere (the GPU pod), read back from MLflow."""
+    from pipeline.steps.aliases import RegistryError
+    from pipeline.steps.holdout import download_artifact
+    from training.results import ResultError, TrainResult
+
+    run_name = plan.require_run()
+    experiment = env.client.get_experiment_by_name(env.experiment)
+    found = (
+        env.client.search_runs(
+            [experiment.experiment_id],
+            f"attributes.run_name = '{run_name}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if experiment is not None
+        else []
+    )
+    if not found:
+        raise RegistryError(f"no MLflow run named {run_name!r}: did the pod start?")
+    run_id = found[0].info.run_id
+    path = download_artifact(env.client, run_id, "result.json", _work_dir(env, run_name))
+    try:
+        result = TrainResult.load(path)
+    except ResultError as exc:
+        raise RegistryError(f"training run {run_id}: {exc}") from None
+    return train_summary(env, result)
+
+
+def train_summary(env: Env, result: TrainResult) -> TrainSummary:
+    """What the DAG's next tasks need of a finished run; alerts for NaNs, an unhealthy
+    run and a spent budget go out here (once per run)."""
+    name, run = result.run_name, result.mlflow_run_id
+    health = _health(env, result)
+    alerts: list[tuple[AlertKind, str, str, dict[str, Any]]] = []
+    if result.nan_count:
+        alerts.append(
+            (
+                AlertKind.NAN,
+                f"training run {name} met {result.nan_count} non-finite steps",
+                f"rollbacks: {result.rollbacks}, peak scale {result.lr_scale}",
+                {"run": run, "nan_count": result.nan_count},
+            )
+        )
+    if health:
+        kinds = ", ".join(sorted({f.kind for f in health}))
+        findings = [f.to_xcom() for f in health]
+        text = "; ".join(f.message for f in health)
+        alerts.append(
+            (
+                AlertKind.TRAINING,
+                f"training run {name}: {kinds}",
+                text,
+                {"run": run, "findings": findings},
+            )
+        )
+    if result.status == "budget_exhausted":
+        title = f"training run {name} stopped at its cost budget"
+        details = {"run": run, "cost_usd": result.cost_usd}
+        alerts.append((AlertKind.COST, title, result.stop_reason, details))
+    for kind, title, text, details in alerts:  # each once per run (kind, run key)
+        raise_alert(env.config, env.store, kind, run or name, title, text, details)
+    return TrainSummary.of(
+        result,
+        run_id=run,
+        cycles=[CycleSummary.of(c) for c in result.finals],
+        mlflow_run_url=mlflow_run_url(env, run),
+        health=health,
+    )
+
+
+def _health(env: Env, result: TrainResult) -> list[Finding]:
+    """Flat loss, restart spikes and regressions of a finished run (docs/runbooks.md).
+    Advisory: a failure to read the history is logged, never fails the task."""
+    if not result.mlflow_run_id or result.status != "completed":
+        return []
+    try:
+        from pipeline.steps.health import run_health  # imports torch: only when there is a run
+
+        findings = run_health(env.client, result.mlflow_run_id, result)
+    except Exception:
+        log.exception("could not judge the health of run %s", result.mlflow_run_id)
+        return []
+    return [Finding(**f.to_dict()) for f in findings]
+
+
+def mlflow_run_url(env: Env, run_id: str | None) -> str | None:
+    """The MLflow UI page of a run (the training task's extra link in Airflow)."""
+    if not run_id:
+        return None
+    experiment = env.client.get_run(run_id).info.experiment_id
+    return f"{tracking.ui_url(env.config)}/#/experiments/{experiment}/runs/{run_id}"
+
+
+# ------------------------------------------------------------------------------ register, gate
+
+
+def register(env: Env, plan: Plan, trained: TrainSummary) -> Registered:
+    """Register the run's cycle bests; store the window's sample as the reference
+    snapshot the model carries (drift is measured against it once it is champion)."""
+    from pipeline.base.layout import BatchRef
+    from pipeline.steps.reference import (
+        ReferenceNotFound,
+        create_reference_from_batches,
+        reference_manifest,
+    )
+    from pipeline.steps.registration import register_training_run
+
+    snapshot = plan.require_run()
+    refs = [BatchRef(env.dataset, b, v.features) for b, v in plan.versions.items()]
+    try:
+        reference_manifest(env.store, env.dataset, snapshot)
+    except ReferenceNotFound:
+        create_reference_from_batches(
+            env.store, env.spec, refs, snapshot, rows=env.config.drift.reference_rows
+        )
+    lineage = {
+        "data_snapshot": plan.snapshot,
+        "reference_snapshot": snapshot,
+        "trigger": plan.trigger,
+        "reasons": "; ".join(plan.reasons)[:1000],
+    }
+    reg = register_training_run(
+        env.client,
+        env.store,
+        env.spec,
+        trained.require_run_id(),
+        name=env.model,
+        lineage=lineage,
+    )
+    return registered(reg)
+
+
+def registered(reg: Any) -> Registered:
+    """The steps' Registration as the retrain's record."""
+    return Registered.of(
+        reg,
+        run_id=reg.training_run_id,
+        challenger=reg.challenger.version,
+        versions=[RegisteredSummary.of(v) for v in reg.versions],
+    )
+
+
+def gate(env: Env, registration: Registered) -> GateOutcome:
+    """The SLO gate for the challenger on its run's holdout; raises GateFailed (after
+    recording the evidence and alerting) when it refuses."""
+    from pipeline.steps.aliases import CANARY, CHAMPION, current_alias
+    from pipeline.steps.gate import gate_version
+    from pipeline.steps.holdout import training_holdout
+
+    holdout = training_holdout(env.client, registration.run_id, env.spec, store=env.store)
+    result = gate_version(
+        env.client,
+        env.store,
+        env.config,
+        env.spec,
+        env.model,
+        holdout,
+        registration.challenger,
+    )
+    return GateOutcome(
+        version=result.version,
+        passed=result.passed,
+        first_model=result.first_model,
+        checks=[c.describe() for c in result.checks],
+        champion=current_alias(env.client, env.model, CHAMPION),
+        canary=current_alias(env.client, env.model, CANARY),
+    )

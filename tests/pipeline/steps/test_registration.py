@@ -1,0 +1,234 @@
+"""Registering cosine-cycle bests in a real MLflow server (subprocess on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from pipeline.base.config import load_config
+from pipeline.base.store import LocalStore
+from pipeline.base.tracking import build_client
+from pipeline.steps.aliases import CHALLENGER, RegistryError, alias_history, current_alias
+from pipeline.steps.holdout import training_holdout
+from pipeline.steps.registration import register_training_run
+from training.checkpoint import load_checkpoint
+from training.data.spec import load_spec
+from training.model import TabularMLP
+
+SPEC = load_spec("configs/datasets/flights.yaml")
+
+
+def _client(url: str, home: Path) -> MlflowClient:
+    return build_client(load_config(None, home=home, mlflow={"tracking_uri": url}))
+
+
+def _independent_probability(checkpoint: Path, frame: pd.DataFrame) -> np.ndarray:
+    """Score with the raw checkpoint, by hand (no training.serving)."""
+    import torch
+
+    from training.data.preprocess import Preprocessor
+
+    ckpt = load_checkpoint(checkpoint)
+    model = TabularMLP.from_signature(ckpt["model_signature"])
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    cats, nums = Preprocessor.from_state(ckpt["preprocessor"]).transform(frame)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(cats), torch.from_numpy(nums)).double().numpy()
+    return 1 / (1 + np.exp(-logits))
+
+
+@pytest.fixture(scope="module")
+def registered(mlflow_server: Any, trained_runs: Any, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    home = tmp_path_factory.mktemp("home")
+    client = _client(mlflow_server.url, home)
+    store = LocalStore(home / "store")
+    name = f"reg_{uuid.uuid4().hex[:6]}"
+    run = trained_runs["b"]
+    lineage = {"data_snapshot": "datasets/flights/batches/2013-01/v1", "drift_report": "x.html"}
+    first = register_training_run(client, store, SPEC, run.run_id, name=name, lineage=lineage)
+    holdout = training_holdout(client, run.run_id, SPEC)
+    return {
+        "client": client,
+        "store": store,
+        "name": name,
+        "run": run,
+        "first": first,
+        "holdout": holdout,
+        "url": mlflow_server.url,
+    }
+
+
+def test_each_cycle_best_is_a_version_with_its_lineage(registered: dict[str, Any]) -> None:
+    client, name, run = registered["client"], registered["name"], registered["run"]
+    cycles = [c for c in run.result["cycles"] if c["final"]]
+    assert len(cycles) == 3
+    singles = [v for v in registered["first"].versions if v.candidate != "ensemble"]
+    assert [v.cycle for v in singles] == [0, 1, 2]
+    for v, c in zip(singles, cycles, strict=True):
+        mv = client.get_model_version(name, v.version)
+        tags = mv.tags
+        assert mv.run_id == run.run_id
+        assert tags["training_run_id"] == run.run_id
+        assert tags["kind"] == "cycle_best"
+        assert int(tags["cycle"]) == c["cycle"]
+        assert int(tags["step"]) == c["step"]
+        assert float(tags["lr"]) == c["lr"]
+        assert float(tags["val_auc"]) == pytest.approx(c["val_auc"], abs=1e-6)
+        assert tags["schedule.cycle_mult"] == "1.5"
+        assert tags["schedule.lr_max"] == "0.03"
+        assert tags["lineage.data_snapshot"] == "datasets/flights/batches/2013-01/v1"
+        assert tags["lineage.drift_report"] == "x.html"
+        assert tags["nan_count"] == "0"
+        assert len(tags["code_revision"]) >= 7
+        assert tags["checkpoint_sha256"] == c["sha256"]
+        assert f"cosine cycle {c['cycle']}" in mv.description
+
+
+def test_the_best_version_of_the_run_is_the_challenger(registered: dict[str, Any]) -> None:
+    client, name = registered["client"], registered["name"]
+    best = max(registered["first"].versions, key=lambda v: v.val_auc)
+    assert current_alias(client, name, CHALLENGER) == best.version
+    assert registered["first"].challenger == best
+
+
+def test_the_challenger_scores_raw_rows_like_its_checkpoint(registered: dict[str, Any]) -> None:
+    name, run, holdout = registered["name"], registered["run"], registered["holdout"]
+    mlflow.set_tracking_uri(registered["url"])
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{CHALLENGER}")
+    inputs = model.metadata.get_input_schema().input_names()
+    assert set(inputs) == set(SPEC.feature_columns)
+    predicted = model.predict(holdout[inputs])["probability"].to_numpy()
+    challenger = registered["first"].challenger
+    if challenger.candidate == "ensemble":
+        paths = sorted((run.run_dir / "checkpoints").glob("best-cycle-*.ckpt"))
+        expected = np.mean([_independent_probability(p, holdout) for p in paths], axis=0)
+    else:
+        expected = _independent_probability(
+            run.run_dir / "checkpoints" / f"best-cycle-{challenger.cycle:02d}.ckpt", holdout
+        )
+    assert np.allclose(predicted, expected, atol=1e-6)
+    assert roc_auc_score(holdout[SPEC.target], predicted) == pytest.approx(
+        challenger.val_auc, abs=1e-6
+    )
+
+
+def test_the_ensemble_is_not_registered_when_the_best_single_wins(
+    registered: dict[str, Any],
+) -> None:
+    run, holdout = registered["run"], registered["holdout"]
+    paths = sorted((run.run_dir / "checkpoints").glob("best-cycle-*.ckpt"))
+    singles = [_independent_probability(p, holdout) for p in paths]
+    y = holdout[SPEC.target]
+    best_single = max(roc_auc_score(y, p) for p in singles)
+    ensemble_auc = roc_auc_score(y, np.mean(singles, axis=0))
+    summary = registered["first"].ensemble
+    assert summary["auc"] == pytest.approx(ensemble_auc, abs=1e-6)
+    assert summary["best_single_auc"] == pytest.approx(best_single, abs=1e-6)
+    assert ensemble_auc <= best_single, "precondition: on the full holdout one cycle wins"
+    assert summary["registered"] is False
+    assert "ensemble" not in [v.candidate for v in registered["first"].versions]
+
+
+def test_the_ensemble_becomes_a_version_and_the_challenger_when_it_wins(
+    registered: dict[str, Any],
+) -> None:
+    """On a holdout where averaging the cycle bests pays, the ensemble is registered."""
+    client, store, run, holdout = (registered[k] for k in ("client", "store", "run", "holdout"))
+    paths = sorted((run.run_dir / "checkpoints").glob("best-cycle-*.ckpt"))
+    singles = np.array([_independent_probability(p, holdout) for p in paths])
+    y = holdout[SPEC.target].to_numpy()
+    for seed in range(200):  # a 500-row slice of the holdout where the ensemble wins
+        idx = np.random.default_rng(seed).choice(len(holdout), 500, replace=False)
+        best = max(roc_auc_score(y[idx], p[idx]) for p in singles)
+        if roc_auc_score(y[idx], singles.mean(axis=0)[idx]) > best + 0.002:
+            break
+    else:
+        pytest.fail("no 500-row slice where the ensemble wins")
+    name = f"ens_{uuid.uuid4().hex[:6]}"
+    part = holdout.iloc[idx].reset_index(drop=True)
+    reg = register_training_run(client, store, SPEC, run.run_id, name=name, holdout=part)
+    assert reg.ensemble["registered"] is True
+    ensemble = [v for v in reg.versions if v.candidate == "ensemble"]
+    assert len(ensemble) == 1
+    assert reg.challenger == ensemble[0]
+    assert current_alias(client, name, CHALLENGER) == ensemble[0].version
+    tags = client.get_model_version(name, ensemble[0].version).tags
+    assert tags["kind"] == "ensemble"
+    assert tags["members"] == "0,1,2"
+    mlflow.set_tracking_uri(registered["url"])
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{CHALLENGER}")
+    inputs = model.metadata.get_input_schema().input_names()
+    predicted = model.predict(part[inputs])["probability"].to_numpy()
+    assert np.allclose(predicted, singles.mean(axis=0)[idx], atol=1e-6)
+
+
+def test_registering_again_creates_nothing(registered: dict[str, Any]) -> None:
+    client, store, name, run = (registered[k] for k in ("client", "store", "name", "run"))
+    before = client.search_model_versions(f"name='{name}'")
+    moves = len(alias_history(store, name))
+    again = register_training_run(client, store, SPEC, run.run_id, name=name)
+    assert not any(v.created for v in again.versions)
+    assert [v.version for v in again.versions] == [v.version for v in registered["first"].versions]
+    assert len(client.search_model_versions(f"name='{name}'")) == len(before)
+    assert len(alias_history(store, name)) == moves  # the challenger did not move
+
+
+def test_alias_moves_are_recorded_with_who_why_when(registered: dict[str, Any]) -> None:
+    history = alias_history(registered["store"], registered["name"])
+    first = history[0]
+    assert first.alias == CHALLENGER
+    assert first.from_version is None
+    assert first.to_version == registered["first"].challenger.version
+    assert "@" in first.who
+    assert registered["run"].run_id in first.why
+    assert first.when.endswith("+00:00")
+    tags = registered["client"].get_model_version(registered["name"], first.to_version).tags
+    assert tags["alias.challenger.by"] == first.who
+
+
+def test_unknown_or_unfinished_runs_are_refused(
+    mlflow_server: Any, tmp_path: Path, tiny_run_without_cycles: str
+) -> None:
+    client = _client(mlflow_server.url, tmp_path)
+    store = LocalStore(tmp_path / "store")
+    with pytest.raises(RegistryError, match="no MLflow run"):
+        register_training_run(client, store, SPEC, "0" * 32, name="nope")
+    experiment = client.get_experiment_by_name("registry-tests").experiment_id
+    bare = client.create_run(experiment).info.run_id
+    with pytest.raises(RegistryError, match=r"has no artifact 'result\.json'"):
+        register_training_run(client, store, SPEC, bare, name="nope")
+    with pytest.raises(RegistryError, match="closed no cosine cycle"):
+        register_training_run(client, store, SPEC, tiny_run_without_cycles, name="nope")
+
+
+@pytest.fixture
+def tiny_run_without_cycles(mlflow_server: Any, tmp_path: Path) -> str:
+    """A run stopped by its budget before its first cycle ended."""
+    from tests.training.helpers import TINY
+    from training.config import load_config as train_config
+    from training.trainer import Trainer
+
+    config = train_config(
+        None,
+        [
+            "run_name=broke",
+            f"output_dir={tmp_path / 'runs'}",
+            f"mlflow.tracking_uri={mlflow_server.url}",
+            "mlflow.experiment=registry-tests",
+            *TINY,
+            "cost.cpu_usd_per_hour=36000000",  # $10,000 a second: spent at once
+            "cost.budget_usd=0.01",
+        ],
+    )
+    result = Trainer(config).run()
+    assert result.status == "budget_exhausted"
+    return str(result.mlflow_run_id)

@@ -1,0 +1,86 @@
+"""The floor plan holds: import-linter's contracts (.importlinter) on the real tree, and
+proof that they fail when a floor imports upward, training imports the pipeline, or two
+modules of a package import each other; no module of pipeline/ or training/ over 500 lines."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LINT = Path(sys.executable).parent / "lint-imports"
+MAX_LINES = 500
+
+
+def _lint(cwd: Path) -> subprocess.CompletedProcess[str]:
+    if not LINT.exists():
+        pytest.fail("lint-imports is missing from the environment (run ./run setup)")
+    return subprocess.run(
+        [str(LINT), "--no-cache"], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A copy of the code and the contracts (grimp reads files; nothing is imported)."""
+    for name in ("pipeline", "training", "dags"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
+    return tmp_path
+
+
+def test_the_contracts_hold_on_the_tree() -> None:
+    proc = _lint(ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "Contracts: 4 kept, 0 broken." in proc.stdout
+
+
+BREAKS = {
+    "a step imports the flow": (
+        "pipeline/steps/gate.py",
+        "from pipeline.flow.env import Env",
+        ["Floors: dags -> apps -> flow -> steps -> base BROKEN", "steps.gate -> pipeline.flow.env"],
+    ),
+    "the base floor imports Airflow": (
+        "pipeline/base/layout.py",
+        "import airflow.sdk",
+        ["Only the apps floor and the DAG files know Airflow BROKEN"],
+    ),
+    "training imports the pipeline": (
+        "training/metrics.py",
+        "from pipeline.base.config import load_config",
+        ["BROKEN", "training.metrics -> pipeline.base.config"],
+    ),
+    # layout imports the store: the store importing layout back closes a cycle
+    "two modules of a floor import each other": (
+        "pipeline/base/store/keys.py",
+        "from pipeline.base import layout",
+        ["No import cycles between the modules of a package BROKEN"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BREAKS))
+def test_one_wrong_import_breaks_a_contract(tree: Path, case: str) -> None:
+    module, line, expected = BREAKS[case]
+    path = tree / module
+    path.write_text(path.read_text() + f"\n{line}  # the wrong import\n")
+    proc = _lint(tree)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    for text in expected:
+        assert text in proc.stdout, proc.stdout[-3000:]
+
+
+def test_no_module_is_over_500_lines() -> None:
+    sizes = {
+        str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+        for folder in ("pipeline", "training")
+        for p in (ROOT / folder).rglob("*.py")
+    }
+    assert len(sizes) > 40  # the tree was found
+    over = {name: n for name, n in sizes.items() if n > MAX_LINES}
+    assert over == {}, over

@@ -1,0 +1,147 @@
+"""What a training run leaves behind, typed: ``result.json`` as :class:`TrainResult`.
+
+The job writes ``<run_dir>/result.json`` (and logs it to MLflow) when it ends;
+everything downstream (the pipeline's registration, health check and gate, the
+CLI, the benchmarks) reads it back with :meth:`TrainResult.load` or
+:meth:`TrainResult.from_json` and uses attributes, never string keys. Loading is
+strict: an unknown or a missing field is a :class:`ResultError` that names it
+(a result written by another version of the job is refused, not half read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+__all__ = ["REGISTRABLE", "CycleBest", "ResultError", "TrainResult"]
+
+Status = Literal["completed", "budget_exhausted", "preempted"]
+REGISTRABLE = ("completed", "budget_exhausted")  # runs whose cycle bests may be registered
+
+T = TypeVar("T")
+
+
+class ResultError(ValueError):
+    """A result file is missing, not JSON, or not a result of this job."""
+
+
+def _strict(cls: type[T], data: Any, what: str) -> T:
+    if not isinstance(data, dict):
+        raise ResultError(f"{what} must be a JSON object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    required = {
+        n
+        for n, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    missing = sorted(required - set(data))
+    if unknown or missing:
+        parts = ([f"unknown field(s) {unknown}"] if unknown else []) + (
+            [f"missing field(s) {missing}"] if missing else []
+        )
+        raise ResultError(f"{what}: {'; '.join(parts)} (expected {sorted(fields)})")
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class CycleBest:
+    """The best evaluation of one cosine cycle and its checkpoint (``final``: the
+    cycle ended, so this is the cycle's best for good)."""
+
+    cycle: int
+    step: int
+    lr: float
+    val_auc: float
+    val_loss: float
+    path: str  # relative to the run folder
+    sha256: str
+    final: bool = False
+
+    def metric(self, name: str) -> float:
+        """``val_auc`` or ``val_loss`` by name (the eval metric of a config)."""
+        if name not in ("val_auc", "val_loss"):
+            raise ValueError(f"metric must be val_auc or val_loss, got {name!r}")
+        return float(getattr(self, name))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CycleBest:
+        return _strict(cls, data, "a cycle best")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    status: Status
+    stop_reason: str
+    run_name: str
+    run_dir: str
+    steps_done: int
+    total_steps: int
+    cycles: list[CycleBest]
+    best_cycle: int | None
+    nan_count: int
+    rollbacks: int
+    lr_scale: float
+    restarts: list[int]
+    cost_usd: float
+    device_seconds: float
+    device: str
+    amp: str
+    world_size: int
+    mlflow_run_id: str | None
+    data: dict[str, Any]
+    schedule: dict[str, Any]
+    schedule_fingerprint: str
+    config_hash: str
+    definition_hash: str
+    finished_at: str
+    code_revision: str = "unknown"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finals(self) -> list[CycleBest]:
+        """The bests of the cycles that ended, by cycle."""
+        return sorted((c for c in self.cycles if c.final), key=lambda c: c.cycle)
+
+    @property
+    def registrable(self) -> bool:
+        return self.status in REGISTRABLE
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TrainResult:
+        if isinstance(data, dict) and isinstance(data.get("cycles"), list):
+            data = {**data, "cycles": [CycleBest.from_dict(c) for c in data["cycles"]]}
+        return _strict(cls, data, "a training result")
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str = "result.json") -> TrainResult:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ResultError(f"{where} is not JSON: {exc}") from None
+        try:
+            return cls.from_dict(data)
+        except ResultError as exc:
+            raise ResultError(f"{where}: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TrainResult:
+        """Read ``result.json`` (a file, or a run folder that holds one)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "result.json"
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ResultError(f"{path} does not exist (the run has not finished)") from None
+        return cls.from_json(text, str(path))
