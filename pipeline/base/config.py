@@ -93,6 +93,12 @@ class PipelineConfig(BaseSettings):
     dataset_spec: Path = Field(
         Path("configs/datasets/flights.yaml"), description="the dataset spec YAML"
     )
+    pushgateway_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Prometheus Pushgateway the live-quality check pushes the champion's AUC "
+        "to (the training job reads the same variable); unset: nothing is pushed",
+    )
     storage: StorageConfig = Field(default_factory=StorageConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)

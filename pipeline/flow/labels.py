@@ -69,12 +69,25 @@ def quality(env: Env, batch_id: str) -> QualityOutcome:
             below_slo=False,
             decision=Decision(retrain=False, trigger=None, reason=reason, batch_id=batch_id),
         )
+    _push(env, summary)
     decided = decide_retrain(quality=summary)
     if decided.retrain:
         decision = retrain_request(env, "quality", decided.reason, batch_id)
     else:
         decision = Decision(retrain=False, trigger=None, reason=decided.reason, batch_id=batch_id)
     return QualityOutcome.of(summary, auc=summary.value, decision=decision)
+
+
+def _push(env: Env, summary: Any) -> None:
+    """The verdict to the Pushgateway, where the SLO alert and the dashboard read it
+    (``cosine_retrain_live_auc``, ``..._slo``, ``..._rows``); never fails the step."""
+    url = env.config.pushgateway_url
+    if not url or summary.value is None:
+        return
+    from training.pushgateway import push_live_quality
+
+    if push_live_quality(url, auc=summary.value, slo=summary.slo, rows=summary.rows):
+        log.info("live quality of %s pushed to %s", summary.model_version, url)
 
 
 def review_canary(env: Env, batch_ids: list[str]) -> tuple[Any, Any]:

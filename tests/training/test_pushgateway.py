@@ -315,7 +315,12 @@ def test_a_real_pushgateway_accepts_the_push(tmp_path: Path) -> None:
     binary = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
     port = free_port()
     proc = subprocess.Popen(
-        [str(binary), f"--web.listen-address=127.0.0.1:{port}"],
+        # Debian's build persists to /var/lib/prometheus by default: keep this one's own
+        [
+            str(binary),
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--persistence.file={tmp_path / 'pushgateway.data'}",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
