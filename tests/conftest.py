@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.base.sections import StorageConfig
 from tests.support import (
     VENV_BIN,
     MlflowServer,
@@ -124,3 +126,42 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     proc = run_demo(home, "1-3")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return home, proc.stdout
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+
+    def storage(self, bucket: str, **extra: object) -> StorageConfig:
+        settings: dict[str, object] = {
+            "kind": "s3",
+            "bucket": bucket,
+            "prefix": "pipeline-tests",
+            "endpoint_url": self.endpoint,
+            "region": "us-east-1",
+            "access_key_id": "testing",
+            "secret_access_key": "testing",
+            "max_attempts": 2,
+        }
+        return StorageConfig.model_validate({**settings, **extra})
+
+    def new_bucket(self) -> str:
+        import boto3
+
+        name = f"b-{uuid.uuid4().hex[:20]}"
+        boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    from tests.support import moto_server
+
+    with moto_server() as port:
+        yield S3Server(f"http://127.0.0.1:{port}")

@@ -1,14 +1,14 @@
-"""The Kubernetes pod template of the GPU job: read as YAML, and built into a pod by
-the real KubernetesPodOperator the retrain DAG uses (no cluster needed)."""
+"""The Kubernetes pod template of the GPU job, read as YAML: its shape, its Secret, its
+volumes, its user. tests/dags/test_kubernetes_pod.py builds the pod from it with the
+retrain DAG's own operator and runs that pod's command."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.infra.helpers import INFRA, ROOT, dockerfile_instructions
+from tests.infra.helpers import INFRA, dockerfile_instructions
 
 TEMPLATE = INFRA / "k8s/trainer-pod.yaml"
 SECRET = "cosine-retrain-secrets"
@@ -96,32 +96,3 @@ def test_runs_as_the_images_non_root_user_with_a_read_only_root() -> None:
     assert c["allowPrivilegeEscalation"] is False
     # a read-only root needs a writable /tmp for matplotlib and torch
     assert any(m["mountPath"] == "/tmp" for m in base(spec)["volumeMounts"])
-
-
-def test_kubernetes_pod_operator_builds_the_pod_from_the_template() -> None:
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-
-    op = KubernetesPodOperator(
-        task_id="train",
-        pod_template_file=str(TEMPLATE),
-        namespace="ml",
-        image="registry.example/cosine-retrain-trainer:1.2.3",
-        cmds=["python", "-m", "training"],
-        arguments=["train", "--config", "/config/train.yaml", "--run-name", "retrain-7"],
-        env_vars={"EXTRA": "1"},
-    )
-    built = op.build_pod_request_obj(dry_run=True)
-    (container,) = built.spec.containers
-    assert container.name == "base"
-    assert container.image == "registry.example/cosine-retrain-trainer:1.2.3"  # the DAG's
-    assert container.args[-1] == "retrain-7"
-    names = [e.name for e in container.env]
-    assert names[: len(REQUIRED_KEYS)] == REQUIRED_KEYS
-    assert "EXTRA" in names
-    assert container.env[0].value_from.secret_key_ref.name == SECRET
-    assert container.resources.limits["nvidia.com/gpu"] == "1"
-    assert built.spec.restart_policy == "Never"
-    assert built.spec.node_selector == pod()["spec"]["nodeSelector"]
-    assert built.spec.tolerations[0].key == "nvidia.com/gpu"
-    assert {v.name for v in built.spec.volumes} >= {"checkpoints", "train-config", "dshm"}
-    assert str(Path(TEMPLATE).relative_to(ROOT)) == "infra/k8s/trainer-pod.yaml"

@@ -1,21 +1,16 @@
 """Fixtures for the pipeline's data steps.
 
 ``store`` runs a test twice: against a local folder and against S3 through
-boto3, talking HTTP to moto's standalone server on 127.0.0.1 (started once per
-session on a free port and stopped at the end).
+boto3, talking HTTP to moto's standalone server (``s3_server``, tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from pipeline.base.config import StorageConfig
 from pipeline.base.store import LocalStore, ObjectStore, S3Store
 from training.data.spec import DatasetSpec, load_spec
 
@@ -23,50 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "configs" / "datasets" / "flights.yaml"
 
 
-@dataclass(frozen=True)
-class S3Server:
-    endpoint: str
-
-    def storage(self, bucket: str, **extra: object) -> StorageConfig:
-        settings: dict[str, object] = {
-            "kind": "s3",
-            "bucket": bucket,
-            "prefix": "pipeline-tests",
-            "endpoint_url": self.endpoint,
-            "region": "us-east-1",
-            "access_key_id": "testing",
-            "secret_access_key": "testing",
-            "max_attempts": 2,
-        }
-        return StorageConfig.model_validate({**settings, **extra})
-
-    def new_bucket(self) -> str:
-        import boto3
-
-        name = f"b-{uuid.uuid4().hex[:20]}"
-        boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        ).create_bucket(Bucket=name)
-        return name
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    from tests.support import moto_server
-
-    with moto_server() as port:
-        yield S3Server(f"http://127.0.0.1:{port}")
-
-
 @pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "local":
         return LocalStore(tmp_path / "store")
-    server: S3Server = request.getfixturevalue("s3_server")
+    server = request.getfixturevalue("s3_server")
     return S3Store.from_config(server.storage(server.new_bucket()))
 
 
