@@ -183,6 +183,21 @@ def start_stack(
         raise
 
 
+class Stopped(BaseException):
+    """A stop signal arrived: unwind through ``finally`` so every child is stopped."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_stopped(signum: int, _frame: object) -> None:
+    raise Stopped(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline ui", description=__doc__)
     parser.add_argument("--home", default=str(DEFAULT_HOME), help="local state folder")
@@ -190,12 +205,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlflow-port", type=int, default=5000)
     args = parser.parse_args(argv)
     home = Path(args.home).resolve()
+    # Ctrl-C, a supervisor's SIGTERM and a closed terminal's SIGHUP all stop every
+    # child: by default the last two end this process without running ``finally``,
+    # and the children (each in its own session) would keep running
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _raise_stopped)
     print(f"starting Airflow and MLflow on {home} (about a minute)...", flush=True)
     try:
         stack = start_stack(home, airflow_port=args.airflow_port, mlflow_port=args.mlflow_port)
     except (RuntimeError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Stopped as stop:  # start_stack has stopped what it had started
+        print(f"{stop}: stopped while starting", flush=True)
+        return 128 + stop.signum
     print(
         f"\n  Airflow  {stack.airflow_url}   login: {stack.user} / {stack.password}"
         f"\n  MLflow   {stack.mlflow_url}   (the training runs, the flight_delay model and its"
@@ -208,8 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         dead = [n for n, p in stack.procs.items() if p.poll() is not None]
         print(f"error: {', '.join(dead)} stopped; see {home / 'ui'}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("stopping...", flush=True)
-        return 0
+    except Stopped as stop:
+        print(f"{stop}: stopping every process...", flush=True)
+        return 0 if stop.signum == signal.SIGINT else 128 + stop.signum
     finally:
+        # a second signal while stopping must not cut the stop short
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
         stack.stop()
+        print("stopped", flush=True)
