@@ -1,0 +1,150 @@
+"""The replay's month summary: what each DAG run did, in a line or a few.
+
+Read from the tasks' results (the flow's records as JSON), never recomputed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["canary_lines", "champion_line", "ingest_line", "monitor_lines", "retrain_lines"]
+
+Failure = Callable[[Any, str, Any], None]
+
+
+def ingest_line(out: Any, landed: dict[str, Any], what: str) -> None:
+    again = " (already landed: reused)" if landed.get("status") == "unchanged" else ""
+    if what == "features":
+        out.steps["rows"] = landed.get("rows")
+        out.lines.append(f"  ingest     {landed.get('rows', '?')} rows{again}")
+    else:
+        out.lines.append(f"  labels     {what}: {landed.get('rows', '?')} rows arrived{again}")
+
+
+def monitor_lines(out: Any, run: Any, failure: Failure) -> None:
+    res = run.results
+    val = res.get("validate")
+    if val is None:
+        out.steps["validation"] = "failed"
+        failure(out, "validation", run)
+        return
+    out.steps["validation"] = "passed"
+    out.lines.append(f"  validation passed: {val['evaluated']} expectations on {val['rows']} rows")
+    dr = res.get("drift", {})
+    if dr.get("checked"):
+        out.steps["drift_share"] = dr["drift_share"]
+        cols = ", ".join(dr["drifted_columns"]) or "none"
+        out.lines.append(
+            f"  drift      {dr['drift_share']:.0%} of columns against reference "
+            f"{dr['reference']} (threshold {dr['threshold']:.0%}); drifted: {cols}"
+            + (" (measured before: reused)" if dr.get("reused") else "")
+        )
+        for skipped in dr.get("skipped", []):
+            out.lines.append(f"             not compared: {skipped}")
+    else:
+        out.lines.append(f"  drift      not measured: {dr.get('reason')}")
+    sc = res.get("score", {})
+    if sc.get("champion_version"):
+        canary = (
+            f", canary v{sc['canary_version']} {sc['canary_rows']}"
+            if sc.get("canary_version")
+            else ""
+        )
+        served = sc["rows"] - sc["canary_rows"]
+        out.lines.append(f"  scoring    champion v{sc['champion_version']} {served} rows{canary}")
+    decision = res.get("decide")
+    if decision is None:
+        failure(out, "decision", run)
+        return
+    reason = str(decision.get("reason"))
+    if decision.get("retrain"):
+        out.lines.append(f"  decision   RETRAIN: {reason}")
+    else:  # the reason says "no retrain" (or why the request was paused) itself
+        out.lines.append(f"  decision   {reason}")
+
+
+def canary_lines(out: Any, run: Any, previous: Any, failure: Failure) -> None:
+    q = run.results.get("quality")
+    if q is None:
+        failure(out, "quality", run)
+        return
+    decided = q.get("decision") or {}
+    batch = previous.batch_id if previous is not None else "?"
+    if q.get("auc") is not None:
+        out.steps["live_auc"] = q["auc"]
+        out.lines.append(
+            f"  quality    champion v{q['model_version']} live AUC {q['auc']:.4f} on "
+            f"{q['rows']} labelled rows of {batch} (SLO {q['slo']})"
+        )
+    else:
+        out.lines.append(f"  quality    {decided.get('reason', 'not measured')}")
+    rv = run.results.get("review")
+    if rv:
+        out.steps["canary"] = rv["outcome"]
+        out.lines.append(f"  canary     {rv['outcome']}: {rv['reason']} -> {rv['action']}")
+    elif run.failed:
+        failure(out, "canary", run)
+
+
+def retrain_lines(replay: Any, out: Any, run: Any) -> None:
+    res = run.results
+    plan = res.get("plan")
+    if plan is None:
+        replay._failure(out, "retrain", run)
+        return
+    if plan.get("skip"):
+        out.lines.append(f"  retrain    skipped: {plan.get('reason')}")
+        return
+    reason = " + ".join(plan.get("reasons") or []) or plan.get("reason", "")
+    out.steps["retrain"] = reason
+    out.lines.append(
+        f"  retrain    {plan.get('run_name')} on {', '.join(plan.get('window', []))} "
+        f"(why: {reason}; {run.consumed} request(s))"
+    )
+    trained = res.get("train") or res.get("train_result") or {}
+    for c in trained.get("cycles", []):
+        out.lines.append(
+            f"             cycle {c['cycle']} best at step {c['step']}: lr {c['lr']:.3g}, "
+            f"val AUC {c['val_auc']:.4f}"
+        )
+    verdict = gate_verdict(replay, plan.get("run_name"), res.get("gate"))
+    out.steps["gate"] = verdict["text"]
+    out.lines.append(f"  gate       {verdict['text']}")
+    for line in verdict["failures"]:
+        out.lines.append(f"               {line}")
+    if not trained and run.failed:
+        replay._failure(out, "training", run)
+    replay.retrains.append(
+        {"month": out.batch, "plan": plan, "train": trained, "gate": verdict, "state": run.state}
+    )
+
+
+def gate_verdict(
+    replay: Any, run_name: str | None, result: dict[str, Any] | None
+) -> dict[str, Any]:
+    if result is not None:
+        where = "first model: champion" if result["first_model"] else "canary"
+        return {"passed": True, "text": f"v{result['version']} PASSED -> {where}", "failures": []}
+    env = replay.env
+    versions = env.client.search_model_versions(
+        f"name='{env.model}' and tags.training_run_name='{run_name}'"
+    )
+    failed = [v for v in versions if v.tags.get("gate.status") == "failed"]
+    if failed:
+        v = failed[0]
+        return {
+            "passed": False,
+            "text": f"v{v.version} REFUSED (nothing moved)",
+            "failures": v.tags.get("gate.reasons", "").split("; "),
+        }
+    return {"passed": False, "text": "not reached (the run failed earlier)", "failures": []}
+
+
+def champion_line(replay: Any, out: Any) -> None:
+    champion, canary = replay.alias("champion"), replay.alias("canary")
+    out.steps["champion"] = champion
+    out.lines.append(
+        f"  champion   {'v' + champion if champion else 'none yet'}"
+        + (f", canary v{canary}" if canary else "")
+    )
