@@ -153,6 +153,16 @@ def drift_prefix(ref: BatchRef, snapshot_id: str, settings_fingerprint: str) -> 
     return join_key(_report_prefix(ref), "drift", check_id(name, "drift report name"))
 
 
+def report_summaries(store: ObjectStore, ref: BatchRef, kind: str) -> list[str]:
+    """Keys of the ``summary.json`` of every ``kind`` (validation, drift) report of
+    this batch version, oldest name first (the HTML report lies beside each)."""
+    if kind not in ("validation", "drift"):
+        raise ValueError(f"report kind must be validation or drift, got {kind!r}")
+    prefix = join_key(_report_prefix(ref), kind)
+    keys = store.list(prefix)
+    return sorted(k for k in keys if k.startswith(prefix + "/") and k.endswith("/summary.json"))
+
+
 def predictions_key(dataset: str, batch_id: str, model_version: str) -> str:
     return join_key(
         "predictions",

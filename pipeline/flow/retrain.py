@@ -389,6 +389,7 @@ def register(env: Env, plan: Plan, trained: TrainSummary) -> Registered:
         "reference_snapshot": snapshot,
         "trigger": plan.trigger,
         "reasons": "; ".join(plan.reasons)[:1000],
+        **report_lineage(env, refs),
     }
     reg = register_training_run(
         env.client,
@@ -399,6 +400,22 @@ def register(env: Env, plan: Plan, trained: TrainSummary) -> Registered:
         lineage=lineage,
     )
     return registered(reg)
+
+
+def report_lineage(env: Env, refs: list[Any]) -> dict[str, str]:
+    """``validation.<batch>`` and ``drift.<batch>``: where the reports of each batch of
+    the window are (``summary.json`` URIs, comma-separated; the HTML beside each).
+    A batch measured against no reference yet says so instead of a URI."""
+    from pipeline.base.layout import report_summaries
+
+    tags = {}
+    for ref in refs:
+        for kind in ("validation", "drift"):
+            keys = report_summaries(env.store, ref, kind)
+            tags[f"{kind}.{ref.batch_id}"] = (
+                ",".join(env.store.uri(k) for k in keys) if keys else "none: not measured"
+            )
+    return tags
 
 
 def registered(reg: Any) -> Registered:

@@ -78,3 +78,56 @@ def test_a_second_run_reuses_what_it_can(replay: tuple[Path, str]) -> None:
     assert "reused the Airflow database" in proc.stdout
     assert proc.stdout.count("(already landed: reused)") == 2  # March's features, February's labels
     assert "(measured before: reused)" in proc.stdout  # March against the same reference
+
+
+def test_the_demo_follows_the_assets_not_a_conf(replay: tuple[Path, str]) -> None:
+    """Only ``ingest`` is started with a conf; drift_monitor, retrain and canary_review
+    run on the asset events that started them (what the scheduler hands them)."""
+    home, _ = replay
+    db = sqlite3.connect(home / "airflow" / "airflow.db")
+    rows = db.execute(
+        "SELECT dr.id, dr.dag_id, dr.conf, group_concat(a.name) FROM dag_run dr "
+        "LEFT JOIN dagrun_asset_event e ON e.dag_run_id = dr.id "
+        "LEFT JOIN asset_event ae ON ae.id = e.event_id "
+        "LEFT JOIN asset a ON a.id = ae.asset_id GROUP BY dr.id ORDER BY dr.id"
+    ).fetchall()
+    db.close()
+    consumed: dict[str, set[str]] = {}
+    for _, dag_id, conf, assets in rows:
+        if dag_id == "ingest":
+            assert json.loads(conf)["source"], conf
+            assert assets is None
+            continue
+        assert json.loads(conf or "{}") == {}, (dag_id, conf)
+        assert assets, f"a {dag_id} run consumed no asset event"
+        consumed.setdefault(dag_id, set()).update(assets.split(","))
+    assert consumed == {
+        "drift_monitor": {"batch_landed"},
+        "retrain": {"retrain_request"},
+        "canary_review": {"labels_landed"},
+    }
+
+
+def test_versions_carry_their_windows_reports_code_and_data(replay: tuple[Path, str]) -> None:
+    home, _ = replay
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    versions = client.search_model_versions("name='flight_delay'")
+    assert versions
+    for version in versions:
+        tags = version.tags
+        window = dict(part.split("/v") for part in tags["lineage.data_snapshot"].split(","))
+        assert window, tags
+        for batch, features in window.items():
+            # the reports on disk for that batch version, found without the code
+            reports = home / "store" / "reports" / "flights" / batch / f"v{features}"
+            validation = sorted((reports / "validation").glob("*/summary.json"))
+            assert validation, f"no validation report for {batch} on disk"
+            assert tags[f"lineage.validation.{batch}"] == ",".join(p.as_uri() for p in validation)
+            assert json.loads(validation[0].read_text())["success"] is True
+            drift = sorted((reports / "drift").glob("*/summary.json"))
+            expected = ",".join(p.as_uri() for p in drift) or "none: not measured"
+            assert tags[f"lineage.drift.{batch}"] == expected
+        # the code revision and the data of the run that trained, not of the registrar
+        run = client.get_run(tags["training_run_id"])
+        assert tags["code_revision"] == run.data.tags["git_revision"] != ""
+        assert tags["data_fingerprint"].startswith(run.data.tags["data_fingerprint"])
