@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -405,6 +405,30 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def section_fields(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    """The valid field names of the section at ``path`` of ``model`` (for an
+    unknown-field error); [] when the path leads to no model."""
+    for part in path:
+        info = model.model_fields.get(str(part))
+        if info is None:
+            return []
+        inner = [t for t in (info.annotation, *get_args(info.annotation)) if _is_model(t)]
+        if not inner:
+            return []
+        model = inner[0]
+    return list(model.model_fields)
+
+
+def _is_model(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, BaseModel)
+
+
+def unknown_field(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """``unknown field; valid: a, b, c`` for the section holding ``loc``."""
+    valid = section_fields(model, loc[:-1])
+    return "unknown field" + (f"; valid fields here: {', '.join(valid)}" if valid else "")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Read YAML (optional) and apply ``key.sub=value`` overrides (values parsed as YAML)."""
     raw: dict[str, Any] = {}
@@ -430,6 +454,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         for e in exc.errors():
             loc = ".".join(str(p) for p in e["loc"]) or "(config)"
             msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = unknown_field(TrainConfig, tuple(e["loc"]))
             lines.append(f"  {loc}: {msg}")
         raise ConfigError(f"invalid training config ({where}):\n" + "\n".join(lines)) from None
     sched = config.schedule

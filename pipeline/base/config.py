@@ -47,6 +47,7 @@ from pipeline.base.sections import (
     StorageConfig,
     ValidationConfig,
 )
+from training.config import unknown_field
 from training.locations import DEFAULT_HOME, PROJECT_ROOT
 
 __all__ = [
@@ -229,7 +230,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> PipelineCon
             field = ".".join(str(p) for p in loc) or "(config)"
             msg = e["msg"].removeprefix("Value error, ")
             if e["type"] == "extra_forbidden":
-                msg = f"unknown field (a typo in the YAML file or in {env_name(loc)}?)"
+                msg = (
+                    f"{unknown_field(PipelineConfig, loc)} (a typo in the YAML file or in "
+                    f"{env_name(loc)}?)"
+                )
             elif len(loc) == 1 and isinstance(_field_default(loc[0]), BaseModel):
                 pass  # a section-level rule: its message names the fields already
             else:

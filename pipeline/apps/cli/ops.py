@@ -1,8 +1,11 @@
-"""``python -m pipeline`` operations: alerts (test, retry, list) and the monthly spend."""
+"""``python -m pipeline`` operations: alerts (test, retry, list), the monthly spend and
+the configuration reference."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 from pipeline.apps.cli.common import Lazy, Parser, UsageError, command, common_options, emit
@@ -143,4 +146,35 @@ def add_spend_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", help="default: mlflow.tracking_uri, $MLFLOW_TRACKING_URI")
 
 
-PARSERS: list[Any] = [add_alerts_parser, add_spend_parser]
+def _config_doc(args: argparse.Namespace, lazy: Lazy) -> int:
+    """write the configuration reference (docs/configuration.md) from the models
+
+    Every field of the pipeline's and the training job's config: type, default,
+    environment variable or --set key, description. --check exits 1 when the page
+    differs from what the code would write (the test suite runs it).
+    """
+    from pipeline.apps.configref import DOC, render
+    from training.atomic import atomic_write_text
+    from training.locations import PROJECT_ROOT
+
+    path = Path(args.output) if args.output else PROJECT_ROOT / DOC
+    text = render()
+    if args.check:
+        current = path.read_text() if path.exists() else ""
+        if current != text:
+            print(f"{path} is stale: run python -m pipeline config-doc", file=sys.stderr)
+            return 1
+        print(f"{path} is current")
+        return 0
+    atomic_write_text(path, text)
+    print(f"wrote {path} ({text.count(chr(10))} lines)")
+    return 0
+
+
+def add_config_doc_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = command(sub, common, "config-doc", _config_doc)
+    p.add_argument("--check", action="store_true", help="exit 1 if the page is stale")
+    p.add_argument("--output", help=f"default: {Path('docs') / 'configuration.md'}")
+
+
+PARSERS: list[Any] = [add_alerts_parser, add_spend_parser, add_config_doc_parser]
