@@ -97,5 +97,7 @@ def test_an_unknown_field_lists_the_valid_ones(tmp_path: Path) -> None:
         terr.value
     )
     assert "warmup_steps" in str(terr.value)
-    with pytest.raises(TrainConfigError, match=r"bogus: unknown field; valid fields here: run_name, .*schedule"):
+    with pytest.raises(
+        TrainConfigError, match=r"bogus: unknown field; valid fields here: run_name"
+    ):
         load_train_config(None, ["bogus=1"])

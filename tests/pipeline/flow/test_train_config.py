@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import flow
+from pipeline.base.config import resolve_path
 from pipeline.flow.records import BatchVersions, Plan, Window
 from pipeline.flow.retrain import pod_command, train_config
-from pipeline.base.config import resolve_path
 from training.cli import _load_train_config, build_parser
 
 
