@@ -134,6 +134,8 @@ def _kubernetes_training(planned, data):
         arguments=command["arguments"],
         get_logs=True,
         on_finish_action="delete_succeeded_pod",
+        # a diverged run also sends nan_detected (read from its MLflow run's tags)
+        on_failure_callback=[kit.DEFAULT_ARGS["on_failure_callback"], kit.train_pod_failed],
         doc_md="The training job as a GPU pod; exit 75 (preempted) is retried and resumes.",
     )
 

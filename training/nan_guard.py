@@ -22,11 +22,25 @@ from training.loop import StepRecord
 if TYPE_CHECKING:
     from training.config import NanGuardConfig
 
-__all__ = ["LoopState", "NanGuard", "TrainingDiverged"]
+__all__ = ["DIVERGED_TAG", "LoopState", "NanGuard", "TrainingDiverged", "diverged_tags"]
 
 
 class TrainingDiverged(RuntimeError):
     """Non-finite steps persisted through every allowed rollback."""
+
+
+DIVERGED_TAG = "failure"  # its value "diverged" on the MLflow run of a diverged job
+
+
+def diverged_tags(exc: TrainingDiverged, state: LoopState) -> dict[str, str]:
+    """The MLflow tags a diverged run ends with (read back by the pipeline)."""
+    return {
+        DIVERGED_TAG: "diverged",
+        "failure.reason": str(exc)[:1000],
+        "failure.step": str(state.step),
+        "failure.nan_count": str(state.nan_total),
+        "failure.rollbacks": str(state.rollbacks),
+    }
 
 
 @dataclass

@@ -40,7 +40,7 @@ from training.distributed import DistContext
 from training.hooks import CheckpointEvent, CheckpointHook
 from training.locations import code_revision
 from training.loop import StepRecord, StepRunner
-from training.nan_guard import LoopState, NanGuard, TrainingDiverged
+from training.nan_guard import LoopState, NanGuard, TrainingDiverged, diverged_tags
 from training.payload import BestPayload, Identity, LastPayload
 from training.progress import Progress
 from training.results import CycleBest, TrainResult
@@ -172,6 +172,11 @@ class Trainer:
             result = self._loop()
             status = "FINISHED" if result.status != "preempted" else "KILLED"
             return result
+        except TrainingDiverged as exc:
+            # what a reader of the run (the pipeline after a pod failed) needs to tell a
+            # divergence from any other failure
+            self.telemetry.set_tags(diverged_tags(exc, self.state))
+            raise
         finally:
             if main_thread:
                 signal.signal(signal.SIGTERM, previous)

@@ -11,6 +11,7 @@ only to name schedules and the training backend.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -44,7 +45,10 @@ __all__ = [
     "events",
     "permanent",
     "pipeline_dag",
+    "train_pod_failed",
 ]
+
+log = logging.getLogger(__name__)
 
 CONFIG = load_config()  # environment and YAML only: no I/O beyond reading the file
 
@@ -165,6 +169,20 @@ class MlflowRunLink(BaseOperatorLink):
         pull = getattr(ti_key, "xcom_pull", None)
         result = pull(task_ids=operator.task_id, key="return_value") if pull else None
         return (result or {}).get("mlflow_run_url") or ""
+
+
+def train_pod_failed(context: Any) -> None:
+    """``on_failure_callback`` of the GPU pod's task, beside the task_failed notifier:
+    a pod whose run diverged sends ``nan_detected`` (the local backend's task sends
+    it itself). Never raises."""
+    from pipeline import flow
+    from pipeline.flow.retrain import alert_if_diverged
+
+    try:
+        planned = context["ti"].xcom_pull(task_ids="plan", key="return_value")
+        alert_if_diverged(env(), flow.Plan.from_xcom(planned))
+    except Exception:
+        log.exception("could not check whether the training pod's run diverged")
 
 
 class TrainOperator(BaseOperator):

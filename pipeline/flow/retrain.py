@@ -262,10 +262,57 @@ def train(env: Env, plan: Plan, window: Window) -> TrainSummary:
     result): the run name is the window's key.
     """
     from training import api
+    from training.nan_guard import TrainingDiverged
 
     config = train_config(env, plan, window)
-    result = api.finished(config) or api.train(config, resume="if_present")
+    try:
+        result = api.finished(config) or api.train(config, resume="if_present")
+    except TrainingDiverged as exc:
+        diverged(env, plan.require_run(), str(exc))
+        raise
     return train_summary(env, result)
+
+
+def diverged(env: Env, run_name: str, reason: str, details: dict[str, Any] | None = None) -> None:
+    """The ``nan_detected`` alert of a run that diverged (once per run: its key is the
+    run name, which a retried task keeps)."""
+    raise_alert(
+        env.config,
+        env.store,
+        AlertKind.NAN,
+        run_name,
+        f"training run {run_name} diverged",
+        f"{reason}; nothing was registered (docs/runbooks.md#nan_detected)",
+        {"run_name": run_name, "diverged": True, **(details or {})},
+    )
+
+
+def alert_if_diverged(env: Env, plan: Plan) -> bool:
+    """After the GPU pod failed: when its MLflow run says it diverged (the trainer tags
+    it), send the ``nan_detected`` alert; whether it did."""
+    from training.nan_guard import DIVERGED_TAG
+
+    run = _run_named(env, plan.require_run())
+    if run is None or run.data.tags.get(DIVERGED_TAG) != "diverged":
+        return False
+    tags = run.data.tags
+    details = {k.removeprefix("failure."): v for k, v in tags.items() if k.startswith("failure.")}
+    diverged(env, plan.require_run(), tags.get("failure.reason", "diverged"), details)
+    return True
+
+
+def _run_named(env: Env, run_name: str) -> Any:
+    """The newest MLflow run of the experiment with this name, or None."""
+    experiment = env.client.get_experiment_by_name(env.experiment)
+    if experiment is None:
+        return None
+    found = env.client.search_runs(
+        [experiment.experiment_id],
+        f"attributes.run_name = '{run_name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return found[0] if found else None
 
 
 def train_result_from_mlflow(env: Env, plan: Plan) -> TrainSummary:
@@ -275,20 +322,10 @@ def train_result_from_mlflow(env: Env, plan: Plan) -> TrainSummary:
     from training.results import ResultError, TrainResult
 
     run_name = plan.require_run()
-    experiment = env.client.get_experiment_by_name(env.experiment)
-    found = (
-        env.client.search_runs(
-            [experiment.experiment_id],
-            f"attributes.run_name = '{run_name}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        if experiment is not None
-        else []
-    )
-    if not found:
+    found = _run_named(env, run_name)
+    if found is None:
         raise RegistryError(f"no MLflow run named {run_name!r}: did the pod start?")
-    run_id = found[0].info.run_id
+    run_id = found.info.run_id
     path = download_artifact(env.client, run_id, "result.json", _work_dir(env, run_name))
     try:
         result = TrainResult.load(path)

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,11 +95,26 @@ def _kube_config(path: Path) -> Path:
     return path
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "torchrun-2"])
-def test_the_dags_pod_trains_and_the_next_task_reads_it_back(
-    processes: int, mlflow_server: MlflowServer, s3_server: Any, tmp_path: Path
-) -> None:
+@dataclass
+class Pod:
+    """What the DAG built and what its container did."""
+
+    built: dict[str, Any]
+    proc: subprocess.CompletedProcess[str]
+    worker: dict[str, str]
+    airflow_home: Path
+    pod_dir: Path
+
+
+def _run_pod(
+    tmp_path: Path,
+    mlflow_server: MlflowServer,
+    s3_server: Any,
+    *,
+    processes: int,
+    train_yaml: Path = TINY,
+    experiment: str,
+) -> Pod:
     bucket = s3_server.new_bucket()
     airflow_home = tmp_path / "airflow"
     secrets = {  # what the cosine-retrain-secrets Secret holds in the cluster
@@ -113,9 +129,9 @@ def test_the_dags_pod_trains_and_the_next_task_reads_it_back(
         "COSINE_RETRAIN_HOME": str(tmp_path / "home"),
         "COSINE_RETRAIN_RETRAIN__BACKEND": "kubernetes",
         "COSINE_RETRAIN_RETRAIN__PROCESSES": str(processes),
-        "COSINE_RETRAIN_RETRAIN__TRAIN_CONFIG": str(TINY),
+        "COSINE_RETRAIN_RETRAIN__TRAIN_CONFIG": str(train_yaml),
         "COSINE_RETRAIN_MLFLOW__TRACKING_URI": mlflow_server.url,
-        "COSINE_RETRAIN_MLFLOW__EXPERIMENT": f"k8s-{processes}",
+        "COSINE_RETRAIN_MLFLOW__EXPERIMENT": experiment,
         "COSINE_RETRAIN_STORAGE__KIND": "s3",
         "COSINE_RETRAIN_STORAGE__BUCKET": bucket,
         "COSINE_RETRAIN_STORAGE__ENDPOINT_URL": s3_server.endpoint,
@@ -160,7 +176,7 @@ def test_the_dags_pod_trains_and_the_next_task_reads_it_back(
     shutil.copytree(ROOT / "configs", pod_dir / "configs")
     config_dir = tmp_path / "configmap"
     config_dir.mkdir()
-    shutil.copy(TINY, config_dir / "train.yaml")
+    shutil.copy(train_yaml, config_dir / "train.yaml")
     assert built["mounts"]["train-config"] == "/config"
     args = [
         a.replace("/config/", f"{config_dir}/", 1) if a.startswith("/config/") else a for a in args
@@ -178,17 +194,103 @@ def test_the_dags_pod_trains_and_the_next_task_reads_it_back(
     proc = subprocess.run(
         command + args, cwd=pod_dir, env=env, capture_output=True, text=True, timeout=900
     )
+    return Pod(built, proc, worker, airflow_home, pod_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "torchrun-2"])
+def test_the_dags_pod_trains_and_the_next_task_reads_it_back(
+    processes: int, mlflow_server: MlflowServer, s3_server: Any, tmp_path: Path
+) -> None:
+    pod = _run_pod(
+        tmp_path, mlflow_server, s3_server, processes=processes, experiment=f"k8s-{processes}"
+    )
+    proc, planned = pod.proc, pod.built["planned"]
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(
-        (pod_dir / ".cosine-retrain" / "runs" / planned["run_name"] / "result.json").read_text()
+        (pod.pod_dir / ".cosine-retrain" / "runs" / planned["run_name"] / "result.json").read_text()
     )
     assert result["world_size"] == processes
     assert result["status"] == "completed"
 
     trained = airflow_script(
-        READ_BACK, str(ROOT / "dags"), json.dumps(planned), home=airflow_home, extra_env=worker
+        READ_BACK,
+        str(ROOT / "dags"),
+        json.dumps(planned),
+        home=pod.airflow_home,
+        extra_env=pod.worker,
     )
     assert trained["status"] == "completed"
     assert trained["run_id"] == result["mlflow_run_id"]
     assert [c["cycle"] for c in trained["cycles"]] == [0, 1, 2]
     assert trained["mlflow_run_url"].endswith(f"/runs/{result['mlflow_run_id']}")
+
+
+# The train_pod task's own failure callbacks (from the parsed DAG), as Airflow calls
+# them after the pod failed; then the alerts the store recorded.
+FAILED_POD = textwrap.dedent(
+    """
+    import json, sys, types
+    from pathlib import Path
+    from airflow.dag_processing.dagbag import BundleDagBag
+    from pipeline.base.alerts import list_alerts
+    from pipeline.base.config import load_config
+    from pipeline.base.store import build_store
+
+    folder = Path(sys.argv[1])
+    dag = BundleDagBag(folder, bundle_path=folder).dags["retrain"]
+    planned = json.loads(sys.argv[2])
+    op = dag.get_task("train_pod")
+    ti = types.SimpleNamespace(
+        dag_id="retrain", task_id="train_pod", run_id="manual__pod", try_number=1,
+        map_index=-1, log_url=None,
+        xcom_pull=lambda task_ids, key: planned if task_ids == "plan" else None,
+    )
+    context = {"ti": ti, "dag": dag, "run_id": "manual__pod",
+               "exception": RuntimeError("Pod returned a failure")}
+    for _ in range(2):  # the callbacks of two tries: still one nan_detected
+        for callback in op.on_failure_callback:
+            callback(context)
+    config = load_config()
+    store = build_store(config)
+    print(json.dumps([
+        {"kind": a.kind, "run_key": a.run_key, "channels": a.channels}
+        for a in list_alerts(store)
+    ]))
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_diverged_pod_sends_nan_detected_once(
+    mlflow_server: MlflowServer, s3_server: Any, tmp_path: Path
+) -> None:
+    diverging = tmp_path / "diverging.yaml"
+    config = yaml.safe_load(TINY.read_text())
+    config["fault_injection"] = {"nan_steps": list(range(20, 40))}
+    config["nan_guard"] = {"max_consecutive": 2, "max_rollbacks": 1}
+    diverging.write_text(yaml.safe_dump(config))
+    pod = _run_pod(
+        tmp_path,
+        mlflow_server,
+        s3_server,
+        processes=1,
+        train_yaml=diverging,
+        experiment="k8s-diverged",
+    )
+    assert pod.proc.returncode == 1, pod.proc.stdout[-2000:] + pod.proc.stderr[-2000:]
+    assert "training diverged" in pod.proc.stderr
+    planned = pod.built["planned"]
+    alerts = airflow_script(
+        FAILED_POD,
+        str(ROOT / "dags"),
+        json.dumps(planned),
+        home=pod.airflow_home,
+        extra_env=pod.worker,
+    )
+    kinds = sorted(a["kind"] for a in alerts)
+    # task_failed once per try (its key has the try), nan_detected once per run
+    assert kinds.count("nan_detected") == 1, alerts
+    (nan,) = [a for a in alerts if a["kind"] == "nan_detected"]
+    assert nan["run_key"] == planned["run_name"]
+    assert "task_failed" in kinds
