@@ -359,3 +359,26 @@ def test_the_pipeline_accepts_the_configuration_compose_gives_airflow(
     assert config.storage.endpoint_url == "http://minio:9000"
     assert config.mlflow.tracking_uri == "http://mlflow:5000"
     assert config.alerts.webhook_url == "https://hooks.example.com/x"
+
+
+def test_the_celery_profile_offers_redis_and_two_workers_beside_local() -> None:
+    svcs = services()
+    workers = sorted(n for n, s in svcs.items() if "celery" in (s.get("command") or [""])[-1])
+    assert workers == ["airflow-worker-1", "airflow-worker-2"]
+    assert profiles(svcs["redis"]) == ["celery"]
+    for name in workers:
+        assert profiles(svcs[name]) == ["celery"]
+        assert depends(svcs[name])["redis"] == "service_healthy"
+        assert "inspect ping" in " ".join(svcs[name]["healthcheck"]["test"])
+    # the two workers are one definition; the core stack still starts without the profile
+    a, b = (dict(svcs[n]) for n in workers)
+    assert a == b
+    for name in CORE:
+        assert not profiles(svcs[name]), name
+    env = env_of(svcs["airflow-scheduler"])
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "${AIRFLOW_EXECUTOR:-LocalExecutor}"
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://airflow:")
+    # the workers see what the scheduler sees (the pipeline's settings included)
+    worker_env = env_of(svcs["airflow-worker-1"])
+    assert {k: v for k, v in worker_env.items() if k != "CELERY_WORKER_CONCURRENCY"} == env

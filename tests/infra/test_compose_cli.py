@@ -94,3 +94,47 @@ def test_the_unfilled_example_is_refused(tmp_path: Path) -> None:
     proc = run_config(copy)
     assert proc.returncode != 0
     assert "in .env" in proc.stdout + proc.stderr
+
+
+def _celery_env(env_file: Path, tmp_path: Path) -> Path:
+    celery = tmp_path / ".env"
+    text = env_file.read_text().replace("AIRFLOW_EXECUTOR=LocalExecutor", "")
+    celery.write_text(text + "\nAIRFLOW_EXECUTOR=CeleryExecutor\n")
+    return celery
+
+
+def test_the_celery_profile_resolves_and_its_workers_start_only_under_celery(
+    env_file: Path, tmp_path: Path
+) -> None:
+    local = yaml.safe_load(run_config(env_file).stdout)
+    assert local["services"]["airflow-scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == (
+        "LocalExecutor"
+    )
+    proc = run_config(_celery_env(env_file, tmp_path), "--profile", "celery")
+    assert proc.returncode == 0, proc.stderr
+    resolved = yaml.safe_load(proc.stdout)["services"]
+    assert {"redis", "airflow-worker-1", "airflow-worker-2"} <= set(resolved)
+    for name in ("airflow-scheduler", "airflow-api-server", "airflow-worker-1"):
+        assert resolved[name]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    # the worker's own command, as compose hands it to the container: under another
+    # executor it refuses with the fix; under Celery it becomes `airflow celery worker`
+    # (`config` prints its output re-escaped, `$$`; the container gets `$`)
+    command = [part.replace("$$", "$") for part in resolved["airflow-worker-1"]["command"]]
+    assert command[:2] == ["bash", "-c"]
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "airflow").write_text('#!/bin/sh\necho "airflow $*"\n')
+    (stub / "airflow").chmod(0o755)
+    env = {"PATH": f"{stub}:/usr/bin:/bin", "CELERY_WORKER_CONCURRENCY": "2"}
+    refused = subprocess.run(
+        command, env={**env, "AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}, capture_output=True
+    )
+    assert refused.returncode == 2
+    assert b"needs AIRFLOW_EXECUTOR=CeleryExecutor" in refused.stderr
+    started = subprocess.run(
+        command,
+        env={**env, "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"},
+        capture_output=True,
+        text=True,
+    )
+    assert started.stdout.strip() == "airflow celery worker --concurrency 2", started
