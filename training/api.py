@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from training.config import ConfigError, TrainConfig, load_config
+from training.config import ConfigError, TrainConfig, describe_errors, load_config
 from training.results import CycleBest, TrainResult
 
 if TYPE_CHECKING:
@@ -76,10 +76,7 @@ def updated(config: TrainConfig, updates: Mapping[str, Any]) -> TrainConfig:
     try:  # model_copy does not validate: validate the result as a whole, once
         return TrainConfig.model_validate(candidate.model_dump(mode="json", warnings=False))
     except ValidationError as exc:
-        lines = [
-            f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        ]
+        lines = describe_errors(exc)
         raise ConfigError("invalid training config update:\n" + "\n".join(lines)) from None
 
 

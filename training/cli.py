@@ -78,17 +78,67 @@ def _default_total(schedule: CosineSchedule) -> int:
     return schedule.total_steps(min(4, 1 + 200_000 // schedule.cycle_steps))
 
 
-def cmd_schedule(args: argparse.Namespace) -> int:
-    params: dict[str, Any] = _schedule_from_file(args.config) if args.config else {}
+def _is_train_config(path: Path) -> bool:
+    """A training config (a ``schedule:`` section, maybe others) rather than a flat
+    file of schedule parameters."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # _schedule_from_file names the problem
+    return isinstance(data, dict) and isinstance(data.get("schedule"), dict)
+
+
+def _run_schedule(args: argparse.Namespace) -> CosineSchedule:
+    """The schedule a ``train`` run of this config builds: the config read as ``train``
+    reads it (every form: epochs, ``--set``), its steps per epoch from the data as the
+    job prepares it (unless ``--steps-per-epoch``), so the fingerprint is the run's."""
+    from training.config import ConfigError, load_config
+
+    overrides = list(args.set or [])
     for name in _SCHEDULE_FIELDS:
         value = getattr(args, name, None)
-        if value is not None:
-            params[name] = value
-    missing = [n for n in ("lr_max", "cycle_steps") if n not in params]
-    if missing:
-        flags = ", ".join("--" + n.replace("_", "-") for n in missing)
-        raise UsageError(f"the schedule needs {flags} (as flags or in --config)")
-    schedule = CosineSchedule(**params)
+        if value is not None and name != "steps_per_epoch":
+            overrides.append(f"schedule.{name}={json.dumps(value)}")
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    spe = args.steps_per_epoch
+    if spe is None:
+        from training.data.dataset import prepare_for
+        from training.data.spec import load_spec
+
+        print(
+            "reading the data for its steps per epoch, as the run does "
+            "(--steps-per-epoch N skips it)...",
+            file=sys.stderr,
+            flush=True,
+        )
+        rows = len(prepare_for(config, load_spec(config.data.dataset)).train)
+        spe = config.steps_per_epoch(rows)
+        print(
+            f"steps per epoch: {spe} ({rows} training rows / batch {config.optim.batch_size})",
+            file=sys.stderr,
+        )
+    return config.schedule.build(spe)
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    if args.config and _is_train_config(args.config):
+        schedule = _run_schedule(args)
+    else:
+        if args.set:
+            raise UsageError("--set needs --config with a training config (a schedule: section)")
+        params: dict[str, Any] = _schedule_from_file(args.config) if args.config else {}
+        for name in _SCHEDULE_FIELDS:
+            value = getattr(args, name, None)
+            if value is not None:
+                params[name] = value
+        missing = [n for n in ("lr_max", "cycle_steps") if n not in params]
+        if missing:
+            flags = ", ".join("--" + n.replace("_", "-") for n in missing)
+            raise UsageError(f"the schedule needs {flags} (as flags or in --config)")
+        schedule = CosineSchedule(**params)
     total = args.total_steps or _default_total(schedule)
     if total < 1:
         raise UsageError(f"--total-steps must be >= 1, got {total}")
@@ -141,9 +191,21 @@ def _add_schedule_parser(sub: Any) -> None:
         "schedule",
         help="preview a cosine schedule: rates at chosen steps and a PNG of the curve",
         description="Print the learning rate at chosen steps and draw the whole curve "
-        "with its cycle boundaries. Parameters come from flags and/or --config.",
+        "with its cycle boundaries. Parameters come from flags and/or --config; with a "
+        "training config the schedule (and its fingerprint) is the one its run builds.",
     )
-    p.add_argument("--config", type=Path, help="YAML file (a 'schedule:' section or flat)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="a training config (its schedule: section, read as train reads it, with the "
+        "data's steps per epoch: the run's fingerprint) or a flat file of schedule parameters",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="with a training config: override a field as train --set does (repeatable)",
+    )
     p.add_argument("--lr-max", dest="lr_max", type=float)
     p.add_argument("--cycle-steps", dest="cycle_steps", type=int, help="T0")
     p.add_argument("--lr-min", dest="lr_min", type=float)

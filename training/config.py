@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -164,7 +165,44 @@ class ScheduleConfig(_Section):
             raise ValueError("schedule needs cycle_steps or cycle_epochs")
         if self.max_cycles is None and self.max_steps is None:
             raise ValueError("schedule needs max_cycles or max_steps (the run must end)")
+        self._check_values()
         return self
+
+    def _check_values(self) -> None:
+        """Every rule of :class:`CosineSchedule` that does not need the data's size, when
+        the config is read (not after the data are loaded): with step forms only the
+        schedule is built as is; with epoch forms, its rates and factors are checked on
+        a stand-in cycle, and the restart ramp against the cycle when both are epochs."""
+        forms = (self.cycle_epochs, self.warmup_epochs, self.restart_warmup_epochs)
+        if all(f is None for f in forms):
+            self.build(1)
+            return
+        for name in ("cycle", "warmup", "restart_warmup"):
+            epochs = getattr(self, f"{name}_epochs")
+            if epochs is not None and not (epochs > 0 if name == "cycle" else epochs >= 0):
+                raise ValueError(
+                    f"{name}_epochs must be {'> 0' if name == 'cycle' else '>= 0'}, got {epochs!r}"
+                )
+        if (
+            self.cycle_epochs is not None
+            and self.restart_warmup_epochs is not None
+            and self.restart_warmup_epochs >= self.cycle_epochs
+        ):
+            raise ValueError(
+                f"restart_warmup_epochs must be smaller than cycle_epochs={self.cycle_epochs}, "
+                f"got {self.restart_warmup_epochs!r}"
+            )
+        CosineSchedule(
+            self.lr_max,
+            self.cycle_steps or 2,
+            lr_min=self.lr_min,
+            warmup_steps=self.warmup_steps or 0,
+            warmup_start_lr=self.warmup_start_lr,
+            cycle_mult=self.cycle_mult,
+            peak_decay=self.peak_decay,
+            max_cycles=self.max_cycles,
+            restart_warmup_steps=0,
+        )
 
     def build(self, steps_per_epoch: int) -> CosineSchedule:
         """The schedule for data with ``steps_per_epoch`` optimizer steps per epoch."""
@@ -337,6 +375,11 @@ class TrainConfig(_Section):
     pushgateway: PushgatewayConfig = Field(default_factory=PushgatewayConfig)
     fault_injection: FaultInjection = Field(default_factory=FaultInjection)
 
+    def steps_per_epoch(self, train_rows: int) -> int:
+        """Optimizer steps per epoch of ``train_rows`` training rows (what epoch forms
+        of the schedule are multiplied by); 0 when the rows fill no batch."""
+        return train_rows // self.optim.batch_size
+
     def resolved(self) -> dict[str, Any]:
         return json.loads(self.model_dump_json())
 
@@ -429,6 +472,22 @@ def unknown_field(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
     return "unknown field" + (f"; valid fields here: {', '.join(valid)}" if valid else "")
 
 
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One ``  field.path: what is wrong`` line per error of a TrainConfig validation."""
+    lines = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(config)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = unknown_field(TrainConfig, tuple(e["loc"]))
+        # a section's rule about one of its fields ("lr_max must be ..."): name it
+        named = re.match(r"(\w+) (must .*)", msg, re.S)
+        if named and named.group(1) in section_fields(TrainConfig, tuple(e["loc"])):
+            loc, msg = f"{loc}.{named.group(1)}", named.group(2)
+        lines.append(f"  {loc}: {msg}")
+    return lines
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Read YAML (optional) and apply ``key.sub=value`` overrides (values parsed as YAML)."""
     raw: dict[str, Any] = {}
@@ -450,13 +509,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        for e in exc.errors():
-            loc = ".".join(str(p) for p in e["loc"]) or "(config)"
-            msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                msg = unknown_field(TrainConfig, tuple(e["loc"]))
-            lines.append(f"  {loc}: {msg}")
+        lines = describe_errors(exc)
         raise ConfigError(f"invalid training config ({where}):\n" + "\n".join(lines)) from None
     sched = config.schedule
     if not math.isfinite(sched.lr_max):

@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from tests.training.helpers import TINY
 from training.cli import main
+from training.config import load_config
 from training.schedule import CosineSchedule
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,8 +57,12 @@ def test_table_lists_boundaries_and_cycle_ends(
 
 def test_config_file_and_flag_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "train.yaml"
-    cfg.write_text("schedule:\n  lr_max: 0.5\n  cycle_steps: 20\n  lr_min: 0.01\n")
-    assert main(["schedule", "--config", str(cfg), "--lr-max", "0.2", "--at", "0", "--no-png"]) == 0
+    cfg.write_text(
+        "schedule:\n  lr_max: 0.5\n  cycle_steps: 20\n  lr_min: 0.01\n  restart_warmup_steps: 2\n"
+        "  warmup_steps: 0\n"
+    )
+    argv = ["schedule", "--config", str(cfg), "--lr-max", "0.2", "--at", "0", "--no-png"]
+    assert main([*argv, "--steps-per-epoch", "50"]) == 0
     assert "0.2" in capsys.readouterr().out.splitlines()[1]
 
 
@@ -84,6 +91,11 @@ def test_unknown_key_in_config_is_named(tmp_path: Path, capsys: pytest.CaptureFi
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("schedule:\n  lr_max: 0.1\n  cycle_steps: 10\n  cycle_mul: 2\n")
     assert main(["schedule", "--config", str(cfg), "--no-png"]) == 2
+    err = capsys.readouterr().err
+    assert "schedule.cycle_mul: unknown field; valid fields here: lr_max, cycle_steps" in err
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("lr_max: 0.1\ncycle_steps: 10\ncycle_mul: 2\n")
+    assert main(["schedule", "--config", str(flat), "--no-png"]) == 2
     assert "unknown schedule parameter(s) ['cycle_mul']" in capsys.readouterr().err
 
 
@@ -98,3 +110,34 @@ def test_runs_as_a_module(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "s.png").stat().st_size > 10_000
+
+
+def _tiny_yaml(path: Path, **schedule: object) -> Path:
+    """The tiny job of tests/training/helpers.py as a training config file."""
+    extra = [f"schedule.{k}={json.dumps(v)}" for k, v in schedule.items()]
+    config = load_config(None, [*TINY, *extra]).model_dump(mode="json")
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [{}, {"cycle_steps": None, "cycle_epochs": 0.75, "warmup_steps": None, "warmup_epochs": 0.2}],
+    ids=["steps", "epochs"],
+)
+def test_a_training_configs_preview_has_the_runs_fingerprint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], schedule: dict[str, object]
+) -> None:
+    cfg = _tiny_yaml(tmp_path / "train.yaml", **schedule)
+    argv = ["train", "--config", str(cfg), "--run-name", "fp", "--no-mlflow"]
+    assert main([*argv, "--output-dir", str(tmp_path / "runs")]) == 0
+    result = json.loads((tmp_path / "runs" / "fp" / "result.json").read_text())
+    capsys.readouterr()
+    assert main(["schedule", "--config", str(cfg), "--no-png", "--json"]) == 0
+    captured = capsys.readouterr()
+    preview = json.loads(captured.out)["schedule"]
+    assert preview == result["schedule"]
+    assert main(["schedule", "--config", str(cfg), "--no-png"]) == 0
+    printed = capsys.readouterr().out.rsplit("fingerprint: ", 1)[1].strip()
+    assert printed == result["schedule_fingerprint"][:16]
+    assert "steps per epoch: " in captured.err

@@ -43,10 +43,16 @@ def _train(capsys: pytest.CaptureFixture[str], out: Path, *args: str) -> tuple[i
     ("override", "message"),
     [
         ("optim.batch_size=0", "optim.batch_size: Input should be greater than or equal to 1"),
-        ("optim.bogus=1", "optim.bogus: Extra inputs are not permitted"),
+        ("optim.bogus=1", "optim.bogus: unknown field; valid fields here: name, "),
         ("optim.name=adam", "optim.name: Input should be 'adamw' or 'sgd'"),
         ("optim.grad_accum_steps=3", "must be a multiple of optim.grad_accum_steps 3"),
-        ("schedule.cycle_mult=0.5", "cycle_mult must be >= 1"),
+        ("schedule.cycle_mult=0.5", "schedule.cycle_mult: must be >= 1"),
+        ("schedule.lr_min=0.5", "schedule.lr_min: must be in [0, lr_max="),
+        ("schedule.peak_decay=0", "schedule.peak_decay: must be in (0, 1]"),
+        (
+            "schedule.restart_warmup_steps=5000",
+            "schedule.restart_warmup_steps: must be smaller than",
+        ),
         ("schedule.lr_max=.nan", "schedule.lr_max"),
         ("schedule.cycle_epochs=2", "cycle_steps and schedule.cycle_epochs are exclusive"),
         ("data.months=[13]", "data.months must be a non-empty list of months 1..12"),
@@ -63,6 +69,36 @@ def test_bad_config_values_name_the_field(
     assert err.startswith("error: ")
     assert message in err
     assert not (tmp_path / "x").exists(), "nothing is written for a refused config"
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "schedule.lr_min=0.5",
+        # the epoch forms too: their rates are checked before the size of the data is known
+        'schedule={"cycle_epochs": 1, "cycle_steps": null, "peak_decay": 1.5}',
+        'schedule={"cycle_epochs": 1, "cycle_steps": null, "restart_warmup_epochs": 2}',
+    ],
+)
+def test_an_invalid_schedule_is_reported_before_the_data_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str
+) -> None:
+    # the data cannot even be opened: an error about the schedule proves it came first
+    rc, err = _train(
+        capsys,
+        tmp_path,
+        "--run-name",
+        "x",
+        "--set",
+        "data.source=files",
+        "--set",
+        f"data.features={tmp_path / 'missing.parquet'}",
+        "--set",
+        override,
+    )
+    assert rc == 2, err
+    assert "schedule" in err, err
+    assert "missing.parquet" not in err, err
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", "x" * 101])
@@ -264,6 +300,39 @@ def test_a_pickle_that_runs_code_is_refused_even_with_a_valid_checksum(tmp_path:
     plain.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(CheckpointError, match="not a cosine-retrain checkpoint"):
         load_checkpoint(plain)
+
+
+def _sealed(path: Path, payload: object) -> Path:
+    """``payload`` in a checkpoint file with a valid header and checksum."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    path.write_bytes(MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+    return path
+
+
+@pytest.mark.parametrize("payload", [[1, 2, 3], torch.ones(3), "last", 7], ids=type)
+def test_a_payload_that_is_not_a_mapping_is_a_checkpoint_error(
+    tmp_path: Path, payload: object
+) -> None:
+    # it used to pass the checksum and fail later with AttributeError (.get on a list)
+    path = _sealed(tmp_path / "odd.ckpt", payload)
+    kind = type(payload).__name__
+    with pytest.raises(CheckpointError, match=rf"holds a {kind}, not a mapping"):
+        load_checkpoint(path)
+
+
+def test_resume_from_a_non_mapping_checkpoint_names_it(
+    finished: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("last.ckpt", "last.prev.ckpt"):
+        _sealed(finished / "checkpoints" / name, [0.1, 0.2])
+    rc, err = _train(
+        capsys, finished.parent, "--run-name", "done", "--set", "schedule.max_cycles=1", "--resume"
+    )
+    assert rc == 2, err
+    assert "holds a list, not a mapping" in err
+    assert "Traceback" not in err
 
 
 def test_resume_falls_back_to_the_previous_generation(
