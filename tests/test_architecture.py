@@ -84,3 +84,21 @@ def test_no_module_is_over_500_lines() -> None:
     assert len(sizes) > 40  # the tree was found
     over = {name: n for name, n in sizes.items() if n > MAX_LINES}
     assert over == {}, over
+
+
+HEAVY = ("torch", "great_expectations", "evidently", "mlflow", "sklearn")
+
+
+@pytest.mark.parametrize(
+    "module", ["pipeline.flow", "pipeline.apps.dagkit", "pipeline.base.config", "training.config"]
+)
+def test_what_every_task_and_dag_parse_imports_stays_light(module: str) -> None:
+    """Every Airflow task process imports the flow, and every DAG parse the wiring and
+    the configs: none of them may pull torch, Great Expectations, Evidently, MLflow or
+    scikit-learn (seconds each per process); the step that needs one imports it."""
+    code = f"import sys; import {module}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"importing {module} loads {proc.stdout.strip()}"

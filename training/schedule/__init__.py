@@ -16,7 +16,20 @@ from training.schedule.cosine import (
     ScheduleMismatchError,
 )
 from training.schedule.plateau import PlateauRule
-from training.schedule.torch_adapter import CosineAnnealingScheduler
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from training.schedule.torch_adapter import CosineAnnealingScheduler
+
+
+def __getattr__(name: str) -> object:
+    # the torch adapter on first use: the schedule's math and the configs that use it
+    # (read by the pipeline and the DAG files) import no torch
+    if name == "CosineAnnealingScheduler":
+        from training.schedule.torch_adapter import CosineAnnealingScheduler
+
+        return CosineAnnealingScheduler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "CosineAnnealingScheduler",
