@@ -10,6 +10,7 @@ BENCHMARKS = {
     "training_overhead": "benchmarks.training_overhead",
     "quality": "benchmarks.quality",
     "data": "benchmarks.data",
+    "live_month": "benchmarks.live_month",
 }
 
 
