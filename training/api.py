@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from training.config import ConfigError, TrainConfig, describe_errors, load_config
+from training.config import ConfigError, TrainConfig, load_config
+from training.config_text import describe_errors
 from training.results import CycleBest, TrainResult
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def updated(config: TrainConfig, updates: Mapping[str, Any]) -> TrainConfig:
     try:  # model_copy does not validate: validate the result as a whole, once
         return TrainConfig.model_validate(candidate.model_dump(mode="json", warnings=False))
     except ValidationError as exc:
-        lines = describe_errors(exc)
+        lines = describe_errors(exc, TrainConfig)
         raise ConfigError("invalid training config update:\n" + "\n".join(lines)) from None
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from training.config_text import ConfigError, describe_errors, parse_override, set_dotted
 from training.locations import DEFAULT_HOME
 from training.schedule import CosineSchedule, PlateauRule
 
@@ -35,10 +35,6 @@ OPERATIONAL_FIELDS = (
     "mlflow",
     "pushgateway",
 )
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the file and each field."""
 
 
 class _Section(BaseModel):
@@ -412,82 +408,6 @@ def diff_definitions(saved: dict[str, Any], now: dict[str, Any], prefix: str = "
     return out
 
 
-def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = target
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {dotted}: {k} is not a section")
-    node[keys[-1]] = value
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """``key.sub=value`` -> (key, value): the one parser of ``--set`` items.
-
-    The value is read as JSON first (what :func:`training.api.cli_overrides` writes,
-    so a typed config crosses a process boundary exactly), else as YAML (what a
-    person types: ``[4, 5, 6]``, ``{a: b}``, ``off``); an empty value stays an
-    empty string, and YAML 1.1's on/off/yes/no stay words.
-    """
-    if "=" not in item:
-        raise ConfigError(f"--set expects key.sub=value, got {item!r}")
-    key, text = item.split("=", 1)
-    if not text.strip():
-        return key.strip(), text
-    try:
-        return key.strip(), json.loads(text)
-    except ValueError:
-        pass
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = text
-    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
-        value = text.strip()  # YAML 1.1 reads on/off/yes/no as booleans; keep the word
-    return key.strip(), value
-
-
-def section_fields(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
-    """The valid field names of the section at ``path`` of ``model`` (for an
-    unknown-field error); [] when the path leads to no model."""
-    for part in path:
-        info = model.model_fields.get(str(part))
-        if info is None:
-            return []
-        inner = [t for t in (info.annotation, *get_args(info.annotation)) if _is_model(t)]
-        if not inner:
-            return []
-        model = inner[0]
-    return list(model.model_fields)
-
-
-def _is_model(kind: Any) -> bool:
-    return isinstance(kind, type) and issubclass(kind, BaseModel)
-
-
-def unknown_field(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
-    """``unknown field; valid: a, b, c`` for the section holding ``loc``."""
-    valid = section_fields(model, loc[:-1])
-    return "unknown field" + (f"; valid fields here: {', '.join(valid)}" if valid else "")
-
-
-def describe_errors(exc: ValidationError) -> list[str]:
-    """One ``  field.path: what is wrong`` line per error of a TrainConfig validation."""
-    lines = []
-    for e in exc.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(config)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = unknown_field(TrainConfig, tuple(e["loc"]))
-        # a section's rule about one of its fields ("lr_max must be ..."): name it
-        named = re.match(r"(\w+) (must .*)", msg, re.S)
-        if named and named.group(1) in section_fields(TrainConfig, tuple(e["loc"])):
-            loc, msg = f"{loc}.{named.group(1)}", named.group(2)
-        lines.append(f"  {loc}: {msg}")
-    return lines
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Read YAML (optional) and apply ``key.sub=value`` overrides (values parsed as YAML)."""
     raw: dict[str, Any] = {}
@@ -505,11 +425,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raw = loaded or {}
     for item in overrides or []:
         key, value = parse_override(item)
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = describe_errors(exc)
+        lines = describe_errors(exc, TrainConfig)
         raise ConfigError(f"invalid training config ({where}):\n" + "\n".join(lines)) from None
     sched = config.schedule
     if not math.isfinite(sched.lr_max):

@@ -47,7 +47,7 @@ from pipeline.base.sections import (
     StorageConfig,
     ValidationConfig,
 )
-from training.config import unknown_field
+from training.config_text import unknown_field
 from training.locations import DEFAULT_HOME, PROJECT_ROOT
 
 __all__ = [
