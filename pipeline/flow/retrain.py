@@ -123,15 +123,8 @@ def plan_retrain(env: Env, request: RetrainRequest, *, until: str | None = None)
 
 
 def _finished_run(env: Env, run_name: str) -> str | None:
-    experiment = env.client.get_experiment_by_name(env.experiment)
-    if experiment is None:
-        return None
-    found = env.client.search_runs(
-        [experiment.experiment_id],
-        f"attributes.run_name = '{run_name}' and attributes.status = 'FINISHED'",
-        max_results=1,
-    )
-    return found[0].info.run_id if found else None
+    found = _run_named(env, run_name, finished=True)
+    return found.info.run_id if found else None
 
 
 def _work_dir(env: Env, run_name: str) -> Path:
@@ -301,14 +294,18 @@ def alert_if_diverged(env: Env, plan: Plan) -> bool:
     return True
 
 
-def _run_named(env: Env, run_name: str) -> Any:
-    """The newest MLflow run of the experiment with this name, or None."""
+def _run_named(env: Env, run_name: str, *, finished: bool = False) -> Any:
+    """The newest MLflow run of the experiment with this name (``finished``: that
+    ended FINISHED), or None."""
     experiment = env.client.get_experiment_by_name(env.experiment)
     if experiment is None:
         return None
+    query = f"attributes.run_name = '{run_name}'"
+    if finished:
+        query += " and attributes.status = 'FINISHED'"
     found = env.client.search_runs(
         [experiment.experiment_id],
-        f"attributes.run_name = '{run_name}'",
+        query,
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )

@@ -15,7 +15,6 @@ here the scheduler decides which runs exist and what they consumed.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import urllib.parse
@@ -29,15 +28,7 @@ from tests.support import TINY_REPLAY_ENV, free_port
 
 
 def _api(stack: Any, method: str, path: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        f"{stack.airflow_url}{path}",
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {stack.token}"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.load(r)
+    return stack.api(method, path, body)
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +44,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         extra_env={**TINY_REPLAY_ENV, "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False"},
     )
     try:
-        body = {"username": running.user, "password": running.password}
-        req = urllib.request.Request(
-            f"{running.airflow_url}/auth/token",
-            data=json.dumps(body).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=30) as r:
-            running.token = json.load(r)["access_token"]
         yield running
     finally:
         running.stop(grace=10)

@@ -10,7 +10,6 @@ Screenshots go to ``test-artifacts/ui/``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -38,15 +37,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _api(stack: Any, method: str, path: str, body: Any = None, token: str = "") -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        f"{stack.airflow_url}{path}",
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.load(r)
+    return stack.api(method, path, body)
 
 
 @pytest.fixture(scope="module")
