@@ -250,3 +250,28 @@ def stack_env(
         "COSINE_RETRAIN_DATASET_SPEC": str(ROOT / "configs" / "datasets" / "flights.yaml"),
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
+
+
+@contextlib.contextmanager
+def live_stack(home: Path, extra_env: dict[str, str] | None = None) -> Iterator[Any]:
+    """``./run ui``'s stack on ``home`` with every DAG unpaused (the scheduler follows
+    the assets), stopped and the environment restored at the end."""
+    from pipeline.apps.ui import start_stack
+
+    old = dict(os.environ)
+    running = start_stack(
+        home,
+        airflow_port=free_port(),
+        mlflow_port=free_port(),
+        extra_env={
+            **TINY_REPLAY_ENV,
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            **(extra_env or {}),
+        },
+    )
+    try:
+        yield running
+    finally:
+        running.stop(grace=10)
+        os.environ.clear()
+        os.environ.update(old)

@@ -15,7 +15,6 @@ here the scheduler decides which runs exist and what they consumed.
 
 from __future__ import annotations
 
-import os
 import time
 import urllib.parse
 import urllib.request
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import TINY_REPLAY_ENV, free_port
+from tests.support import live_stack
 
 
 def _api(stack: Any, method: str, path: str, body: Any = None) -> Any:
@@ -33,22 +32,8 @@ def _api(stack: Any, method: str, path: str, body: Any = None) -> Any:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from pipeline.apps.ui import start_stack
-
-    home = tmp_path_factory.mktemp("asset-chain")
-    old = dict(os.environ)
-    running = start_stack(
-        home,
-        airflow_port=free_port(),
-        mlflow_port=free_port(),
-        extra_env={**TINY_REPLAY_ENV, "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False"},
-    )
-    try:
+    with live_stack(tmp_path_factory.mktemp("asset-chain")) as running:
         yield running
-    finally:
-        running.stop(grace=10)
-        os.environ.clear()
-        os.environ.update(old)
 
 
 def _runs(stack: Any, dag_id: str) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import TINY_REPLAY_ENV, free_port
+from tests.support import live_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-artifacts" / "ui"
@@ -52,21 +52,8 @@ def stack(replayed: tuple[Path, str]) -> Iterator[Any]:
         text=True,
     )
     assert land.returncode == 0, land.stderr
-    from pipeline.apps.ui import start_stack
-
-    old = dict(os.environ)
-    running = start_stack(
-        home,
-        airflow_port=free_port(),
-        mlflow_port=free_port(),
-        extra_env={**TINY_REPLAY_ENV, "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False"},
-    )
-    try:
+    with live_stack(home) as running:
         yield running
-    finally:
-        running.stop(grace=10)
-        os.environ.clear()
-        os.environ.update(old)
 
 
 @pytest.fixture(scope="module")
