@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from training.config import ConfigError, TrainConfig, load_config
+from training.config import ConfigError, ScheduleConfig, TrainConfig, load_config
 from training.config_text import describe_errors
 from training.results import CycleBest, TrainResult
 
@@ -72,6 +72,8 @@ def updated(config: TrainConfig, updates: Mapping[str, Any]) -> TrainConfig:
         else:
             top[key] = value
     for head, fields in by_section.items():
+        if head == "schedule":  # one form of a length given: the other form goes off
+            fields = ScheduleConfig.with_other_forms_off(fields)
         top[head] = getattr(config, head).model_copy(update=fields)
     candidate = config.model_copy(update=top)
     try:  # model_copy does not validate: validate the result as a whole, once

@@ -40,6 +40,14 @@ class UsageError(Exception):
 _SCHEDULE_FIELDS = {
     f.name: f for f in dataclasses.fields(CosineSchedule) if f.init and f.name != "restarts"
 }
+# the epoch forms of a training config's schedule section, and their bounds
+_EPOCH_FIELDS = (
+    "cycle_epochs",
+    "warmup_epochs",
+    "restart_warmup_epochs",
+    "min_cycle_steps",
+    "max_cycle_steps",
+)
 
 
 def _schedule_from_file(path: Path) -> dict[str, Any]:
@@ -53,13 +61,55 @@ def _schedule_from_file(path: Path) -> dict[str, Any]:
         data = data["schedule"]
     if not isinstance(data, dict):
         raise UsageError(f"config file {path}: expected a mapping of schedule parameters")
-    unknown = sorted(set(data) - set(_SCHEDULE_FIELDS))
+    unknown = sorted(set(data) - set(_SCHEDULE_FIELDS) - set(_EPOCH_FIELDS))
     if unknown:
         raise UsageError(
             f"config file {path}: unknown schedule parameter(s) {unknown}; "
-            f"allowed: {sorted(_SCHEDULE_FIELDS)}"
+            f"allowed: {sorted([*_SCHEDULE_FIELDS, *_EPOCH_FIELDS])}"
         )
     return data
+
+
+def _flat_schedule(params: dict[str, Any]) -> CosineSchedule:
+    """A schedule from flat parameters; epoch forms are converted by the same
+    :func:`~training.schedule.epochs.plan_steps` as a run's (no default bounds here)."""
+    from training.schedule.epochs import CycleBounds, plan_steps
+
+    params = dict(params)
+    epochs = {k: params.pop(k) for k in _EPOCH_FIELDS if k in params}
+    if not epochs:
+        missing = [n for n in ("lr_max", "cycle_steps") if n not in params]
+        if missing:
+            flags = ", ".join("--" + n.replace("_", "-") for n in missing)
+            raise UsageError(f"the schedule needs {flags} (as flags or in --config)")
+        return CosineSchedule(**params)
+    spe = params.get("steps_per_epoch")
+    if spe is None:
+        raise UsageError(
+            f"epoch forms ({', '.join(sorted(epochs))}) need --steps-per-epoch N (or "
+            "steps_per_epoch in the file), or a training config (whose data give it)"
+        )
+    if "lr_max" not in params:
+        raise UsageError("the schedule needs --lr-max (as a flag or in --config)")
+    try:
+        plan = plan_steps(
+            spe,
+            cycle_steps=params.pop("cycle_steps", None),
+            cycle_epochs=epochs.get("cycle_epochs"),
+            warmup_steps=params.pop("warmup_steps", None),
+            warmup_epochs=epochs.get("warmup_epochs"),
+            restart_warmup_steps=params.pop("restart_warmup_steps", None),
+            restart_warmup_epochs=epochs.get("restart_warmup_epochs"),
+            bounds=CycleBounds(epochs.get("min_cycle_steps"), epochs.get("max_cycle_steps")),
+        )
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"schedule: {exc}") from None
+    return CosineSchedule(
+        **params,
+        cycle_steps=plan.cycle_steps,
+        warmup_steps=plan.warmup_steps,
+        restart_warmup_steps=plan.restart_warmup_steps,
+    )
 
 
 def _parse_steps(text: str) -> list[int]:
@@ -95,7 +145,7 @@ def _run_schedule(args: argparse.Namespace) -> CosineSchedule:
     from training.config import ConfigError, load_config
 
     overrides = list(args.set or [])
-    for name in _SCHEDULE_FIELDS:
+    for name in [*_SCHEDULE_FIELDS, *_EPOCH_FIELDS]:
         value = getattr(args, name, None)
         if value is not None and name != "steps_per_epoch":
             overrides.append(f"schedule.{name}={json.dumps(value)}")
@@ -103,10 +153,12 @@ def _run_schedule(args: argparse.Namespace) -> CosineSchedule:
         config = load_config(args.config, overrides)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    from training.data.spec import load_spec
+
+    spec = load_spec(config.data.dataset)
     spe = args.steps_per_epoch
     if spe is None:
         from training.data.dataset import prepare_for
-        from training.data.spec import load_spec
 
         print(
             "reading the data for its steps per epoch, as the run does "
@@ -114,13 +166,13 @@ def _run_schedule(args: argparse.Namespace) -> CosineSchedule:
             file=sys.stderr,
             flush=True,
         )
-        rows = len(prepare_for(config, load_spec(config.data.dataset)).train)
+        rows = len(prepare_for(config, spec).train)
         spe = config.steps_per_epoch(rows)
         print(
             f"steps per epoch: {spe} ({rows} training rows / batch {config.optim.batch_size})",
             file=sys.stderr,
         )
-    return config.schedule.build(spe)
+    return config.schedule.build(spe, spec.schedule.bounds())
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
@@ -130,15 +182,11 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         if args.set:
             raise UsageError("--set needs --config with a training config (a schedule: section)")
         params: dict[str, Any] = _schedule_from_file(args.config) if args.config else {}
-        for name in _SCHEDULE_FIELDS:
+        for name in [*_SCHEDULE_FIELDS, *_EPOCH_FIELDS]:
             value = getattr(args, name, None)
             if value is not None:
                 params[name] = value
-        missing = [n for n in ("lr_max", "cycle_steps") if n not in params]
-        if missing:
-            flags = ", ".join("--" + n.replace("_", "-") for n in missing)
-            raise UsageError(f"the schedule needs {flags} (as flags or in --config)")
-        schedule = CosineSchedule(**params)
+        schedule = _flat_schedule(params)
     total = args.total_steps or _default_total(schedule)
     if total < 1:
         raise UsageError(f"--total-steps must be >= 1, got {total}")
@@ -215,7 +263,17 @@ def _add_schedule_parser(sub: Any) -> None:
     p.add_argument("--peak-decay", dest="peak_decay", type=float, help="g in (0, 1]")
     p.add_argument("--max-cycles", dest="max_cycles", type=int, help="K")
     p.add_argument("--restart-warmup-steps", dest="restart_warmup_steps", type=int)
-    p.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=int)
+    p.add_argument("--cycle-epochs", dest="cycle_epochs", type=float, help="T0 in epochs")
+    p.add_argument("--warmup-epochs", dest="warmup_epochs", type=float)
+    p.add_argument("--restart-warmup-epochs", dest="restart_warmup_epochs", type=float)
+    p.add_argument("--min-cycle-steps", dest="min_cycle_steps", type=int, help="bound on T0")
+    p.add_argument("--max-cycle-steps", dest="max_cycle_steps", type=int, help="bound on T0")
+    p.add_argument(
+        "--steps-per-epoch",
+        dest="steps_per_epoch",
+        type=int,
+        help="converts the epoch forms (default with a training config: from its data)",
+    )
     p.add_argument("--total-steps", type=int, help="steps to draw (default: all cycles)")
     p.add_argument("--at", help="comma-separated steps to print (default: boundaries)")
     p.add_argument("--png", type=Path, default=DEFAULT_HOME / "reports" / "schedule.png")

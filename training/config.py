@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from training.config_schedule import LENGTHS, ScheduleConfig
+from training.config_schedule import ConfigSection as _Section
 from training.config_text import ConfigError, describe_errors, parse_override, set_dotted
 from training.locations import DEFAULT_HOME
-from training.schedule import CosineSchedule, PlateauRule
+from training.schedule import PlateauRule
 
-__all__ = ["ConfigError", "TrainConfig", "load_config", "parse_override"]
+__all__ = ["ConfigError", "ScheduleConfig", "TrainConfig", "load_config", "parse_override"]
 
 # Fields that do not change what is computed: they may differ on resume
 # (e.g. raise the budget of a run stopped for cost, or point at another MLflow).
@@ -37,10 +39,6 @@ OPERATIONAL_FIELDS = (
 )
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
 class DataConfig(_Section):
     """What the job trains on: features and labels joined on the spec's id column."""
 
@@ -49,9 +47,13 @@ class DataConfig(_Section):
         "flights", description="the bundled 2013 flights (data.months), or files"
     )
     months: list[int] = Field(default_factory=lambda: [1, 2, 3], description="bundled 2013 months")
-    features: str | None = Field(None, description="features file (CSV/Parquet), path or s3:// URI")
-    labels: str | None = Field(
-        None, description="labels file with id and target, path or s3:// URI"
+    features: str | list[str] | None = Field(
+        None,
+        description="features: a CSV/Parquet file (path or s3:// URI), a folder (its *.csv "
+        "and *.parquet files, sorted by name) or a list of them, concatenated",
+    )
+    labels: str | list[str] | None = Field(
+        None, description="labels (id and target): a file, a folder or a list, as features"
     )
     valid_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="latest rows held out")
     max_rows: int | None = Field(None, ge=100, description="keep only the latest N rows")
@@ -129,100 +131,6 @@ class OptimConfig(_Section):
         return self
 
 
-class ScheduleConfig(_Section):
-    """A :class:`CosineSchedule` in steps, or in epochs (converted once, here)."""
-
-    lr_max: float = Field(3e-3, description="the first cycle's peak rate")
-    cycle_steps: int | None = Field(400, description="T0: optimizer steps of the first cycle")
-    cycle_epochs: float | None = Field(None, description="T0 in epochs of the training rows")
-    lr_min: float = Field(3e-5, description="the floor every cycle anneals to")
-    warmup_steps: int | None = Field(100, description="W: linear warmup before the first cycle")
-    warmup_epochs: float | None = Field(None, description="W in epochs")
-    warmup_start_lr: float = Field(0.0, description="the rate at step 0")
-    cycle_mult: float = Field(1.5, description="m >= 1 (real): each cycle m times the last")
-    peak_decay: float = Field(0.8, description="g in (0, 1]: each restart peaks at g x the last")
-    max_cycles: int | None = Field(3, description="K: cycles run (null: max_steps ends the run)")
-    restart_warmup_steps: int | None = Field(
-        20, description="a linear ramp from lr_min to the peak at every restart"
-    )
-    restart_warmup_epochs: float | None = Field(None, description="the restart ramp in epochs")
-    max_steps: int | None = Field(None, ge=1, description="run length when max_cycles is None")
-
-    @model_validator(mode="after")
-    def _one_unit(self) -> ScheduleConfig:
-        for name in ("cycle", "warmup", "restart_warmup"):
-            steps, epochs = getattr(self, f"{name}_steps"), getattr(self, f"{name}_epochs")
-            if steps is not None and epochs is not None:
-                raise ValueError(
-                    f"schedule.{name}_steps and schedule.{name}_epochs are exclusive: "
-                    "set one and null the other"
-                )
-        if self.cycle_steps is None and self.cycle_epochs is None:
-            raise ValueError("schedule needs cycle_steps or cycle_epochs")
-        if self.max_cycles is None and self.max_steps is None:
-            raise ValueError("schedule needs max_cycles or max_steps (the run must end)")
-        self._check_values()
-        return self
-
-    def _check_values(self) -> None:
-        """Every rule of :class:`CosineSchedule` that does not need the data's size, when
-        the config is read (not after the data are loaded): with step forms only the
-        schedule is built as is; with epoch forms, its rates and factors are checked on
-        a stand-in cycle, and the restart ramp against the cycle when both are epochs."""
-        forms = (self.cycle_epochs, self.warmup_epochs, self.restart_warmup_epochs)
-        if all(f is None for f in forms):
-            self.build(1)
-            return
-        for name in ("cycle", "warmup", "restart_warmup"):
-            epochs = getattr(self, f"{name}_epochs")
-            if epochs is not None and not (epochs > 0 if name == "cycle" else epochs >= 0):
-                raise ValueError(
-                    f"{name}_epochs must be {'> 0' if name == 'cycle' else '>= 0'}, got {epochs!r}"
-                )
-        if (
-            self.cycle_epochs is not None
-            and self.restart_warmup_epochs is not None
-            and self.restart_warmup_epochs >= self.cycle_epochs
-        ):
-            raise ValueError(
-                f"restart_warmup_epochs must be smaller than cycle_epochs={self.cycle_epochs}, "
-                f"got {self.restart_warmup_epochs!r}"
-            )
-        CosineSchedule(
-            self.lr_max,
-            self.cycle_steps or 2,
-            lr_min=self.lr_min,
-            warmup_steps=self.warmup_steps or 0,
-            warmup_start_lr=self.warmup_start_lr,
-            cycle_mult=self.cycle_mult,
-            peak_decay=self.peak_decay,
-            max_cycles=self.max_cycles,
-            restart_warmup_steps=0,
-        )
-
-    def build(self, steps_per_epoch: int) -> CosineSchedule:
-        """The schedule for data with ``steps_per_epoch`` optimizer steps per epoch."""
-
-        def steps(name: str) -> int:
-            epochs = getattr(self, f"{name}_epochs")
-            if epochs is not None:
-                return round(epochs * steps_per_epoch)
-            return getattr(self, f"{name}_steps") or 0
-
-        return CosineSchedule(
-            self.lr_max,
-            max(1, steps("cycle")) if self.cycle_epochs is not None else self.cycle_steps,
-            lr_min=self.lr_min,
-            warmup_steps=steps("warmup"),
-            warmup_start_lr=self.warmup_start_lr,
-            cycle_mult=self.cycle_mult,
-            peak_decay=self.peak_decay,
-            max_cycles=self.max_cycles,
-            restart_warmup_steps=steps("restart_warmup"),
-            steps_per_epoch=steps_per_epoch,
-        )
-
-
 class PlateauConfig(_Section):
     """A warm restart requested when the validation loss stops improving."""
 
@@ -245,6 +153,18 @@ class PlateauConfig(_Section):
             cooldown=self.cooldown,
             min_cycle_steps=self.min_cycle_steps,
         )
+
+
+class StoppingConfig(_Section):
+    """Cycle-aware stopping (training/stopping.py): at a cycle end, start no further cycle
+    after ``patience`` cycles in a row whose best did not beat the best so far."""
+
+    enabled: bool = Field(False, description="stop at a cycle end when later cycles stop winning")
+    min_delta: float = Field(
+        0.0, ge=0.0, description="a cycle wins when it beats the best so far by more (eval.metric)"
+    )
+    patience: int = Field(1, ge=1, description="cycles in a row without a win, then stop")
+    min_cycles: int = Field(2, ge=2, description="cycles always run before the rule may stop")
 
 
 class EvalConfig(_Section):
@@ -363,6 +283,7 @@ class TrainConfig(_Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     plateau: PlateauConfig = Field(default_factory=PlateauConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    stopping: StoppingConfig = Field(default_factory=StoppingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     nan_guard: NanGuardConfig = Field(default_factory=NanGuardConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
@@ -383,6 +304,8 @@ class TrainConfig(_Section):
         d = self.resolved()
         for key in OPERATIONAL_FIELDS:
             d.pop(key, None)
+        if not self.stopping.enabled:  # off: the definitions (and hashes) of before it existed
+            d.pop("stopping", None)
         return d
 
     def definition_hash(self) -> str:
@@ -408,6 +331,23 @@ def diff_definitions(saved: dict[str, Any], now: dict[str, Any], prefix: str = "
     return out
 
 
+def _other_forms_off(raw: dict[str, Any], overridden: set[str]) -> None:
+    """An override of one form of a schedule length (``--set schedule.cycle_steps=400``)
+    replaces the file's other form (``cycle_epochs``) unless that is overridden too."""
+    section = raw.get("schedule")
+    if not isinstance(section, dict):
+        return
+    for name in LENGTHS:
+        for unit, other in (("steps", "epochs"), ("epochs", "steps")):
+            key = f"schedule.{name}_{unit}"
+            if (
+                key in overridden
+                and f"schedule.{name}_{other}" not in overridden
+                and section.get(f"{name}_{unit}") is not None
+            ):
+                section[f"{name}_{other}"] = None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Read YAML (optional) and apply ``key.sub=value`` overrides (values parsed as YAML)."""
     raw: dict[str, Any] = {}
@@ -423,9 +363,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must be a mapping of sections")
         raw = loaded or {}
-    for item in overrides or []:
-        key, value = parse_override(item)
+    parsed = [parse_override(item) for item in overrides or []]
+    for key, value in parsed:
         set_dotted(raw, key, value)
+    _other_forms_off(raw, {key for key, _ in parsed})
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as exc:

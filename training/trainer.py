@@ -93,7 +93,7 @@ class Trainer:
             raise DataError(
                 f"optim.batch_size {per_step} is larger than the {len(data.train)} training rows"
             )
-        self.schedule = cfg.schedule.build(steps_per_epoch)
+        self.schedule = cfg.schedule.build(steps_per_epoch, spec.schedule.bounds())
         module = build_model(cfg.model, data.preprocessor).to(self.runtime.device)
         self.optimizer = build_optimizer(
             cfg.optim, module.parameters(), cfg.schedule.lr_max, fused=True

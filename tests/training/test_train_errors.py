@@ -171,9 +171,25 @@ def test_files_source_trains(
             "distance should be numeric but is object",
         ),
         (lambda f, lab: (f, lab.assign(late=0)), "has a single class (0)"),
-        (lambda f, lab: (f, lab.assign(late=lab["late"] * 2)), "must be 0/1"),
+        (lambda f, lab: (f, lab.assign(late=lab["late"] * 2)), "target 'late' must be 0 or 1"),
+        (
+            lambda f, lab: (f, lab.assign(late=lab["late"].where(lab.index != 5))),
+            "(never null) but 1 row(s) hold ['null'], e.g. ids [",
+        ),
         (lambda f, lab: (f, lab.rename(columns={"late": "delayed"})), "labels lack column 'late'"),
-        (lambda f, lab: (f, pd.concat([lab, lab.head(3)])), "labels hold duplicate ids"),
+        (
+            lambda f, lab: (f, pd.concat([lab, lab.head(3)])),
+            "labels: id column 'flight_id' holds duplicate ids (6 rows share 3 id(s)), e.g. [",
+        ),
+        # the features' ids too, as validation checks them (issue 16: they trained silently)
+        (
+            lambda f, lab: (pd.concat([f, f.head(2)]), lab),
+            "features: id column 'flight_id' holds duplicate ids (4 rows share 2 id(s))",
+        ),
+        (
+            lambda f, lab: (f.assign(flight_id=f["flight_id"].where(f.index != 7)), lab),
+            "features: id column 'flight_id' has 1 null value(s)",
+        ),
         (
             lambda f, lab: (f, lab.assign(flight_id="other-" + lab["flight_id"])),
             "no feature row has a label",

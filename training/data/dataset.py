@@ -55,12 +55,59 @@ def _download_s3(uri: str, dest: Path, what: str) -> None:
         raise DataError(f"{what}: cannot download {uri}: {exc}") from None
 
 
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+def read_tables(locations: str | list[str], what: str) -> pd.DataFrame:
+    """One frame from a file, a local folder (its ``*.csv`` and ``*.parquet`` files,
+    sorted by name) or a list of files and folders, concatenated in that order.
+
+    Every file must have the same columns; a mistake is a :class:`DataError` that
+    names the file (never a traceback)."""
+    items = [locations] if isinstance(locations, str) else list(locations)
+    if not items:
+        raise DataError(f"{what}: the list of files is empty")
+    files = [f for item in items for f in _expand(item, what)]
+    frames = [(f, read_table(f, what)) for f in files]
+    first_file, first = frames[0]
+    for name, frame in frames[1:]:
+        missing = [c for c in first.columns if c not in frame.columns]
+        extra = [c for c in frame.columns if c not in first.columns]
+        if missing or extra:
+            raise DataError(
+                f"{what} file {name} does not have the columns of {first_file}: "
+                f"missing {missing}, extra {extra}"
+            )
+    if len(frames) == 1:
+        return first
+    log.info("%s: %d files concatenated", what, len(frames))
+    return pd.concat([f for _, f in frames], ignore_index=True)
+
+
+def _expand(location: str, what: str) -> list[str]:
+    if location.startswith(("s3://", "file://")):
+        return [location]
+    path = Path(location)
+    if not path.is_dir():
+        return [location]
+    files = sorted(
+        str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES
+    )
+    if not files:
+        raise DataError(f"{what} folder {location} holds no .csv or .parquet file")
+    return files
+
+
 def _read_local(path: Path, what: str, shown: str) -> pd.DataFrame:
     try:
         with open(path, "rb") as fh:
             head = fh.read(4)
     except FileNotFoundError:
         raise DataError(f"{what} file {shown} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"{what} {shown} is a folder: give a file, or a local folder") from None
+    except OSError as exc:
+        raise DataError(f"{what} file {shown} cannot be read: {exc.strerror or exc}") from None
     if not head:
         raise DataError(f"{what} file {shown} is empty")
     try:
@@ -77,7 +124,7 @@ def load_frames(config: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
         return flights.load_months(config.months)
     assert config.features
     assert config.labels
-    return read_table(config.features, "features"), read_table(config.labels, "labels")
+    return read_tables(config.features, "features"), read_tables(config.labels, "labels")
 
 
 @dataclass(frozen=True)
@@ -119,9 +166,9 @@ def join_labels(features: pd.DataFrame, labels: pd.DataFrame, spec: DatasetSpec)
     ):
         if needed not in frame.columns:
             raise DataError(f"{what} lack column {needed!r} (dataset spec {spec.name!r})")
-    if labels[spec.id_column].duplicated().any():
-        dupes = labels.loc[labels[spec.id_column].duplicated(), spec.id_column].head(3).tolist()
-        raise DataError(f"labels hold duplicate ids, e.g. {dupes}")
+    spec.check_ids(features, "features")
+    spec.check_ids(labels, "labels")
+    spec.check_labels(labels, "labels")
     joined = features.merge(labels[[spec.id_column, spec.target]], on=spec.id_column, how="inner")
     unlabelled = len(features) - len(joined)
     if unlabelled:

@@ -19,7 +19,17 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-__all__ = ["ColumnSpec", "DataError", "DatasetSpec", "Expectation", "load_spec"]
+from training.schedule.epochs import CycleBounds
+
+__all__ = [
+    "ColumnSpec",
+    "DataError",
+    "DatasetSpec",
+    "Expectation",
+    "Promotion",
+    "ScheduleBounds",
+    "load_spec",
+]
 
 Role = Literal["id", "timestamp", "categorical", "numeric"]
 
@@ -87,6 +97,34 @@ class Expectation(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
+class ScheduleBounds(_Strict):
+    """This data set's bounds on the training schedule's first cycle, in optimizer steps
+    (used when the training config gives the cycle in epochs and sets no bound itself)."""
+
+    min_cycle_steps: int | None = Field(default=None, ge=1)
+    max_cycle_steps: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScheduleBounds:
+        self.bounds()
+        return self
+
+    def bounds(self) -> CycleBounds:
+        return CycleBounds(self.min_cycle_steps, self.max_cycle_steps)
+
+
+class Promotion(_Strict):
+    """This data set's promotion rules; each one unset here falls back to the pipeline's
+    config default (gate floors) or to a value derived from the batch sizes seen (the
+    canary's minimum rows). A value set explicitly in the pipeline's config wins."""
+
+    min_auc: float | None = Field(default=None, gt=0.0, le=1.0)
+    min_slice_auc: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_auc_drop: float | None = Field(default=None, ge=0.0, le=1.0)
+    canary_share: float | None = Field(default=None, gt=0.0, lt=1.0)
+    canary_min_rows: int | None = Field(default=None, ge=10)
+
+
 class DatasetSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     model_name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
@@ -101,6 +139,8 @@ class DatasetSpec(_Strict):
     slices: tuple[str, ...] = ()
     slice_min_rows: int = Field(default=200, ge=1)
     expectations: tuple[Expectation, ...] = ()
+    schedule: ScheduleBounds = Field(default_factory=ScheduleBounds)
+    promotion: Promotion = Field(default_factory=Promotion)
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
@@ -180,6 +220,37 @@ class DatasetSpec(_Strict):
                     problems.append(f"{name} is categorical but holds fractional numbers")
         if problems:
             raise DataError(f"{what} has columns of the wrong type: " + "; ".join(problems))
+
+    def check_ids(self, frame: pd.DataFrame, what: str) -> None:
+        """The id column is never null and unique (what validation's suite expects)."""
+        ids = frame[self.id_column]
+        nulls = int(ids.isna().sum())
+        if nulls:
+            raise DataError(
+                f"{what}: id column {self.id_column!r} has {nulls} null value(s): every row "
+                "needs an id"
+            )
+        dupes = ids[ids.duplicated(keep=False)]
+        if len(dupes):
+            shown = list(dict.fromkeys(dupes.tolist()))[:3]
+            raise DataError(
+                f"{what}: id column {self.id_column!r} holds duplicate ids ({len(dupes)} rows "
+                f"share {dupes.nunique()} id(s)), e.g. {shown}: each row needs its own id"
+            )
+
+    def check_labels(self, labels: pd.DataFrame, what: str = "labels") -> None:
+        """The target of every label is 0 or 1 (never null); the message shows example ids."""
+        target = labels[self.target]
+        if pd.api.types.is_bool_dtype(target):
+            target = target.astype("int64")
+        bad = target.isna() | ~target.isin([0, 1])
+        if bad.any():
+            ids = labels.loc[bad, self.id_column].head(3).tolist()
+            values = sorted({"null" if pd.isna(v) else str(v) for v in target[bad].head(1000)})[:5]
+            raise DataError(
+                f"{what}: target {self.target!r} must be 0 or 1 (never null) but {int(bad.sum())} "
+                f"row(s) hold {values}, e.g. ids {ids}"
+            )
 
     def check_target(self, target: pd.Series, what: str = "training data") -> None:
         values = pd.Series(target).dropna()

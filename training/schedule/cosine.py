@@ -244,10 +244,10 @@ class CosineSchedule:
         restart_warmup_epochs: float = 0.0,
         **kwargs: Any,
     ) -> CosineSchedule:
-        """Build a schedule from epoch counts: the one place epochs become steps.
-
-        Each epoch count is multiplied by ``steps_per_epoch`` and rounded to the
-        nearest step (cycle length at least 1).
+        """Build a schedule from epoch counts (converted by
+        :func:`training.schedule.epochs.plan_steps`, the one place epochs become steps):
+        each count is multiplied by ``steps_per_epoch`` and rounded to the nearest step
+        (cycle length at least 1).
         """
         spe = _integer("steps_per_epoch", steps_per_epoch, 1, "an integer >= 1")
         cycle = _real("cycle_epochs", cycle_epochs)
@@ -259,11 +259,14 @@ class CosineSchedule:
             raise _fail("warmup_epochs", ">= 0", warmup_epochs)
         if rwarm < 0:
             raise _fail("restart_warmup_epochs", ">= 0", restart_warmup_epochs)
+        from training.schedule.epochs import plan_steps
+
+        plan = plan_steps(spe, cycle_epochs=cycle, warmup_epochs=warm, restart_warmup_epochs=rwarm)
         return cls(
             lr_max,
-            max(1, round(cycle * spe)),
-            warmup_steps=round(warm * spe),
-            restart_warmup_steps=round(rwarm * spe),
+            plan.cycle_steps,
+            warmup_steps=plan.warmup_steps,
+            restart_warmup_steps=plan.restart_warmup_steps,
             steps_per_epoch=spe,
             **kwargs,
         )
