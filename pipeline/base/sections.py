@@ -136,7 +136,9 @@ class DriftConfig(Section):
     or above it, or a p-value below it); the batch drifts when the share of
     drifted columns is at or above ``share_threshold``. The defaults come from
     replaying 2013 (docs/drift-replay.md): Evidently's 0.1 for the normed
-    Wasserstein distance flags hourly weather columns every month.
+    Wasserstein distance flags hourly weather columns every month. A column whose
+    share of nulls moves by more than ``null_share_threshold`` is a finding of its
+    own: the batch drifts (a column empty in the reference and filled now, say).
     """
 
     share_threshold: float = Field(
@@ -157,6 +159,14 @@ class DriftConfig(Section):
         default_factory=dict, description="per-column threshold, overrides the per-type one"
     )
     columns: list[str] | None = Field(None, description="default: the spec's feature columns")
+    null_share_threshold: float = Field(
+        0.25,
+        gt=0.0,
+        le=1.0,
+        description="a column whose share of nulls moves by more than this between the "
+        "reference and the batch is a drift finding that requests a retrain (1.0: off; "
+        "flights' wind_gust moves up to 0.22 between a 3-month window and a month)",
+    )
     sample_size: int = Field(
         100_000, ge=1_000, description="larger batches are sampled (by id hash) to this size"
     )

@@ -58,17 +58,7 @@ def decide_retrain(
         batch = str(drift.ref)
         if drift.drifted:
             triggers.append("drift")
-            shown = ", ".join(drift.drifted_columns[:6])
-            more = (
-                f" and {len(drift.drifted_columns) - 6} more"
-                if len(drift.drifted_columns) > 6
-                else ""
-            )
-            reasons.append(
-                f"drift: {len(drift.drifted_columns)} of {len(drift.columns)} columns drifted "
-                f"({drift.drift_share:.0%} >= {drift.share_threshold:.0%}) against reference "
-                f"{drift.reference_id}: {shown}{more}"
-            )
+            reasons.append(_drift_reason(drift))
         else:
             calm.append(
                 f"drift share {drift.drift_share:.0%} < {drift.share_threshold:.0%} "
@@ -92,3 +82,27 @@ def decide_retrain(
     if triggers:
         return RetrainDecision(True, tuple(triggers), "; ".join(reasons), batch)
     return RetrainDecision(False, (), "no retrain: " + "; ".join(calm), batch)
+
+
+def _drift_reason(drift: DriftSummary) -> str:
+    """Why a drifted batch drifted: the share of drifted values, the moved null shares."""
+    parts = []
+    if drift.drift_share >= drift.share_threshold:
+        by_value = [c.column for c in drift.columns if c.drifted]
+        shown = ", ".join(by_value[:6])
+        more = f" and {len(by_value) - 6} more" if len(by_value) > 6 else ""
+        parts.append(
+            f"drift: {len(by_value)} of {len(drift.columns)} columns drifted "
+            f"({drift.drift_share:.0%} >= {drift.share_threshold:.0%}) against reference "
+            f"{drift.reference_id}: {shown}{more}"
+        )
+    if drift.null_shifts:
+        shifts = ", ".join(
+            f"{n.column} {n.reference_share:.0%} -> {n.current_share:.0%}"
+            for n in drift.null_shifts
+        )
+        parts.append(
+            f"drift: the null share moved by more than {drift.null_shifts[0].threshold:.0%} "
+            f"against reference {drift.reference_id} in {shifts}"
+        )
+    return "; ".join(parts)

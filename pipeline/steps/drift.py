@@ -7,6 +7,13 @@ categories). The batch drifts when the share of drifted columns is at or above
 ``drift.share_threshold``. Batches above ``drift.sample_size`` rows are sampled
 deterministically (by a hash of the id column) so that a check stays
 interactive; the summary and the HTML report say so.
+
+Nulls are compared too: a column whose share of nulls moves by more than
+``drift.null_share_threshold`` (a column empty in the reference that fills up,
+or the reverse) is a :class:`NullShift`, a finding that makes the batch drift
+whatever the share of drifted values. Evidently compares values only, so a
+column without values on one side is left out of its report; it appears in
+``skipped`` with the reason, never silently.
 """
 
 from __future__ import annotations
@@ -36,8 +43,10 @@ __all__ = [
     "P_VALUE_METHODS",
     "ColumnDrift",
     "DriftSummary",
+    "NullShift",
     "check_drift",
     "compute_drift",
+    "null_shifts",
     "settings_fingerprint",
 ]
 
@@ -77,6 +86,22 @@ class ColumnDrift:
 
 
 @dataclass(frozen=True)
+class NullShift:
+    """A column whose share of nulls moved by more than ``threshold`` (in absolute terms)."""
+
+    column: str
+    reference_share: float
+    current_share: float
+    threshold: float
+
+    def line(self) -> str:
+        return (
+            f"{self.column}: null share {self.reference_share:.0%} in the reference -> "
+            f"{self.current_share:.0%} in the batch (moved more than {self.threshold:.0%})"
+        )
+
+
+@dataclass(frozen=True)
 class DriftSummary(Stored):
     """One drift check of a batch against a reference snapshot, in plain values."""
 
@@ -93,6 +118,7 @@ class DriftSummary(Stored):
     drifted_columns: tuple[str, ...]
     columns: tuple[ColumnDrift, ...]
     skipped: tuple[str, ...] = ()
+    null_shifts: tuple[NullShift, ...] = ()
     settings_fingerprint: str = ""
     report_uri: str | None = None
     summary_uri: str | None = None
@@ -128,6 +154,7 @@ class DriftSummary(Stored):
                 f"  {mark} {c.column:<18} {c.method:<14} {c.score:9.4f}  (drift if {cmp} "
                 f"{c.threshold:g})"
             )
+        lines += [f"  NULLS {n.line()}" for n in self.null_shifts]
         lines += [f"  (skipped: {s})" for s in self.skipped]
         if self.report_uri:
             lines.append(f"  report: {self.report_uri}")
@@ -176,6 +203,7 @@ def settings_fingerprint(config: DriftConfig, nums: list[str], cats: list[str]) 
         "per_column": [config.column_methods, config.column_thresholds],
         "columns": [nums, cats],
         "sample": [config.sample_size, config.sample_seed],
+        "null_share": config.null_share_threshold,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -200,9 +228,6 @@ def compute_drift(
 ) -> DriftSummary:
     """Run Evidently's drift preset on two frames (nothing is stored); the pure part of
     :func:`check_drift`. Writes the HTML report to ``html_path`` when given."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
-
     config = config or DriftConfig()
     t0 = time.perf_counter()
     nums, cats = _drift_columns(spec, config)
@@ -216,15 +241,76 @@ def compute_drift(
     base = _prepare(ref_sample, nums, cats, f"reference {reference_id}")
     if len(cur) == 0 or len(base) == 0:
         raise DataError(f"drift check of {ref}: the batch or the reference has no rows")
+    shifts = null_shifts(base, cur, nums + cats, config.null_share_threshold)
     skipped = []
     for name in list(nums + cats):
-        if cur[name].notna().sum() == 0 or base[name].notna().sum() == 0:
-            skipped.append(f"{name}: no values in the batch or the reference")
+        empty = [side for side, f in (("reference", base), ("batch", cur)) if f[name].isna().all()]
+        if empty:
+            skipped.append(
+                f"{name}: no values in the {' and the '.join(empty)} (null share "
+                f"{base[name].isna().mean():.0%} -> {cur[name].isna().mean():.0%}); "
+                "compared by its null share only"
+            )
             nums = [c for c in nums if c != name]
             cats = [c for c in cats if c != name]
     columns = nums + cats
-    if not columns:
+    if not columns and not shifts:
         raise DataError(f"drift check of {ref}: no column has values to compare")
+    snapshot, results = _evidently(cur, base, nums, cats, config) if columns else (None, [])
+    missing = [c for c in columns if c not in {r.column for r in results}]
+    skipped += [f"{c}: Evidently returned no drift score for it" for c in missing]
+    value_drifted = tuple(c.column for c in results if c.drifted)
+    drifted = value_drifted + tuple(n.column for n in shifts if n.column not in value_drifted)
+    share = len(value_drifted) / len(results) if results else 0.0
+    summary = DriftSummary(
+        ref=ref,
+        reference_id=reference_id,
+        rows_current=len(current),
+        rows_reference=len(reference),
+        compared_current=len(cur),
+        compared_reference=len(base),
+        sampled=cur_sampled or ref_sampled,
+        drift_share=round(share, 6),
+        share_threshold=config.share_threshold,
+        drifted=share >= config.share_threshold or bool(shifts),
+        drifted_columns=drifted,
+        columns=tuple(results),
+        skipped=tuple(skipped),
+        null_shifts=tuple(shifts),
+        settings_fingerprint=settings_fingerprint(config, nums, cats),
+        seconds=round(time.perf_counter() - t0, 3),
+        checked_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    if html_path is not None:
+        if snapshot is not None:
+            snapshot.save_html(str(html_path))
+        else:
+            html_path.write_text("<html><body></body></html>", encoding="utf-8")
+        _add_banner(html_path, summary)
+    return summary
+
+
+def null_shifts(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], threshold: float
+) -> list[NullShift]:
+    """Columns whose share of nulls moved by more than ``threshold`` (absolute) from the
+    reference to the current frame."""
+    out = []
+    for name in columns:
+        before, after = float(reference[name].isna().mean()), float(current[name].isna().mean())
+        if round(abs(after - before), 9) > threshold:  # 0.45 - 0.2 is not above 0.25
+            out.append(NullShift(name, round(before, 6), round(after, 6), threshold))
+    return out
+
+
+def _evidently(
+    cur: pd.DataFrame, base: pd.DataFrame, nums: list[str], cats: list[str], config: DriftConfig
+) -> tuple[Any, list[ColumnDrift]]:
+    """Evidently's drift preset on the columns with values: its snapshot and our results."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    columns = nums + cats
     preset = DataDriftPreset(
         columns=columns,
         drift_share=config.share_threshold,
@@ -242,31 +328,7 @@ def compute_drift(
             current_data=Dataset.from_pandas(cur[columns], data_definition=definition),
             reference_data=Dataset.from_pandas(base[columns], data_definition=definition),
         )
-    results = _read_snapshot(snapshot.dict(), nums, config)
-    drifted = tuple(c.column for c in results if c.drifted)
-    share = len(drifted) / len(results)
-    summary = DriftSummary(
-        ref=ref,
-        reference_id=reference_id,
-        rows_current=len(current),
-        rows_reference=len(reference),
-        compared_current=len(cur),
-        compared_reference=len(base),
-        sampled=cur_sampled or ref_sampled,
-        drift_share=round(share, 6),
-        share_threshold=config.share_threshold,
-        drifted=share >= config.share_threshold,
-        drifted_columns=drifted,
-        columns=tuple(results),
-        skipped=tuple(skipped),
-        settings_fingerprint=settings_fingerprint(config, nums, cats),
-        seconds=round(time.perf_counter() - t0, 3),
-        checked_at=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
-    if html_path is not None:
-        snapshot.save_html(str(html_path))
-        _add_banner(html_path, summary)
-    return summary
+    return snapshot, _read_snapshot(snapshot.dict(), nums, config)
 
 
 def _read_snapshot(data: dict[str, Any], nums: list[str], config: DriftConfig) -> list[ColumnDrift]:
@@ -300,6 +362,10 @@ def _add_banner(path: Path, summary: DriftSummary) -> None:
         f"rows. Drift share {summary.drift_share:.0%} (threshold "
         f"{summary.share_threshold:.0%}): {'DRIFTED' if summary.drifted else 'no drift'}."
     )
+    for shift in summary.null_shifts:
+        note += f" Null share moved: {shift.line()}."
+    for skipped in summary.skipped:
+        note += f" Not in the value comparison: {skipped}."
     if summary.sampled:
         note += (
             f" SAMPLED: the batch has {summary.rows_current:,} rows and the reference "
