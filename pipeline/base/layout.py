@@ -222,7 +222,8 @@ def resolve_batch(
         if quarantined:
             raise BatchNotFound(
                 f"batch {dataset}/{batch_id} has no valid version: {_names(quarantined)} "
-                "quarantined; ingest a corrected file"
+                "quarantined; ingest a corrected file, or fix the spec and run "
+                f"python -m pipeline revalidate {batch_id}"
             )
         raise BatchNotFound(f"batch {dataset}/{batch_id} was never ingested (run ingest first)")
     ref = BatchRef(dataset, batch_id, versions[-1])

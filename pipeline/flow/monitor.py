@@ -16,6 +16,7 @@ __all__ = [
     "drift",
     "newest_batch",
     "retrain_request",
+    "revalidate",
     "score",
     "scoring",
     "validate",
@@ -85,6 +86,47 @@ def validation(
         raise
 
 
+def revalidate(
+    env: Env,
+    batch_id: str,
+    *,
+    version: int | None = None,
+    reference: str | None = CHAMPION_REFERENCE,
+    who: str | None = None,
+) -> Any:
+    """Re-check a quarantined version of the batch (default: the newest quarantined one)
+    against the current spec; when it passes, release it as the batch's next version and
+    store that version's validation report. The steps'
+    :class:`~pipeline.steps.release.Release`; a batch that still fails raises
+    :class:`~pipeline.steps.release.StillRefused` (a ValidationFailed) and stays
+    quarantined. ``who``: default :func:`~pipeline.steps.aliases.actor`."""
+    from pipeline.base.layout import BatchNotFound, BatchRef, committed_versions
+    from pipeline.steps.aliases import actor
+    from pipeline.steps.release import release_batch
+
+    held = committed_versions(env.store, env.dataset, batch_id, "quarantine")
+    if version is None:
+        if not held:
+            raise BatchNotFound(
+                f"batch {env.dataset}/{batch_id} has no quarantined version; nothing to "
+                "revalidate (python -m pipeline batches lists them)"
+            )
+        version = held[-1]
+    release = release_batch(
+        env.store,
+        env.spec,
+        BatchRef(env.dataset, batch_id, version),
+        who=who or actor(),
+        reference_id=_reference(env, reference),
+        config=env.config.validation,
+    )
+    if release.status == "released":
+        validation(
+            env, batch_id, version=release.released.version, reference=reference, alert=False
+        )
+    return release
+
+
 def validate(env: Env, batch_id: str) -> Validated:
     """:func:`validation` of the batch's newest version against the champion's
     reference, as the drift monitor's record (a failure alerts and raises)."""
@@ -122,7 +164,13 @@ def drift(env: Env, batch_id: str, *, alert: bool = True) -> DriftOutcome:
             AlertKind.DRIFT,
             f"{env.dataset}-{batch_id}-v{summary.ref.version}-{summary.reference_id}",
             f"batch {batch_id} drifted from reference {summary.reference_id}",
-            f"{summary.drift_share:.0%} of columns drifted: {', '.join(summary.drifted_columns)}",
+            "\n".join(
+                [
+                    f"{summary.drift_share:.0%} of columns drifted: "
+                    f"{', '.join(summary.drifted_columns)}",
+                    *(f"null share moved: {n.line()}" for n in summary.null_shifts),
+                ]
+            ),
             {"batch": batch_id, "share": summary.drift_share, "report": summary.report_uri},
         )
     return DriftOutcome(

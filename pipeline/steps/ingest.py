@@ -199,7 +199,9 @@ def _land(
         raise IngestError(
             f"this content (sha256 {digest[:12]}) was already refused as {dataset}/{batch_id} "
             f"v{bad}: {bad_manifest.get('reason', 'see the validation result')} "
-            f"({store.uri(where)}); fix the data and ingest the corrected file"
+            f"({store.uri(where)}). If the data was wrong, fix it and ingest the corrected "
+            f"file; if the spec was wrong, fix the spec and run: python -m pipeline "
+            f"revalidate {batch_id} --version {bad}"
         )
     if versions and not new_version:
         raise BatchExists(

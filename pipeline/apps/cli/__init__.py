@@ -6,6 +6,7 @@ Subcommands (each keyed by an explicit batch id, safe to re-run):
   ingest-labels SOURCE   land the labels of an already ingested batch (they arrive later)
   reference SNAPSHOT     store a reference snapshot from stored batches (--batches ...)
   validate BATCH         run the spec's Great Expectations suite; quarantine on failure
+  revalidate BATCH       re-check a quarantined batch against the current spec; release it
   drift BATCH            Evidently drift against a reference snapshot, and the decision
   quality BATCH          live AUC of a model's stored predictions on the batch's labels
   check BATCH            validate, then drift, then decide (what the scheduled flow does)

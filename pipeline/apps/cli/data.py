@@ -116,6 +116,38 @@ def add_validate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     _batch_args(p, reference_required=False)
 
 
+def _revalidate(args: argparse.Namespace, lazy: Lazy) -> int:
+    """re-check a quarantined batch against the current spec; release it if it passes
+
+    Re-check a quarantined (refused) version of a batch against the current dataset spec,
+    e.g. after fixing a spec mistake. When it passes it lands as the batch's next version
+    (drift, retraining and ingest then find it); the quarantined copy, its refusal and a
+    record of every re-check (who, when, the spec's hash) are kept. Still failing: the
+    failed expectations are listed and the exit code is 1.
+    """
+    from pipeline.flow.monitor import revalidate
+
+    reference = None if args.reference == "none" else args.reference
+    release = revalidate(lazy.env, args.batch, version=args.version, reference=reference)
+    emit(args, release.message(), release.as_dict())
+    return 0
+
+
+def add_revalidate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = command(sub, common, "revalidate", _revalidate)
+    p.add_argument("batch", help="batch id, e.g. 2024-03")
+    p.add_argument(
+        "--version", type=int, help="quarantined version (default: the newest quarantined)"
+    )
+    p.add_argument(
+        "--reference",
+        default="champion",  # pipeline.flow.monitor.CHAMPION_REFERENCE (a light import here)
+        metavar="SNAPSHOT",
+        help="reference snapshot for the unseen-category checks (default: the champion's, "
+        "as the drift monitor validates; none: skip those checks)",
+    )
+
+
 def _drift_text(summary: Any, decision: Any) -> str:
     verdict = "RETRAIN" if decision.retrain else "no retrain"
     return f"{summary.message()}\ndecision: {verdict} ({decision.reason})"
@@ -227,6 +259,7 @@ PARSERS = [
     add_ingest_parser,
     add_reference_parser,
     add_validate_parser,
+    add_revalidate_parser,
     add_drift_parser,
     add_quality_parser,
     add_check_parser,
