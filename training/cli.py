@@ -298,6 +298,12 @@ def _load_train_config(args: argparse.Namespace) -> Any:
         overrides.append("mlflow.enabled=false")
     if getattr(args, "progress", None):
         overrides.append(f"progress={args.progress}")
+    if getattr(args, "dataset", None):
+        overrides.append(f"data.dataset={json.dumps(str(args.dataset))}")
+    for name in ("features", "labels"):
+        given = getattr(args, name, None)
+        if given:
+            overrides += ["data.source=files", f"data.{name}={json.dumps(given)}"]
     return load_config(args.config, overrides)
 
 
@@ -354,6 +360,15 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         help="override a field, e.g. --set schedule.lr_max=0.01 (repeatable)",
     )
     p.add_argument("--output-dir", type=Path, help="where runs live (default .cosine-retrain/runs)")
+    p.add_argument("--dataset", type=Path, help="the dataset spec YAML (data.dataset)")
+    for name, what in (("features", "feature"), ("labels", "label")):
+        p.add_argument(
+            f"--{name}",
+            nargs="+",
+            metavar="PATH",
+            help=f"{what} files or folders (their *.csv and *.parquet, sorted by name), "
+            f"concatenated: sets data.source=files and data.{name}",
+        )
 
 
 def _add_train_parser(sub: Any) -> None:
