@@ -212,7 +212,9 @@ def resolve_batch(
         if version in quarantined:
             raise BatchNotFound(
                 f"batch {dataset}/{batch_id} v{version} was quarantined "
-                f"(see {quarantine_prefix(BatchRef(dataset, batch_id, version))}/{VALIDATION})"
+                f"(see {quarantine_prefix(BatchRef(dataset, batch_id, version))}/{VALIDATION}); "
+                f"if the spec was wrong, fix it and run python -m pipeline revalidate "
+                f"{batch_id} --version {version}"
             )
         raise BatchNotFound(
             f"batch {dataset}/{batch_id} has no version {version}; stored: "

@@ -75,6 +75,9 @@ def test_a_fixed_spec_releases_the_batch_and_keeps_its_history(
     assert code == 2
     assert err.count("\n") == 1
     assert "python -m pipeline revalidate 2024-01 --version 1" in err
+    code, _, err = _run(capsys, "validate", "2024-01", "--version", "1")
+    assert code == 2
+    assert err.endswith("run python -m pipeline revalidate 2024-01 --version 1\n")
 
     # with the spec unchanged, revalidate refuses again and names the failed expectation
     code, _, err = _run(capsys, "revalidate", "2024-01", "--reference", "none")
