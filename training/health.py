@@ -12,7 +12,10 @@ Three failures that pass every NaN check and still waste a retrain:
 - **checkpoint regression**: a cycle's best validation metric is worse than the
   best of the cycles before it by more than ``regression_tol``: later cycles
   overfit or diverge, and the registry receives versions worse than ones it
-  already has.
+  already has. Not a finding for the cycles that made cycle-aware stopping end
+  the run (``stopped_cycles``): the rule acted on them, so no cycle after them
+  was paid for (a run that stopped because its later cycles could not win is
+  working as configured, not unhealthy).
 
 :func:`diagnose` is a pure function of plain lists, so the job, the pipeline
 (from MLflow's metric history) and tests call it the same way. Each finding
@@ -70,19 +73,22 @@ def diagnose(
     higher_is_better: bool = True,
     metric: str = "val_auc",
     thresholds: HealthThresholds | None = None,
+    stopped_cycles: Sequence[int] = (),
 ) -> list[Finding]:
     """Findings about one run, in step order.
 
     ``losses``: ``(step, train_loss)``, any order, non-finite values ignored.
     ``cycle_starts``: the first step of every cycle after the first (restarts).
     ``cycle_bests``: ``(cycle, step, metric)`` of each closed cycle.
+    ``stopped_cycles``: the cycles without a win after which the stopping rule ended
+    the run (``TrainResult.stopping.losing_cycles``): no regression finding for them.
     """
     t = thresholds or HealthThresholds()
     by_step = sorted((s, v) for s, v in losses if v == v and abs(v) != float("inf"))
     findings: list[Finding] = []
     findings += _flat_loss(by_step, warmup_steps, t)
     findings += _restart_spikes(by_step, cycle_starts, t)
-    findings += _regressions(cycle_bests, higher_is_better, metric, t)
+    findings += _regressions(cycle_bests, higher_is_better, metric, t, set(stopped_cycles))
     return sorted(findings, key=lambda f: (f.step, f.kind))
 
 
@@ -144,6 +150,7 @@ def _regressions(
     higher_is_better: bool,
     metric: str,
     t: HealthThresholds,
+    excused: set[int],
 ) -> list[Finding]:
     out = []
     best_so_far: float | None = None
@@ -153,7 +160,7 @@ def _regressions(
             continue
         if best_so_far is not None:
             worse_by = (best_so_far - value) if higher_is_better else (value - best_so_far)
-            if worse_by > t.regression_tol:
+            if worse_by > t.regression_tol and cycle not in excused:
                 out.append(
                     Finding(
                         "checkpoint_regression",

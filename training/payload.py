@@ -13,6 +13,12 @@ hash, the data fingerprint, the model signature, the spec, the preprocessing).
 ``from_mapping`` is strict, as Lightning Fabric's loading is: a missing or an
 unknown key is a :class:`~training.checkpoint.CheckpointError` that names it, so
 a checkpoint of another kind, version or program is refused before use.
+
+Versions: 2 added ``LastPayload.stopping`` (the cycle-aware stopping rule's state,
+:mod:`training.stopping`). A version-1 checkpoint still loads: a ``best`` one is
+unchanged, a ``last`` one is migrated with ``stopping=None`` (the trainer rebuilds
+the state by replaying the rule over the checkpoint's closed cycles). A version
+this job does not know is refused with the version named.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from training.checkpoint import CheckpointError, load_checkpoint
 
 __all__ = ["PAYLOAD_VERSION", "BestPayload", "Identity", "LastPayload", "load_payload"]
 
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: before LastPayload.stopping (migrated on load)
 # keys of the file format, not of the payload (checkpoint.py adds "format")
 _ENVELOPE = {"format", "kind", "payload_version"}
 
@@ -69,11 +76,13 @@ class _Payload:
         if kind != cls.KIND:
             raise CheckpointError(f"{where} is a {kind!r} checkpoint, not a {cls.KIND!r} one")
         version = data.get("payload_version", 1)  # checkpoints from before versioning: 1
-        if version != PAYLOAD_VERSION:
+        if version not in READABLE_VERSIONS:
             raise CheckpointError(
-                f"{where} has payload version {version!r}; this job reads version "
-                f"{PAYLOAD_VERSION} (train a new run, or use the job that wrote it)"
+                f"{where} has payload version {version!r}; this job reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))} (train a new run, or use the job "
+                "that wrote it)"
             )
+        data = cls._migrate(data, version)
         identity_keys = {f.name for f in dataclasses.fields(Identity)}
         own = {f.name for f in dataclasses.fields(cls)} - {"identity"}
         expected = identity_keys | own
@@ -88,6 +97,11 @@ class _Payload:
             )
         identity = Identity(**{k: data[k] for k in identity_keys})
         return cls(identity=identity, **{k: data[k] for k in own})
+
+    @classmethod
+    def _migrate(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
+        """``data`` of an older ``version`` in the current layout (before the strict check)."""
+        return data
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Self:
@@ -105,6 +119,15 @@ class LastPayload(_Payload):
     rng: dict[str, Any]
     trainer: dict[str, Any]  # the loop's counters (training.nan_guard.LoopState)
     telemetry_pending: list[Any]
+    # the stopping rule's state (training.stopping.StopState.to_dict); None: migrated
+    # from version 1, rebuilt from the closed cycles
+    stopping: dict[str, Any] | None
+
+    @classmethod
+    def _migrate(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
+        if version == 1 and "stopping" not in data:
+            return {**data, "stopping": None}
+        return data
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from training.schedule import CosineSchedule
 
 CYCLE_COLOUR = "#9a9a9a"
 WARMUP_COLOUR = "#f3e7c9"
+STOP_COLOUR = "#8e44ad"  # where cycle-aware stopping ended the run
 
 
 def _mark_cycles(ax: Axes, schedule: CosineSchedule, total_steps: int) -> None:
@@ -95,9 +96,11 @@ def plot_training_curves(
     path: str | os.PathLike[str],
     *,
     best_steps: Sequence[int] = (),
+    stop_step: int | None = None,
     title: str = "training curves",
 ) -> Path:
-    """lr, train/validation loss and validation AUC on a shared step axis."""
+    """lr, train/validation loss and validation AUC on a shared step axis; ``stop_step``:
+    the last step of a run the stopping rule ended early (a marker on every panel)."""
     total = (max(steps) + 1) if steps else 1
     fig, (ax_lr, ax_loss, ax_auc) = plt.subplots(
         3, 1, figsize=(9, 7.5), sharex=True, gridspec_kw={"height_ratios": [1, 1.4, 1]}
@@ -121,6 +124,9 @@ def plot_training_curves(
         ax_auc.axvline(s, color="#2ca02c", lw=0.8, alpha=0.6)
     if best_steps:
         ax_auc.plot([], [], color="#2ca02c", lw=0.8, alpha=0.6, label="best of cycle")
+    if stop_step is not None:
+        for ax in (ax_lr, ax_loss, ax_auc):
+            ax.axvline(stop_step, color=STOP_COLOUR, lw=1.6, ls=":", label="stopped (rule)")
     for ax in (ax_lr, ax_loss, ax_auc):
         ax.legend(loc="upper right", fontsize=7, framealpha=0.9)
     ax_lr.set_title(title, fontsize=10)

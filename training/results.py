@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-__all__ = ["REGISTRABLE", "CycleBest", "ResultError", "TrainResult"]
+__all__ = ["REGISTRABLE", "CycleBest", "ResultError", "StoppingSummary", "TrainResult"]
 
 Status = Literal["completed", "budget_exhausted", "preempted"]
 REGISTRABLE = ("completed", "budget_exhausted")  # runs whose cycle bests may be registered
@@ -74,6 +74,45 @@ class CycleBest:
 
 
 @dataclass(frozen=True)
+class StoppingSummary:
+    """What cycle-aware stopping (``stopping`` in the config, :mod:`training.stopping`)
+    decided: one decision per closed cycle, and what a stop saved. ``usd_saved`` is
+    ``steps_saved`` at the run's own average cost per step (``usd_per_step``);
+    ``losing_cycles``: the cycles without a win that made the run stop."""
+
+    enabled: bool
+    stopped: bool
+    stopped_after_cycle: int | None
+    stop_step: int | None  # the last step the run took
+    scheduled_steps: int
+    steps_done: int
+    steps_saved: int
+    usd_per_step: float
+    usd_saved: float
+    losing_cycles: list[int]
+    decision: str
+    decisions: list[dict[str, Any]]
+
+    def mlflow_metrics(self) -> dict[str, float]:
+        return {
+            "stopping_steps_saved": float(self.steps_saved),
+            "stopping_usd_saved": self.usd_saved,
+        }
+
+    def mlflow_tags(self) -> dict[str, str]:
+        after = self.stopped_after_cycle
+        return {
+            "stopping.stopped": str(self.stopped).lower(),
+            "stopping.decision": self.decision[:500],
+            "stopping.stopped_after_cycle": "" if after is None else str(after),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> StoppingSummary:
+        return _strict(cls, data, "a stopping summary")
+
+
+@dataclass(frozen=True)
 class TrainResult:
     status: Status
     stop_reason: str
@@ -101,6 +140,7 @@ class TrainResult:
     finished_at: str
     code_revision: str = "unknown"
     extra: dict[str, Any] = field(default_factory=dict)
+    stopping: StoppingSummary | None = None  # None: a result from before the rule existed
 
     @property
     def finals(self) -> list[CycleBest]:
@@ -121,6 +161,8 @@ class TrainResult:
     def from_dict(cls, data: Any) -> TrainResult:
         if isinstance(data, dict) and isinstance(data.get("cycles"), list):
             data = {**data, "cycles": [CycleBest.from_dict(c) for c in data["cycles"]]}
+        if isinstance(data, dict) and isinstance(data.get("stopping"), dict):
+            data = {**data, "stopping": StoppingSummary.from_dict(data["stopping"])}
         return _strict(cls, data, "a training result")
 
     @classmethod

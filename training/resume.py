@@ -62,6 +62,7 @@ def last_payload(
     *,
     device_seconds: float,
     pending: list[Any],
+    stopping: dict[str, Any],
 ) -> LastPayload:
     """Everything to continue the run exactly as it is now."""
     counters = asdict(state)
@@ -81,6 +82,7 @@ def last_payload(
         },
         trainer=counters,
         telemetry_pending=pending,
+        stopping=stopping,
     )
 
 

@@ -81,6 +81,7 @@ def plot_curves(
     best_steps: list[int],
     out: Path,
     title: str,
+    stop_step: int | None = None,
 ) -> Path | None:
     """The run's lr trace with its cycle boundaries, losses and validation curves."""
     from training.plots import plot_training_curves
@@ -99,6 +100,7 @@ def plot_curves(
         [r["val_auc"] for r in evals],
         out,
         best_steps=best_steps,
+        stop_step=stop_step,
         title=title,
     )
 
@@ -172,6 +174,7 @@ def publish(
         best_steps,
         run_dir / "curves.png",
         f"{result.run_name}: lr, losses and validation AUC",
+        result.stopping.stop_step if result.stopping else None,
     )
     if curves is not None:
         telemetry.log_artifact(curves)

@@ -48,6 +48,7 @@ from training.resume import last_payload, load_last, restore, resume_point
 from training.run_info import open_telemetry, publish, run_params, run_tags
 from training.runtime import Runtime
 from training.schedule import CosineAnnealingScheduler
+from training.stopping import StopRule, StopState, summarize
 
 __all__ = ["EXIT_PREEMPTED", "TrainResult", "Trainer", "TrainingDiverged"]
 
@@ -148,9 +149,11 @@ class Trainer:
         self.state = LoopState()
         self.bests = CycleBests(self.state, cfg.eval.metric)
         self.guard = NanGuard(cfg.nan_guard)
+        self.stop_rule, self.stop_state = StopRule(cfg.stopping, cfg.eval.metric), StopState()
         if ckpt:
             self._make_scheduler(float(ckpt.trainer["lr_scale"]))
             restore(ckpt, self.runner, self.scheduler, self.state)
+            self._restore_stop_state(ckpt)
         device = self.runtime.device
         self.cost = CostMeter(
             cfg.cost.gpu_usd_per_hour if device.type == "cuda" else cfg.cost.cpu_usd_per_hour,
@@ -199,6 +202,15 @@ class Trainer:
             pending=ckpt.telemetry_pending if ckpt else None,
         )
 
+    def _restore_stop_state(self, ckpt: LastPayload) -> None:
+        self.stop_state = StopState.restore(
+            ckpt.stopping,
+            self.stop_rule,
+            self.bests.finals(),
+            self.scheduler.schedule,
+            self._total_steps(),
+        )
+
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         self._stop = "preempted"
         log.warning("SIGTERM received: checkpointing at the next step boundary")
@@ -234,6 +246,7 @@ class Trainer:
             self.state,
             device_seconds=self.cost.seconds,
             pending=pending,
+            stopping=self.stop_state.to_dict(),
         )
         save_checkpoint(self._last_path(), payload.to_mapping(), keep_previous=True)
         self.telemetry.commit()
@@ -250,6 +263,7 @@ class Trainer:
         ckpt, used = load_last(self._last_path())
         self.telemetry.discard()
         restore(ckpt, self.runner, self.scheduler, self.state, keep_counters=True)
+        self._restore_stop_state(ckpt)
         self.guard.rolled_back(self.state)
         self.scheduler.group_scales = [self.state.lr_scale]
         self.scheduler._apply()
@@ -280,7 +294,8 @@ class Trainer:
         window: list[StepRecord] = []
         self.progress.open(self._total_steps(), self.state.step)
         stop_status = None
-        while self.state.step < self._total_steps():
+        # a run resumed after its stop was checkpointed goes straight to the end
+        while self.state.step < self._total_steps() and not self.stop_state.stopped:
             s = self._advance(window)
             cycle_end = self.scheduler.schedule.is_cycle_end(s)
             done = self.state.step >= self._total_steps()
@@ -296,8 +311,10 @@ class Trainer:
             if rolled_back:  # continue from the restored step
                 continue
             if eval_due and (self._evaluate(s) or cycle_end):
-                self._close_cycle(self.scheduler.schedule.cycle_of(s))
-            stop_status = self._stop_requested()
+                self._close_cycle(self.scheduler.schedule.cycle_of(s), s)
+            stop_status = self._stop_requested() or (
+                "completed" if self.stop_state.stopped else None
+            )
             if stop_status or ckpt_due or done:
                 self._write_last()
             last = self.state.evals[-1] if self.state.evals else None
@@ -313,7 +330,8 @@ class Trainer:
                 break
         status = stop_status or "completed"
         if status == "completed":  # a max_steps run can end mid-cycle
-            self._close_cycle(self.scheduler.schedule.cycle_of(max(0, self.state.step - 1)))
+            last = max(0, self.state.step - 1)
+            self._close_cycle(self.scheduler.schedule.cycle_of(last), last)
         return self._finish(status)
 
     def _advance(self, window: list[StepRecord]) -> int:
@@ -373,10 +391,22 @@ class Trainer:
         rel = str(path.relative_to(self.run_dir))
         self.bests.record(CycleBest(cycle, step, lr, val_auc, val_loss, rel, sha))
 
-    def _close_cycle(self, cycle: int) -> None:
+    def _close_cycle(self, cycle: int, end_step: int) -> None:
         best = self.bests.close(cycle)
         if best is None:
             return
+        decision = self.stop_rule.observe(
+            self.stop_state,
+            cycle,
+            end_step,
+            best.metric(self.config.eval.metric),
+            is_last=self.state.step >= self._total_steps(),
+        )
+        if self.ctx.is_main:
+            self.telemetry.set_tags(
+                {f"cycle_{cycle}_stopping": f"{decision.action}: {decision.reason}"}
+            )
+        log.info("stopping rule after cycle %d: %s (%s)", cycle, decision.action, decision.reason)
         if self.ctx.is_main:
             self.telemetry.log_artifact(self.run_dir / best.path, "checkpoints")
             self.telemetry.set_tags(
@@ -412,6 +442,16 @@ class Trainer:
             ),
             "preempted": f"SIGTERM at step {self.state.step}; checkpointed, resume with --resume",
         }
+        spent = round(self.cost.usd, 6)  # one reading: the result's cost and what it saved
+        stopping = summarize(
+            self.config.stopping,
+            self.stop_state,
+            scheduled_steps=self._total_steps(),
+            steps_done=self.state.step,
+            cost_usd=spent,
+        )
+        if stopping.stopped:
+            reasons["completed"] = stopping.decision
         best = self.bests.overall()
         result = TrainResult(
             status=status,  # type: ignore[arg-type]
@@ -426,7 +466,7 @@ class Trainer:
             rollbacks=self.state.rollbacks,
             lr_scale=self.state.lr_scale,
             restarts=list(self.scheduler.restarts),
-            cost_usd=round(self.cost.usd, 6),
+            cost_usd=spent,
             device_seconds=round(self.cost.seconds, 3),
             device=str(self.runtime.device),
             amp=self.runtime.amp,
@@ -439,8 +479,11 @@ class Trainer:
             definition_hash=self.config.definition_hash(),
             finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
             code_revision=code_revision(),
+            stopping=stopping,
         )
         if self.ctx.is_main:
+            self.telemetry.record(max(0, self.state.step - 1), stopping.mlflow_metrics())
+            self.telemetry.set_tags(stopping.mlflow_tags())
             publish(
                 result,
                 self.telemetry,

@@ -108,6 +108,14 @@ def retrain_lines(replay: Any, out: Any, run: Any) -> None:
             f"             cycle {c['cycle']} best at step {c['step']}: lr {c['lr']:.3g}, "
             f"val AUC {c['val_auc']:.4f}"
         )
+    stopping = trained.get("stopping") or {}
+    if stopping.get("stopped"):
+        out.steps["stopped_after_cycle"] = stopping["stopped_after_cycle"]
+        out.lines.append(
+            f"             stopped after cycle {stopping['stopped_after_cycle']} at step "
+            f"{stopping['stop_step']}: {stopping['steps_saved']} of "
+            f"{stopping['scheduled_steps']} steps (${stopping['usd_saved']:.4f}) saved"
+        )
     verdict = gate_verdict(replay, plan.get("run_name"), res.get("gate"))
     out.steps["gate"] = verdict["text"]
     out.lines.append(f"  gate       {verdict['text']}")

@@ -208,6 +208,19 @@ class CycleSummary(Record):
     val_loss: float
 
 
+class StoppingLine(Record):
+    """What cycle-aware stopping decided (training.results.StoppingSummary, in short)."""
+
+    enabled: bool
+    stopped: bool
+    stopped_after_cycle: int | None
+    stop_step: int | None
+    scheduled_steps: int
+    steps_saved: int
+    usd_saved: float
+    decision: str
+
+
 class Finding(Record):
     kind: str
     step: int
@@ -227,6 +240,7 @@ class TrainSummary(Record):
     mlflow_run_url: str | None
     code_revision: str = "unknown"
     health: list[Finding] = []
+    stopping: StoppingLine | None = None  # None: a job from before cycle-aware stopping
 
     def require_run_id(self) -> str:
         if not self.run_id:

@@ -51,6 +51,7 @@ def run_health(
         higher_is_better=metric != "val_loss",
         metric=metric,
         thresholds=thresholds,
+        stopped_cycles=result.stopping.losing_cycles if result.stopping else (),
     )
     tags = {HEALTH_TAG: ",".join(sorted({f.kind for f in findings})) or "ok"}
     for f in findings:
