@@ -144,8 +144,9 @@ class DriftSummary(Stored):
         )
         lines = [
             f"batch {self.ref} {verdict} against reference {self.reference_id}: "
-            f"{len(self.drifted_columns)} of {len(self.columns)} columns "
+            f"{sum(c.drifted for c in self.columns)} of {len(self.columns)} columns "
             f"({self.drift_share:.0%}; threshold {self.share_threshold:.0%}){sample}"
+            + (f"; the null share moved in {len(self.null_shifts)}" if self.null_shifts else "")
         ]
         for c in sorted(self.columns, key=lambda c: (not c.drifted, c.column)):
             mark = "DRIFT" if c.drifted else "ok   "

@@ -139,3 +139,36 @@ def test_validation_allows_nulls_up_to_the_spec_and_refuses_beyond(tmp_path: Pat
     assert not bad.success
     assert [f.column for f in bad.failed] == ["income"]
     assert "not_be_null" in bad.failed[0].expectation
+
+
+def test_the_console_names_the_finding_and_the_skipped_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """python -m pipeline reference/ingest/drift on the loans spec: what a user reads."""
+    import os
+
+    from pipeline.apps.cli import main
+
+    for name in list(os.environ):
+        if name.startswith("COSINE_RETRAIN_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("COSINE_RETRAIN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COSINE_RETRAIN_DATASET_SPEC", str(loans.write_spec(tmp_path / "l.yaml")))
+    for month, nulls in (("2024-01", 1.0), ("2024-07", 0.2)):
+        path = tmp_path / f"{month}.csv"
+        loans.batch(month, 800, seed=int(month[-2:]), region_nulls=nulls).to_csv(path, index=False)
+        assert main(["ingest", str(path), "--batch-id", month]) == 0
+    assert main(["reference", "jan", "--batches", "2024-01"]) == 0
+    capsys.readouterr()
+    assert main(["drift", "2024-07", "--reference", "jan"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(
+        "batch loans/2024-07/v1 drifted against reference jan: 0 of 3 columns (0%; threshold "
+        "35%); the null share moved in 1\n"
+    )
+    assert "  NULLS region: null share 100% in the reference -> 20% in the batch" in out
+    assert "  (skipped: region: no values in the reference (null share 100% -> 20%)" in out
+    assert out.rstrip().endswith(
+        "decision: RETRAIN (drift: the null share moved by more than 25% against reference "
+        "jan in region 100% -> 20%)"
+    )
