@@ -93,6 +93,7 @@ def revalidate(
     version: int | None = None,
     reference: str | None = CHAMPION_REFERENCE,
     who: str | None = None,
+    new_version: bool = False,
 ) -> Any:
     """Re-check a quarantined version of the batch (default: the newest quarantined one)
     against the current spec; when it passes, release it as the batch's next version and
@@ -119,6 +120,7 @@ def revalidate(
         who=who or actor(),
         reference_id=_reference(env, reference),
         config=env.config.validation,
+        new_version=new_version,
     )
     if release.status == "released":
         validation(

@@ -42,7 +42,7 @@ from pipeline.base.sections import ValidationConfig
 from pipeline.base.store import ObjectStore, frame_to_parquet, get_frame, join_key, put_json
 from pipeline.steps.ingest import commit_version
 from pipeline.steps.reference import reference_categories
-from pipeline.steps.sources import IngestError, normalise
+from pipeline.steps.sources import BatchExists, IngestError, normalise
 from pipeline.steps.validation import ValidationFailed, ValidationSummary, validate_frame
 from training.data.spec import DatasetSpec
 
@@ -140,6 +140,7 @@ def release_batch(
     who: str,
     reference_id: str | None = None,
     config: ValidationConfig | None = None,
+    new_version: bool = False,
 ) -> Release:
     """Re-check quarantined version ``ref`` against ``spec``; land it when it passes.
 
@@ -147,6 +148,8 @@ def release_batch(
     :class:`NotReleasable` when it was never read as a table, and
     :class:`~pipeline.base.layout.BatchNotFound` when ``ref`` is not quarantined.
     ``reference_id``: the snapshot whose categories the unseen-category checks use.
+    ``new_version``: release it although the batch holds a valid version (the released
+    one becomes the newest), as ``ingest --new-version`` lands different content.
     """
     prefix = quarantine_prefix(ref)
     if ref.version not in committed_versions(store, ref.dataset, ref.batch_id, "quarantine"):
@@ -167,6 +170,13 @@ def release_batch(
             ref, "already released", landed, str(origin.get("by", "")),
             str(origin.get("at", "")), str(origin.get("spec_sha256", "")), refusal, refused_at,
         )  # fmt: skip
+    valid = committed_versions(store, ref.dataset, ref.batch_id)
+    if valid and not new_version:
+        raise BatchExists(
+            f"batch {ref.dataset}/{ref.batch_id} already holds a valid version "
+            f"(v{valid[-1]}); releasing {ref} would make it the newest in its place. Pass "
+            "--new-version (new_version=True) to release it all the same"
+        )
     frame = _quarantined_frame(store, ref, spec)
     categories = reference_categories(store, spec.name, reference_id) if reference_id else None
     summary = validate_frame(

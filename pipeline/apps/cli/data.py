@@ -128,7 +128,13 @@ def _revalidate(args: argparse.Namespace, lazy: Lazy) -> int:
     from pipeline.flow.monitor import revalidate
 
     reference = None if args.reference == "none" else args.reference
-    release = revalidate(lazy.env, args.batch, version=args.version, reference=reference)
+    release = revalidate(
+        lazy.env,
+        args.batch,
+        version=args.version,
+        reference=reference,
+        new_version=args.new_version,
+    )
     emit(args, release.message(), release.as_dict())
     return 0
 
@@ -145,6 +151,11 @@ def add_revalidate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="SNAPSHOT",
         help="reference snapshot for the unseen-category checks (default: the champion's, "
         "as the drift monitor validates; none: skip those checks)",
+    )
+    p.add_argument(
+        "--new-version",
+        action="store_true",
+        help="release it although the batch holds a valid version (it becomes the newest)",
     )
 
 

@@ -58,3 +58,29 @@ def test_release_on_both_stores(store: ObjectStore, tmp_path: Path) -> None:
     assert committed_versions(store, "loans", "2024-01") == [2]
     # the released content is the batch's content: ingesting it again is a no-op
     assert ingest_frame(store, fixed, frame, "2024-01").status == "unchanged"
+
+
+def test_a_batch_with_a_valid_version_needs_new_version(tmp_path: Path) -> None:
+    from pipeline.base.store import LocalStore
+    from pipeline.steps.sources import BatchExists
+
+    store = LocalStore(tmp_path / "store")
+    wrong = loans.spec(tmp_path, region_nulls=0.0)
+    refused = ingest_frame(
+        store, wrong, loans.batch("2024-01", 300, seed=5, region_nulls=0.5), "2024-01"
+    ).ref
+    with pytest.raises(ValidationFailed):
+        validate_batch(store, wrong, refused)
+    corrected = ingest_frame(store, wrong, loans.batch("2024-01", 300, seed=6), "2024-01").ref
+    assert validate_batch(store, wrong, corrected).success
+    fixed = loans.spec(tmp_path, region_nulls=0.5)
+    with pytest.raises(
+        BatchExists,
+        match=r"already holds a valid version \(v2\); releasing "
+        r"loans/2024-01/v1 would make it the newest",
+    ):
+        release_batch(store, fixed, refused, who="ops")
+    assert committed_versions(store, "loans", "2024-01") == [2]
+    release = release_batch(store, fixed, refused, who="ops", new_version=True)
+    assert release.released == BatchRef("loans", "2024-01", 3)
+    assert committed_versions(store, "loans", "2024-01") == [2, 3]
