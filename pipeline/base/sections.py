@@ -228,9 +228,18 @@ class RetrainConfig(Section):
     """When and how the retrain DAG trains (DESIGN.md, the flow of one retrain)."""
 
     schedule: str = Field("0 3 * * 1", description="cron of scheduled retrains (UTC)")
-    window_batches: int = Field(3, ge=1, le=60, description="latest labelled batches trained on")
+    window_batches: int = Field(
+        3,
+        ge=1,
+        le=60,
+        description="the latest valid, labelled batches one retrain trains on (its window; "
+        "the latest 20 % of the window's rows by timestamp are the validation set)",
+    )
     train_config: Path = Field(
-        Path("configs/flights.yaml"), description="the training job's YAML (model, schedule)"
+        Path("configs/flights.yaml"),
+        description="the training job's YAML (model, optimizer, schedule in epochs; "
+        "docs/training.md); the retrain sets the window's files, run name and MLflow on it. "
+        "Point it at your own data set's file",
     )
     backend: Literal["local", "kubernetes"] = Field(
         "local", description="local: in the Airflow worker; kubernetes: a GPU pod"
@@ -256,14 +265,29 @@ class MonitorConfig(Section):
 class GateConfig(Section):
     """The SLOs a challenger must meet before it may serve as canary."""
 
-    min_auc: float = Field(0.64, gt=0.0, le=1.0, description="holdout ROC AUC, overall")
-    min_slice_auc: float = Field(0.60, gt=0.0, le=1.0, description="holdout AUC in every slice")
+    min_auc: float = Field(
+        0.64,
+        gt=0.0,
+        le=1.0,
+        description="holdout ROC AUC, overall (unset here: the spec's promotion.min_auc first)",
+    )
+    min_slice_auc: float = Field(
+        0.60,
+        gt=0.0,
+        le=1.0,
+        description="holdout AUC in every slice (unset here: the spec's promotion.min_slice_auc "
+        "first)",
+    )
     slices: list[str] | None = Field(None, description="default: the spec's slices")
     slice_min_rows: int | None = Field(
         None, ge=1, description="smaller slices are not judged; default: the spec's"
     )
     max_auc_drop: float = Field(
-        0.01, ge=0.0, le=1.0, description="largest AUC loss against the champion, same holdout"
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="largest AUC loss against the champion, same holdout (unset here: the "
+        "spec's promotion.max_auc_drop first)",
     )
     max_nan_count: int = Field(0, ge=0, description="non-finite training steps allowed")
     max_cost_usd: float | None = Field(
@@ -277,9 +301,21 @@ class GateConfig(Section):
 class CanaryConfig(Section):
     """How a canary serves and how it is judged when labels arrive."""
 
-    share: float = Field(0.2, gt=0.0, lt=1.0, description="share of rows the canary scores")
+    share: float = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="share of rows the canary scores (unset here: the spec's "
+        "promotion.canary_share first)",
+    )
     salt: str = Field("canary-v1", min_length=1, description="changes which rows go to it")
-    min_rows: int = Field(1000, ge=10, description="labelled rows each arm needs before a verdict")
+    min_rows: int = Field(
+        1000,
+        ge=10,
+        description="labelled rows each arm needs before a verdict; unset here: the spec's "
+        "promotion.canary_min_rows, else half the canary's share of the median batch it "
+        "served, within [100, this]",
+    )
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="two-sided interval level")
     margin: float = Field(
         0.005,

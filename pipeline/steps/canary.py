@@ -1,7 +1,7 @@
 """Canary scoring and review: promote, roll back, or wait for more labels.
 
 **Routing.** A row goes to the canary when ``blake2b(salt, row id)`` read as a
-fraction of 2**64 is below ``canary.share``: stable across runs, machines and
+fraction of 2**64 is below the canary's share: stable across runs, machines and
 Python versions, so a row re-scored after a retry lands on the same model,
 and independent of row order. Every prediction records the version that made
 it and the alias it served under.
@@ -18,7 +18,9 @@ champion mean and a two-sided ``confidence`` interval ``[lo, hi]`` of ``d``
   that confidence; the ``canary`` alias is removed, the version tagged
   ``rejected`` and a ``canary_rolled_back`` alert goes out;
 - ``inconclusive`` otherwise, or when an arm has fewer than ``min_rows``
-  labelled rows: the canary keeps its share; after ``max_wait_hours`` a
+  labelled rows (share and ``min_rows`` per data set: the config, the spec's
+  ``promotion:``, else derived from the batch sizes seen, see
+  :mod:`pipeline.steps.promotion_rules`): the canary keeps its share; after ``max_wait_hours`` a
   person decides (``canary_needs_decision`` alert), with
   ``python -m pipeline canary promote|reject``.
 
@@ -41,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pipeline.base.layout import predictions_key
 from pipeline.base.store import ObjectStore, check_id, get_frame, join_key, put_frame
 from pipeline.steps.aliases import CANARY, CHAMPION, RegistryError, current_alias
+from pipeline.steps.promotion_rules import canary_rules
 from pipeline.steps.quality import PREDICTION_COLUMN
 
 if TYPE_CHECKING:
@@ -147,8 +150,9 @@ def score_batch(
             spec.name, batch_id, len(done), champion, canary, canary_rows, key, True
         )
     ids = features[spec.id_column].astype(str).to_numpy()
+    rules = canary_rules(config, spec)
     to_canary = (
-        route_to_canary(ids, config.canary.share, config.canary.salt)
+        route_to_canary(ids, rules.share, rules.salt)
         if canary
         else pd.Series(False, index=features.index).to_numpy()
     )
@@ -214,21 +218,23 @@ class CanaryReview:
 
 def _served_rows(
     store: ObjectStore, dataset: str, canary: str, id_column: str = ""
-) -> pd.DataFrame:
-    """Every prediction made while ``canary`` was live (any batch, any champion)."""
+) -> tuple[pd.DataFrame, list[int]]:
+    """Every prediction made while ``canary`` was live (any batch, any champion), and
+    the row count of each batch scored then (the batch sizes the canary's rules scale with)."""
     import pandas as pd
 
     prefix = join_key("predictions", check_id(dataset, "dataset name"))
     marker = f"_canary-v{canary}/"
     keys = [k for k in store.list(prefix) if marker in k and k.endswith("predictions.parquet")]
     if not keys:
-        return pd.DataFrame(columns=[PREDICTION_COLUMN, "model_version", "alias"])
-    frame = pd.concat([get_frame(store, k) for k in sorted(keys)], ignore_index=True)
+        return pd.DataFrame(columns=[PREDICTION_COLUMN, "model_version", "alias"]), []
+    frames = [get_frame(store, k) for k in sorted(keys)]
+    frame = pd.concat(frames, ignore_index=True)
     if "scored_at" in frame.columns and id_column in frame.columns:
         # a row scored again while the same canary served counts once (its latest scoring)
         frame = frame.sort_values("scored_at", kind="stable")
         frame = frame.drop_duplicates(id_column, keep="last")
-    return frame
+    return frame, [len(f) for f in frames]
 
 
 def _arm(frame: pd.DataFrame, version: str, target: str) -> tuple[Arm, Any]:
@@ -277,10 +283,12 @@ def review_canary(
         )
     since = client.get_model_version(name, canary).tags.get("alias.canary.at")
     age = (now - datetime.fromisoformat(since)).total_seconds() / 3600 if since else None
-    served = _served_rows(store, spec.name, canary, spec.id_column)
+    served, batch_rows = _served_rows(store, spec.name, canary, spec.id_column)
     missing = {spec.id_column, spec.target} - set(labels.columns)
     if missing:
         raise RegistryError(f"labels lack column(s) {sorted(missing)}")
+    # the share and minimum rows of this data set: config, spec, else the batch sizes seen
+    c = canary_rules(config, spec, batch_rows or [len(labels)])
     joined = served.merge(labels[[spec.id_column, spec.target]], on=spec.id_column, how="inner")
     is_canary = (joined["alias"] == CANARY).to_numpy()
     champion_versions = sorted(set(joined.loc[~is_canary, "model_version"].astype(str)))

@@ -44,6 +44,7 @@ from pipeline.steps.aliases import (
     current_alias,
     move_alias,
 )
+from pipeline.steps.promotion_rules import gate_rules
 from pipeline.steps.scoring import load_scorer, predict_probability
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def evaluate_gate(
     """Every check of the gate for ``name`` v``version`` on ``holdout`` (features + target)."""
     import numpy as np
 
-    g = config.gate
+    g = gate_rules(config, spec)  # the spec's floors where the config sets none
     if spec.target not in holdout.columns:
         raise RegistryError(f"the holdout has no target column {spec.target!r}")
     if len(holdout) == 0:
