@@ -11,6 +11,7 @@ BENCHMARKS = {
     "quality": "benchmarks.quality",
     "data": "benchmarks.data",
     "live_month": "benchmarks.live_month",
+    "cycle_stopping": "benchmarks.cycle_stopping",
 }
 
 
