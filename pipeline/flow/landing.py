@@ -103,22 +103,34 @@ class BatchListing:
     versions: list[int]
     quarantined: list[int]
     labels: list[int]
+    released: dict[int, int]  # quarantined version -> the version it was released as
+
+
+def _released(env: Env, batch_id: str, versions: list[int]) -> dict[int, int]:
+    from pipeline.base.layout import BatchRef, batch_prefix, read_manifest
+
+    out = {}
+    for v in versions:
+        origin = read_manifest(env.store, batch_prefix(BatchRef(env.dataset, batch_id, v)))
+        if isinstance(origin.get("released_from"), dict):
+            out[int(origin["released_from"]["version"])] = v
+    return out
 
 
 def batches(env: Env) -> list[BatchListing]:
-    """Every batch id in the store with its versions, quarantined versions and labels."""
+    """Every batch id in the store with its versions, quarantined versions (and those
+    released by ``revalidate``) and labels."""
     from pipeline.base.layout import AREAS, batch_ids, committed_versions
 
     ids = sorted({b for area in AREAS for b in batch_ids(env.store, env.dataset, area)})
-    return [
-        BatchListing(
-            b,
-            committed_versions(env.store, env.dataset, b),
-            committed_versions(env.store, env.dataset, b, "quarantine"),
-            committed_versions(env.store, env.dataset, b, "labels"),
-        )
-        for b in ids
-    ]
+    out = []
+    for b in ids:
+        versions = committed_versions(env.store, env.dataset, b)
+        quarantined = committed_versions(env.store, env.dataset, b, "quarantine")
+        released = _released(env, b, versions) if quarantined else {}
+        labels = committed_versions(env.store, env.dataset, b, "labels")
+        out.append(BatchListing(b, versions, quarantined, labels, released))
+    return out
 
 
 def reference(env: Env, snapshot: str, batch_ids: list[str]) -> tuple[Any, list[Any]]:

@@ -254,9 +254,10 @@ def _batches(args: argparse.Namespace, lazy: Lazy) -> int:
     rows = [asdict(b) for b in flow.batches(env)]
     lines = [f"{env.store.description}, dataset {env.dataset}: {len(rows)} batch id(s)"]
     for r in rows:
+        released = "".join(f"  v{q} released as v{v}" for q, v in r["released"].items())
         lines.append(
             f"  {r['batch_id']:<12} versions {r['versions'] or '-'}  "
-            f"quarantined {r['quarantined'] or '-'}  labels {r['labels'] or '-'}"
+            f"quarantined {r['quarantined'] or '-'}  labels {r['labels'] or '-'}{released}"
         )
     emit(args, "\n".join(lines), {"store": env.store.description, "batches": rows})
     return 0

@@ -130,7 +130,7 @@ def test_a_fixed_spec_releases_the_batch_and_keeps_its_history(
     assert "region" in attempts[0]["failed"][0]
 
     code, out, _ = _run(capsys, "batches")
-    assert "2024-01      versions [2]  quarantined [1]  labels -" in out
+    assert "2024-01      versions [2]  quarantined [1]  labels -  v1 released as v2\n" in out
 
     # again: a no-op that names what happened before (default reference: the champion's,
     # none yet); ingesting the same file finds the released version
