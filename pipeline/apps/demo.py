@@ -4,7 +4,9 @@ By default the bundled example: 2013's flights, month by month. With
 ``--spec SPEC.yaml --batches DIR`` your own data: DIR holds one file per batch,
 ``<batch_id>.csv`` or ``<batch_id>.parquet`` (batch ids sort in time order), each
 with the spec's columns and the target column. The target is split off as the
-batch's labels, which land one batch later, as in production.
+batch's labels, which land one batch later, as in production. ``--example gss``
+replays a bundled second example (:mod:`pipeline.apps.examples`): its batch files
+are written to ``<home>/examples/gss`` and read from there like a user's folder.
 
 For each batch the ``ingest`` DAG lands its features and the previous batch's
 labels; the assets they emit start ``drift_monitor`` and ``canary_review``, whose
@@ -169,6 +171,19 @@ def folder_batches(folder: Path, spec_path: Path, incoming: Path) -> list[BatchS
     return out
 
 
+def _example(args: argparse.Namespace, home: Path) -> tuple[Path, Path]:
+    """The example's spec, and the folder its batch files were written to."""
+    from pipeline.apps.examples import EXAMPLES, write_example
+
+    if args.spec is not None or args.batches is not None:
+        raise UsageError("--example replaces --spec and --batches: give one or the other")
+    if args.example not in EXAMPLES:
+        raise UsageError(f"--example {args.example!r} is unknown; known: {', '.join(EXAMPLES)}")
+    folder = home / "examples" / args.example
+    write_example(args.example, folder)
+    return EXAMPLES[args.example].spec, folder
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline demo",
@@ -178,11 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--months", default="1-12", help="flights: months of 2013 (default 1-12)")
     parser.add_argument("--spec", type=Path, help="your data's dataset spec (with --batches)")
     parser.add_argument("--batches", type=Path, help="a folder of <batch_id>.csv|.parquet files")
+    parser.add_argument(
+        "--example", help="a bundled example instead (gss): its spec and batch files"
+    )
     parser.add_argument("--home", default=str(DEFAULT_HOME), help="local state folder")
     args = parser.parse_args(argv)
     t0 = time.monotonic()
     home = Path(args.home).resolve()
     try:
+        if args.example is not None:
+            args.spec, args.batches = _example(args, home)
         if (args.spec is None) != (args.batches is None):
             raise UsageError("--spec and --batches go together (your data); neither: flights")
         if args.spec is not None:

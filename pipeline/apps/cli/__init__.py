@@ -19,6 +19,7 @@ Subcommands (each keyed by an explicit batch id, safe to re-run):
   rollback --why TEXT    champion returns to previous_champion
   models                 aliases, versions with gate/canary status, alias history
   demo                   replay batches month by month through the Airflow DAGs (./run demo)
+  example NAME --out DIR write a bundled example (gss) as batch files for demo --batches
   ui                     start the Airflow and MLflow UIs on the local data (./run ui)
 
 Configuration: ``--config FILE`` (or $COSINE_RETRAIN_CONFIG) and environment variables
@@ -78,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipeline.apps.demo import main as demo
 
         return demo(argv[1:])
+    if argv[:1] == ["example"]:
+        from pipeline.apps.examples import main as example
+
+        return example(argv[1:])
     if argv[:1] == ["ui"]:
         from pipeline.apps.ui import main as ui
 
