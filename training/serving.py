@@ -14,7 +14,7 @@ through :func:`training.checkpoint.load_checkpoint`, i.e. checksum first and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,47 @@ import pandas as pd
 import torch
 
 from training.checkpoint import CheckpointError, load_checkpoint
-from training.data.preprocess import Preprocessor
+from training.data.preprocess import Preprocessor, as_double
+from training.data.spec import categories_as_str
 from training.model import TabularMLP
 
 PROBABILITY = "probability"
+STRING, DOUBLE = "string", "double"
+
+
+def input_types(preprocessor: Preprocessor) -> dict[str, str]:
+    """The model's input columns and their types, from the spec's roles (which the
+    preprocessing keeps), never from a frame's dtypes: categorical columns are
+    strings, numeric ones doubles, both nullable. A categorical column that was
+    all-null in training is still a string column."""
+    return {
+        **dict.fromkeys(preprocessor.categorical, STRING),
+        **dict.fromkeys(preprocessor.numeric, DOUBLE),
+    }
+
+
+def as_model_input(frame: pd.DataFrame, types: Mapping[str, str]) -> pd.DataFrame:
+    """``frame``'s columns of ``types`` in the types of the model's signature.
+
+    String columns go through :func:`categories_as_str` (``3``, ``3.0`` and ``"3"``
+    are one category; nulls stay null, also in an all-null float column); double
+    columns become float64 with NaN for nulls (ints, nullable ``Int64``, an all-null
+    object column). Anything else is left as it is, for the signature to refuse
+    by name. Columns that ``frame`` lacks are left out (the signature names them).
+    """
+    out: dict[str, pd.Series] = {}
+    for name, kind in types.items():
+        if name not in frame.columns:
+            continue
+        col = frame[name]
+        if kind == STRING:
+            out[name] = categories_as_str(col)
+        elif kind == DOUBLE:
+            values = as_double(col)
+            out[name] = col if values is None else pd.Series(values, index=frame.index, name=name)
+        else:
+            out[name] = col
+    return pd.DataFrame(out, index=frame.index)
 
 
 class Scorer:
@@ -58,6 +95,10 @@ class Scorer:
     def from_files(cls, paths: Sequence[str | Path]) -> Scorer:
         return cls([load_checkpoint(p) for p in paths])
 
+    @property
+    def input_types(self) -> dict[str, str]:
+        return input_types(self.preprocessor)
+
     @torch.no_grad()
     def predict_proba(self, frame: pd.DataFrame, batch_size: int = 65_536) -> np.ndarray:
         cats, nums = self.preprocessor.transform(frame, "rows to score")
@@ -68,6 +109,17 @@ class Scorer:
                 n = torch.from_numpy(nums[i : i + batch_size])
                 out[i : i + batch_size] += torch.sigmoid(model(c, n)).double().numpy()
         return out / len(self.models)
+
+
+def model_signature(scorer: Scorer) -> Any:
+    """The MLflow signature of a registered model: one column per feature of the
+    spec, typed by its role (:func:`input_types`), all nullable; ``probability`` out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, Schema
+
+    kinds = {STRING: DataType.string, DOUBLE: DataType.double}
+    inputs = Schema([ColSpec(kinds[k], name) for name, k in scorer.input_types.items()])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec(DataType.double, PROBABILITY)]))
 
 
 try:  # the pyfunc wrapper needs mlflow; the trainer image may score without it

@@ -6,9 +6,11 @@ in MLflow one checkpoint per cosine cycle (``checkpoints/best-cycle-NN.ckpt``) a
 :func:`register_training_run` turns each into a version of the spec's model
 (``flight_delay``): an MLflow pyfunc (:class:`training.serving.TabularPyfunc`,
 logged "from code", so nothing is pickled) that carries its preprocessing and
-scores raw rows, with a signature inferred from real holdout rows and an input
-example. Versions are tagged with their lineage (cycle, step, lr, metrics,
-schedule, data snapshot, reports, code revision). When the mean of the cycle
+scores raw rows, with a signature built from the spec's roles (categorical columns
+as nullable strings, numeric ones as nullable doubles; never inferred from the
+holdout's dtypes) and an input example from real holdout rows. Versions are
+tagged with their lineage (cycle, step, lr, metrics, schedule, data snapshot,
+reports, code revision). When the mean of the cycle
 bests' probabilities (a snapshot ensemble) beats the best single one on the
 holdout, it becomes a version of its own. The best version of the run gets the
 ``challenger`` alias.

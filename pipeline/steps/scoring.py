@@ -10,7 +10,7 @@ from pipeline.steps.aliases import RegistryError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["load_scorer", "predict_probability"]
+__all__ = ["describe_serving_error", "load_scorer", "predict_probability"]
 
 
 def load_scorer(name: str, version: str, tracking_uri: str) -> Any:
@@ -22,8 +22,16 @@ def load_scorer(name: str, version: str, tracking_uri: str) -> Any:
 
 
 def predict_probability(model: Any, frame: pd.DataFrame) -> Any:
-    """The pyfunc's probabilities for ``frame`` (only its signature's columns are passed)."""
+    """The pyfunc's probabilities for ``frame``.
+
+    Only the signature's columns are passed, each in the signature's type
+    (:func:`training.serving.as_model_input`: string columns as categories, double
+    columns as floats), so a batch read with other dtypes (integer categories, an
+    all-null column) is scored; a value the type cannot hold is refused by MLflow.
+    """
     import numpy as np
+
+    from training.serving import as_model_input
 
     schema = model.metadata.get_input_schema()
     if schema is not None:
@@ -31,7 +39,23 @@ def predict_probability(model: Any, frame: pd.DataFrame) -> Any:
         missing = [c for c in names if c not in frame.columns]
         if missing:
             raise RegistryError(f"rows to score lack the model's input column(s) {missing}")
-        frame = frame[names]
+        types = {c.name: getattr(c.type, "name", str(c.type)) for c in schema.inputs}
+        frame = as_model_input(frame[names], types)
     out = model.predict(frame)
     column = out["probability"] if hasattr(out, "columns") else out
     return np.asarray(column, dtype=np.float64)
+
+
+def describe_serving_error(exc: BaseException) -> str:
+    """An error of a model's ``predict``, whole, with its reason first.
+
+    MLflow's schema errors start with the rows they refused (``Failed to enforce
+    schema of data '<the frame>' with schema '...'. Error: <the reason>``): their
+    first line is part of a data frame. The reason (what follows the last
+    ``Error:``) comes first, then the whole message, never cut.
+    """
+    text = str(exc).strip() or type(exc).__name__
+    head, sep, reason = text.rpartition("Error: ")
+    if sep and head.startswith("Failed to enforce schema") and reason.strip():
+        return f"{reason.strip()}\n(MLflow's whole message) {text}"
+    return text

@@ -167,13 +167,15 @@ def _log_model(
     """Log a pyfunc "from code" with the checkpoints as artifacts; (model_uri, model_id)."""
     import mlflow
     import pandas as pd
-    from mlflow.models import infer_signature
 
-    from training.serving import PROBABILITY, Scorer
+    from training.serving import Scorer, as_model_input, model_signature
 
     scorer = Scorer.from_files(checkpoints)
-    inputs = example[scorer.feature_columns]
-    signature = infer_signature(inputs, pd.DataFrame({PROBABILITY: scorer.predict_proba(inputs)}))
+    # the signature comes from the spec's roles (kept in the preprocessing), never from
+    # the example's dtypes: a categorical column all-null in the training window would
+    # be inferred as double and refuse every later batch that has values
+    signature = model_signature(scorer)
+    inputs = as_model_input(example, scorer.input_types)
     import numpy
     import pydantic
     import torch

@@ -30,6 +30,26 @@ STATE_FORMAT = "cosine-retrain/preprocessor/v1"
 CLIP = 5.0
 
 
+def as_double(col: pd.Series) -> np.ndarray | None:
+    """A numeric column as float64 with NaN for nulls, or None when it is not numeric.
+
+    Numbers of any width (nullable ``Int64``/``Float64`` included) convert; so does an
+    object column whose every non-null value is a number, and an all-null one (what
+    a JSON payload or an empty CSV column gives): a numeric role is numeric whatever
+    dtype the frame inferred. Booleans and text are not numbers.
+    """
+    if pd.api.types.is_bool_dtype(col):
+        return None
+    if pd.api.types.is_numeric_dtype(col):
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    if col.dtype != object or col.map(lambda v: isinstance(v, bool | str | bytes)).any():
+        return None
+    converted = pd.to_numeric(col, errors="coerce")
+    if (converted.isna() != col.isna()).any():
+        return None
+    return converted.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 @dataclass(frozen=True)
 class Preprocessor:
     categorical: list[str]
@@ -108,14 +128,15 @@ class Preprocessor:
         nums = np.zeros((n, self.n_numeric), dtype=np.float32)
         for j, name in enumerate(self.numeric):
             col = frame[name]
-            if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            values = as_double(col)
+            if values is None:
                 raise DataError(f"{what}: column {name!r} should be numeric but is {col.dtype}")
-            values = col.to_numpy(dtype=np.float64, na_value=np.nan)
             bad = ~np.isfinite(values)
             values = np.where(bad, self.median[name], values)
             nums[:, j] = np.clip((values - self.mean[name]) / self.std[name], -CLIP, CLIP)
         for k, name in enumerate(self.indicators):
-            values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            values = as_double(frame[name])
+            assert values is not None  # the loop above refused a non-numeric column
             nums[:, len(self.numeric) + k] = ~np.isfinite(values)
         return cats, nums
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from sklearn.metrics import roc_auc_score
 
 from pipeline.base.config import load_config
@@ -24,6 +25,15 @@ from training.data.spec import load_spec
 from training.model import TabularMLP
 
 SPEC = load_spec("configs/datasets/flights.yaml")
+
+
+def as_text_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows as the signature takes them: the spec's categorical columns as text."""
+    out = frame.copy()
+    for column in SPEC.categorical_features:
+        assert out[column].notna().all(), column  # str() of a null is no category
+        out[column] = out[column].astype(str)
+    return out
 
 
 def _client(url: str, home: Path) -> MlflowClient:
@@ -106,7 +116,12 @@ def test_the_challenger_scores_raw_rows_like_its_checkpoint(registered: dict[str
     model = mlflow.pyfunc.load_model(f"models:/{name}@{CHALLENGER}")
     inputs = model.metadata.get_input_schema().input_names()
     assert set(inputs) == set(SPEC.feature_columns)
-    predicted = model.predict(holdout[inputs])["probability"].to_numpy()
+    # the signature follows the spec's roles: categories are text (flights' day_of_week
+    # and dep_hour arrive as integers: a caller of the pyfunc sends them as text)
+    rows = as_text_categories(holdout[inputs])
+    with pytest.raises(MlflowException, match="column day_of_week"):
+        model.predict(holdout[inputs])
+    predicted = model.predict(rows)["probability"].to_numpy()
     challenger = registered["first"].challenger
     if challenger.candidate == "ensemble":
         paths = sorted((run.run_dir / "checkpoints").glob("best-cycle-*.ckpt"))
@@ -167,7 +182,7 @@ def test_the_ensemble_becomes_a_version_and_the_challenger_when_it_wins(
     mlflow.set_tracking_uri(registered["url"])
     model = mlflow.pyfunc.load_model(f"models:/{name}@{CHALLENGER}")
     inputs = model.metadata.get_input_schema().input_names()
-    predicted = model.predict(part[inputs])["probability"].to_numpy()
+    predicted = model.predict(as_text_categories(part[inputs]))["probability"].to_numpy()
     assert np.allclose(predicted, singles.mean(axis=0)[idx], atol=1e-6)
 
 
