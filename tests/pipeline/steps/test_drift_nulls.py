@@ -20,6 +20,7 @@ from pipeline.steps.ingest import ingest_frame
 from pipeline.steps.reference import create_reference
 from pipeline.steps.validation import validate_frame
 from tests.pipeline import loans
+from training.data.spec import DataError
 
 REF = BatchRef("loans", "2024-07", 1)
 
@@ -172,3 +173,18 @@ def test_the_console_names_the_finding_and_the_skipped_column(
         "decision: RETRAIN (drift: the null share moved by more than 25% against reference "
         "jan in region 100% -> 20%)"
     )
+
+
+def test_only_a_null_shift_to_compare_still_gives_a_summary(tmp_path: Path, spec, frames) -> None:
+    """drift.columns = [region]: nothing to compare by value, the null share is enough."""
+    jan, jul = frames
+    html = tmp_path / "report.html"
+    config = DriftConfig(columns=["region"])
+    summary = compute_drift(jul, jan, spec, config, ref=REF, reference_id="2024-01", html_path=html)
+    assert summary.columns == ()
+    assert summary.drifted
+    assert summary.drifted_columns == ("region",)
+    assert "Null share moved: region" in html.read_text(encoding="utf-8")
+    calm = loans.batch("2024-08", 800, seed=3, region_nulls=1.0)
+    with pytest.raises(DataError, match="no column has values to compare"):
+        compute_drift(calm, jan, spec, config, ref=REF, reference_id="2024-01")
