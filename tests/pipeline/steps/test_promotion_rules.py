@@ -22,6 +22,7 @@ from pipeline.steps.aliases import CANARY, CHAMPION, move_alias
 from pipeline.steps.canary import review_canary, route_to_canary
 from pipeline.steps.promotion_rules import (
     MIN_ROWS_FLOOR,
+    auc_noise,
     canary_rules,
     derived_min_rows,
     gate_rules,
@@ -82,6 +83,35 @@ def test_config_then_spec_then_default() -> None:
     # no promotion section: the config's defaults, the minimum rows from the batch size
     assert gate_rules(plain, churn_spec()) == plain.gate
     assert canary_rules(plain, churn_spec(), [3000]).min_rows == 300
+
+
+def test_the_auc_noise_matches_a_simulation() -> None:
+    """Hanley & McNeil's standard error against the spread of AUCs measured on many
+    simulated holdouts (binormal scores with a true AUC of 0.7): an independent check."""
+    from scipy.stats import norm
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    shift = np.sqrt(2) * norm.ppf(0.7)  # binormal: AUC = Phi(shift / sqrt(2))
+    for positives, negatives in ((126, 1674), (400, 1600)):
+        y = np.r_[np.ones(positives), np.zeros(negatives)]
+        aucs = [
+            roc_auc_score(y, np.r_[rng.normal(shift, 1, positives), rng.normal(0, 1, negatives)])
+            for _ in range(400)
+        ]
+        assert auc_noise(positives, negatives) == pytest.approx(np.std(aucs), rel=0.15)
+
+
+def test_the_allowed_auc_drop_follows_the_holdout_size() -> None:
+    plain = load_config(None)
+    small = np.r_[np.ones(126), np.zeros(1674)]  # 1,800 rows, 7 % positives
+    large = np.r_[np.ones(3200), np.zeros(12800)]  # a flights-sized holdout
+    assert gate_rules(plain, churn_spec(), small).max_auc_drop == pytest.approx(0.0268, abs=1e-4)
+    assert gate_rules(plain, churn_spec(), large).max_auc_drop == 0.01  # the config's default
+    # the spec or the config set it: no allowance is added
+    assert gate_rules(plain, churn_spec(max_auc_drop=0.005), small).max_auc_drop == 0.005
+    explicit = load_config(None, gate={"max_auc_drop": 0.01})
+    assert gate_rules(explicit, churn_spec(), small).max_auc_drop == 0.01
 
 
 def test_an_environment_variable_is_explicit(monkeypatch: pytest.MonkeyPatch) -> None:
