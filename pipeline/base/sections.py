@@ -287,7 +287,7 @@ class GateConfig(Section):
         ge=0.0,
         le=1.0,
         description="largest AUC loss against the champion, same holdout (unset here: the "
-        "spec's promotion.max_auc_drop first)",
+        "spec's promotion.max_auc_drop, else at least the AUC's noise on the holdout)",
     )
     max_nan_count: int = Field(0, ge=0, description="non-finite training steps allowed")
     max_cost_usd: float | None = Field(
