@@ -1,0 +1,64 @@
+"""The drift monitor's own tasks (flow.monitor.drift and decide, as the DAG calls them)
+on the loans spec: a column empty in the champion's reference that fills up requests a
+retrain, and the record names the column; MLflow is real (SQLite in the home folder)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.base.config import load_config
+from pipeline.flow import Env, decide, drift
+from pipeline.steps.ingest import ingest_frame
+from pipeline.steps.reference import create_reference
+from tests.pipeline import loans
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
+    for name in list(os.environ):
+        if name.startswith(("COSINE_RETRAIN_", "MLFLOW_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("COSINE_RETRAIN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COSINE_RETRAIN_DATASET_SPEC", str(loans.write_spec(tmp_path / "l.yaml")))
+    return Env(load_config())
+
+
+def test_a_filled_up_column_requests_a_retrain_through_the_monitor(env: Env) -> None:
+    from pipeline.steps.aliases import CHAMPION, move_alias
+
+    jan = loans.batch("2024-01", 800, seed=1, region_nulls=1.0)
+    create_reference(env.store, env.spec, jan, "jan")
+    ingest_frame(
+        env.store, env.spec, loans.batch("2024-07", 800, seed=2, region_nulls=0.2), "2024-07"
+    )
+    # a champion whose training sample is the "jan" reference snapshot
+    env.client.create_registered_model(env.model)
+    version = env.client.create_model_version(env.model, "file:///nowhere", None).version
+    env.client.set_model_version_tag(env.model, version, "lineage.reference_snapshot", "jan")
+    move_alias(env.client, env.store, env.model, CHAMPION, version, why="test", who="test")
+
+    outcome = drift(env, "2024-07")
+    assert outcome.checked
+    assert outcome.reference == "jan"
+    assert outcome.drift_share == 0.0
+    assert outcome.drifted
+    assert outcome.drifted_columns == ["region"]
+    assert outcome.skipped == [
+        "region: no values in the reference (null share 100% -> 20%); "
+        "compared by its null share only"
+    ]
+    decision = decide(env, "2024-07", outcome)
+    assert decision.retrain
+    assert decision.trigger == "drift"
+    assert "region 100% -> 20%" in decision.reason
+    # the drift alert says which null share moved
+    from pipeline.base.store import get_json
+
+    keys = [k for k in env.store.list("alerts/drift_detected") if k.endswith("/alert.json")]
+    assert len(keys) == 1
+    assert "null share moved: region: null share 100% in the reference -> 20% in the batch" in (
+        str(get_json(env.store, keys[0]))
+    )
