@@ -215,3 +215,22 @@ def test_input_mistakes_are_one_clear_message_and_exit_2(
     assert err.startswith("error: ")
     assert message.format(r=churn) in err, err
     assert not (churn / "runs" / "bad").exists()
+
+
+def test_resuming_after_the_specs_bounds_changed_is_refused(
+    churn: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The spec's bounds change the steps, not the config's hash: the schedule's
+    fingerprint in the checkpoint still refuses to stretch a run."""
+    data = ["--features", str(churn / "features"), "--labels", str(churn / "labels")]
+    rc, _, err = _train(capsys, churn, "--run-name", "r", *data)
+    assert rc == 0, err
+    first = json.loads((churn / "runs" / "r" / "result.json").read_text())
+    assert first["schedule"]["cycle_steps"] == 84  # 3 epochs of 28 steps: within the bounds
+    spec = yaml.safe_load((churn / "churn.yaml").read_text())
+    spec["schedule"] = {"min_cycle_steps": 120}
+    (churn / "churn.yaml").write_text(yaml.safe_dump(spec))
+    rc, _, err = _train(capsys, churn, "--run-name", "r", "--resume", *data)
+    assert rc == 2, err
+    assert "checkpoint belongs to another schedule" in err
+    assert "cycle_steps: saved 84, now 120" in err
