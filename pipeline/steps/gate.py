@@ -2,6 +2,11 @@
 
 Checks (thresholds in ``config.gate``), all evaluated now on one holdout:
 
+- ``serving_smoke``: the version, loaded from the registry, scores a synthetic
+  spec-valid batch that exercises every column's allowed domain
+  (:mod:`pipeline.steps.smoke`). It runs first; when it fails, the version
+  cannot serve, no other check is run, and the check's detail holds the whole
+  error (e.g. the signature refusing a column);
 - ``auc``: ROC AUC on the holdout >= ``min_auc``;
 - ``auc[<column>=<value>]``: AUC in every slice (the spec's slices, e.g. each
   origin airport and carrier) with at least ``slice_min_rows`` rows and both
@@ -46,6 +51,7 @@ from pipeline.steps.aliases import (
 )
 from pipeline.steps.promotion_rules import gate_rules
 from pipeline.steps.scoring import load_scorer, predict_probability
+from pipeline.steps.smoke import serving_smoke_test
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -159,9 +165,41 @@ def evaluate_gate(
     uri = client.tracking_uri
     mv = client.get_model_version(name, str(version))
     model = load_scorer(name, str(version), uri)
+    champion = current_alias(client, name, CHAMPION)
+    smoke = serving_smoke_test(model, spec)
+    checks: list[GateCheck] = [
+        GateCheck(
+            "serving_smoke",
+            float(smoke.scored),
+            float(smoke.rows),
+            ">=",
+            smoke.passed,
+            smoke.detail,
+        )
+    ]
+    if not smoke.passed:
+        return GateResult(
+            model=name,
+            version=str(version),
+            passed=False,
+            checks=(
+                *checks,
+                GateCheck(
+                    "other_checks",
+                    None,
+                    None,
+                    "info",
+                    True,
+                    "not run: the version cannot serve spec-valid rows",
+                ),
+            ),
+            champion_version=champion,
+            first_model=champion is None,
+            holdout_rows=len(holdout),
+            evaluated_at=datetime.now(UTC).isoformat(),
+        )
     y = holdout[spec.target].to_numpy()
     prob = predict_probability(model, holdout)
-    checks: list[GateCheck] = []
 
     auc = _auc(y, prob)
     checks.append(GateCheck("auc", auc, g.min_auc, ">=", math.isfinite(auc) and auc >= g.min_auc))
@@ -201,7 +239,6 @@ def evaluate_gate(
             )
         )
 
-    champion = current_alias(client, name, CHAMPION)
     first_model = champion is None
     if champion is None:
         checks.append(

@@ -37,6 +37,7 @@ from pipeline.steps.holdout import training_holdout
 from pipeline.steps.promotion import apply_review, promote, reject_canary, rollback_champion
 from pipeline.steps.registration import register_training_run
 from tests.pipeline.base.test_alerts import Receiver
+from tests.pipeline.steps.test_registration import as_text_categories
 from training.data import flights
 from training.data.spec import load_spec
 
@@ -120,7 +121,7 @@ def test_the_gate_scores_the_champion_now_on_the_same_holdout(
     def auc(version: str) -> float:
         model = mlflow.pyfunc.load_model(f"models:/{env.name}/{version}")
         cols = model.metadata.get_input_schema().input_names()
-        return roc_auc_score(y, model.predict(holdout[cols])["probability"])
+        return roc_auc_score(y, model.predict(as_text_categories(holdout[cols]))["probability"])
 
     checks = {c.name: c for c in second.checks}
     expected_drop = auc(first.version) - auc(second.version)
@@ -132,7 +133,7 @@ def test_the_gate_scores_the_champion_now_on_the_same_holdout(
         assert rows.sum() >= 150
         model = mlflow.pyfunc.load_model(f"models:/{env.name}/{second.version}")
         cols = model.metadata.get_input_schema().input_names()
-        p = model.predict(holdout.loc[rows, cols])["probability"]
+        p = model.predict(as_text_categories(holdout.loc[rows, cols]))["probability"]
         assert checks[f"auc[origin={origin}]"].value == pytest.approx(
             roc_auc_score(y[rows], p), abs=1e-9
         )
@@ -227,7 +228,7 @@ def test_scoring_routes_rows_and_records_the_version(promoted: Any) -> None:
     mlflow.set_tracking_uri(env.url)
     model = mlflow.pyfunc.load_model(f"models:/{env.name}/{second.version}")
     cols = model.metadata.get_input_schema().input_names()
-    direct = model.predict(batch.loc[expected, cols])["probability"].to_numpy()
+    direct = model.predict(as_text_categories(batch.loc[expected, cols]))["probability"].to_numpy()
     assert np.allclose(preds.loc[expected, "score"].to_numpy(), direct)
     again = score_batch(env.client, env.store, env.config, SPEC, env.name, "2013-03", batch)
     assert again.reused
