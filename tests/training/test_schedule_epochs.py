@@ -64,11 +64,12 @@ def test_the_shipped_config_is_in_epochs_not_2000_steps() -> None:
     shipped = load_config(SHIPPED).schedule
     assert (shipped.cycle_steps, shipped.cycle_epochs) == (None, 3.0)
     small = shipped.build((9_000 * 8 // 10) // 512)  # 9k rows, 80 % for training: 14 per epoch
-    large = shipped.build(67_000 // 512)  # 3 months of flights: 130 per epoch
-    assert small.total_steps() / 14 == pytest.approx(large.total_steps() / 130, rel=0.05)
+    large = shipped.build(64_631 // 512)  # Jan-Mar flights: 64,631 training rows, 126 per epoch
+    assert small.total_steps() / 14 == pytest.approx(large.total_steps() / 126, rel=0.05)
     assert small.total_steps() / 14 < 16  # epochs, not 110
     # three months of flights keep (about) the schedule they had in steps: T0 400, W 100, R 20
-    assert (large.cycle_steps, large.warmup_steps, large.restart_warmup_steps) == (390, 98, 20)
+    assert (large.cycle_steps, large.warmup_steps, large.restart_warmup_steps) == (378, 94, 19)
+    assert large.total_steps() == 1890  # 2,000 before
 
 
 def test_bounds_clamp_the_cycle_and_scale_its_ramps() -> None:
