@@ -234,3 +234,14 @@ def test_resuming_after_the_specs_bounds_changed_is_refused(
     assert rc == 2, err
     assert "checkpoint belongs to another schedule" in err
     assert "cycle_steps: saved 84, now 120" in err
+
+
+def test_the_retrain_settings_are_documented() -> None:
+    """Issue 16: retrain.train_config and retrain.window_batches appeared in no doc."""
+    root = Path(__file__).resolve().parents[2]
+    training_md = (root / "docs" / "training.md").read_text()
+    reference = (root / "docs" / "configuration.md").read_text()
+    for field in ("train_config", "window_batches"):
+        assert f"`retrain.{field}`" in training_md
+        row = next(line for line in reference.splitlines() if line.startswith(f"| `{field}` |"))
+        assert len(row.rsplit("|", 2)[1].strip()) > 80, row  # a description, not a label
