@@ -121,7 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except MlflowException as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # whole, never its first line: a schema error's first line is part of the rows
+        from pipeline.steps.scoring import describe_serving_error
+
+        first = describe_serving_error(exc)
         where = "local"
         try:
             from pipeline.base.tracking import tracking_uri

@@ -355,3 +355,49 @@ def test_a_schema_error_is_described_whole_with_its_reason_first(
         == "Failed to convert column region from type object to DataType.double."
     )
     assert whole in text
+
+
+def test_the_command_line_prints_a_refused_batch_whole_with_the_reason_first(
+    mlflow_server: Any,
+    loans_run: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The bricked champion as a user met it: ``pipeline canary score`` on a later batch."""
+    import os
+
+    from pipeline.apps.cli import main
+
+    spec: DatasetSpec = loans_run["spec"]
+    env = Env(mlflow_server.url, tmp_path)
+    register_training_run(env.client, env.store, spec, loans_run["run_id"], name=env.name)
+    bad = _log_with_the_old_inferred_signature(
+        env, loans_run["run_id"], spec, tmp_path, loans_run["holdout"]
+    )
+    move_alias(env.client, env.store, env.name, CHAMPION, bad, why="test: a bricked champion")
+    for name in list(os.environ):
+        if name.startswith("COSINE_RETRAIN_"):
+            monkeypatch.delenv(name)
+    spec_path = write_spec(tmp_path)
+    monkeypatch.setenv("COSINE_RETRAIN_HOME", str(tmp_path))  # env.store is its store
+    monkeypatch.setenv("COSINE_RETRAIN_DATASET_SPEC", str(spec_path))
+    monkeypatch.setenv("COSINE_RETRAIN_MLFLOW__TRACKING_URI", mlflow_server.url)
+    monkeypatch.setenv("COSINE_RETRAIN_MLFLOW__MODEL_NAME", env.name)
+    later, _ = loans(200, 11, region=True)
+    later.to_csv(tmp_path / "2024-07.csv", index=False)
+    assert main(["ingest", str(tmp_path / "2024-07.csv"), "--batch-id", "2024-07"]) == 0
+    capsys.readouterr()
+
+    assert main(["canary", "score", "2024-07"]) == 2
+    err = capsys.readouterr().err
+    # (MLflow's download progress bar comes before it on stderr)
+    lines = [line for line in err.split("\n") if line.startswith("error:")]
+    assert len(lines) == 1, err
+    first = lines[0]
+    assert first.startswith("error: MLflow (")
+    assert first.endswith("Failed to convert column region from type object to DataType.double."), (
+        first
+    )
+    assert "Failed to enforce schema of data '" in err  # and the whole message follows
+    assert "'region': double" in err  # down to the schema it refused against
