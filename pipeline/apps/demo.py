@@ -34,12 +34,20 @@ from pipeline.apps.replay import BatchSource, Replay
 from training.atomic import atomic_write_text
 from training.locations import DEFAULT_HOME, PROJECT_ROOT
 
-__all__ = ["folder_batches", "main", "migrate", "prepare_environment"]
+__all__ = [
+    "claim_home",
+    "folder_batches",
+    "home_spec",
+    "main",
+    "migrate",
+    "prepare_environment",
+]
 
 ROOT = PROJECT_ROOT
 DAGS = ROOT / "dags"
 FLIGHTS_SPEC = ROOT / "configs" / "datasets" / "flights.yaml"
 FLIGHTS_TRAIN = ROOT / "configs" / "flights.yaml"
+HOME_SPEC = "dataset-spec.txt"  # in a home: the spec its replay ran with (./run ui reads it)
 
 
 class UsageError(Exception):
@@ -50,9 +58,32 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def home_spec(home: Path) -> Path | None:
+    """The dataset spec the replay in ``home`` ran with, if one did."""
+    note = home / HOME_SPEC
+    return Path(note.read_text().strip()) if note.is_file() else None
+
+
+def claim_home(home: Path, spec: Path, record: bool = False) -> None:
+    """Refuse a home that holds another data set's replay (its store, registry and
+    Airflow runs would mix with this one's); ``record``: remember ``spec`` there."""
+    held = home_spec(home)
+    if held is not None and held != spec:
+        raise UsageError(
+            f"--home {home} holds the replay of {held}, not {spec}: "
+            "give each data set its own --home"
+        )
+    if record and held is None:
+        home.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(home / HOME_SPEC, f"{spec}\n")
+
+
 def prepare_environment(home: Path, spec: Path | None = None) -> dict[str, str]:
-    """Point Airflow and the pipeline at ``home`` (before Airflow is imported)."""
+    """Point Airflow and the pipeline at ``home`` (before Airflow is imported). With no
+    ``spec`` (and none in the environment): the one the home's replay ran with."""
     home.mkdir(parents=True, exist_ok=True)
+    if spec is None and "COSINE_RETRAIN_DATASET_SPEC" not in os.environ:
+        spec = home_spec(home)
     env = {
         "AIRFLOW_HOME": str(home / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
@@ -179,6 +210,7 @@ def _example(args: argparse.Namespace, home: Path) -> tuple[Path, Path]:
         raise UsageError("--example replaces --spec and --batches: give one or the other")
     if args.example not in EXAMPLES:
         raise UsageError(f"--example {args.example!r} is unknown; known: {', '.join(EXAMPLES)}")
+    claim_home(home, EXAMPLES[args.example].spec)
     folder = home / "examples" / args.example
     write_example(args.example, folder)
     return EXAMPLES[args.example].spec, folder
@@ -207,13 +239,17 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--spec and --batches go together (your data); neither: flights")
         if args.spec is not None:
             spec = args.spec.resolve()
+            claim_home(home, spec)
             prepare_environment(home, spec)
             batches, before = folder_batches(args.batches, spec, home / "incoming"), None
             title = f"cosine-retrain: {args.batches.name} replayed through the DAGs"
         else:
-            prepare_environment(home)
+            spec = Path(os.environ.get("COSINE_RETRAIN_DATASET_SPEC", FLIGHTS_SPEC)).resolve()
+            claim_home(home, spec)
+            prepare_environment(home, spec)
             batches, before = flights_batches(_parse_months(args.months))
             title = "cosine-retrain: 2013 replayed through the DAGs"
+        claim_home(home, spec, record=True)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -136,6 +136,29 @@ def test_a_failing_wave_says_why_on_the_console(
     assert not (good_home / "store" / "datasets" / "gss" / "quarantine").exists()
 
 
+def test_a_home_keeps_its_data_set(replay: tuple[Path, str]) -> None:
+    """The replay's home remembers its spec: the flights demo is refused there (its
+    batches, models and runs would mix with the survey's), and ``./run ui --home``
+    (``prepare_environment`` with no spec) serves the survey's spec."""
+    home, _ = replay
+    proc = _pipeline("demo", "--months", "1", "--home", str(home), timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr
+    assert proc.stderr.startswith(f"error: --home {home} holds the replay of {SPEC}, not "), (
+        proc.stderr
+    )
+    assert "flights.yaml: give each data set its own --home" in proc.stderr
+    env = {k: v for k, v in os.environ.items() if k != "COSINE_RETRAIN_DATASET_SPEC"}
+    script = (
+        "import os, sys; from pathlib import Path; "
+        "from pipeline.apps.demo import prepare_environment; "
+        "prepare_environment(Path(sys.argv[1])); print(os.environ['COSINE_RETRAIN_DATASET_SPEC'])"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", script, str(home)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert shown.stdout.strip() == str(SPEC), shown.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
