@@ -176,8 +176,13 @@ def _run_schedule(args: argparse.Namespace) -> CosineSchedule:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
+    flat_flags = [
+        n for n in _SCHEDULE_FIELDS if n != "steps_per_epoch" and getattr(args, n) is not None
+    ]
     if args.config and _is_train_config(args.config):
         schedule = _run_schedule(args)
+    elif not args.config and (args.set or not flat_flags):
+        schedule = _run_schedule(args)  # the built-in training defaults, as train reads them
     else:
         if args.set:
             raise UsageError("--set needs --config with a training config (a schedule: section)")

@@ -245,3 +245,28 @@ def test_the_retrain_settings_are_documented() -> None:
         assert f"`retrain.{field}`" in training_md
         row = next(line for line in reference.splitlines() if line.startswith(f"| `{field}` |"))
         assert len(row.rsplit("|", 2)[1].strip()) > 80, row  # a description, not a label
+
+
+def test_schedule_takes_sets_without_a_config_file_as_train_does(
+    churn: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sets = [
+        f"data.dataset={churn / 'churn.yaml'}",
+        "data.source=files",
+        f"data.features={churn / 'features'}",
+        f"data.labels={churn / 'labels'}",
+        "schedule.cycle_epochs=1.5",
+        *FAST,
+    ]
+    argv = [arg for item in sets for arg in ("--set", item)]
+    out = ["--output-dir", str(churn / "runs"), "--no-mlflow"]
+    assert main(["train", *argv, "--run-name", "noconf", *out]) == 0
+    result = json.loads((churn / "runs" / "noconf" / "result.json").read_text())
+    capsys.readouterr()
+    assert main(["schedule", *argv, "--no-png", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["schedule"] == result["schedule"]
+    assert result["schedule"]["cycle_steps"] == 42  # 1.5 epochs of 28 steps
+    # an epoch flag alone is an override of the same defaults, with the steps per epoch given
+    assert main(["schedule", "--cycle-epochs", "2", "--steps-per-epoch", "40", "--no-png"]) == 0
+    # W = 0.75 x 40 = 30, then cycles of 80, 120, 180 steps (their last steps)
+    assert "cycle ends (best-per-cycle checkpoints): [109, 229, 409]" in capsys.readouterr().out
