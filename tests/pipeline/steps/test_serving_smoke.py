@@ -6,8 +6,10 @@ a source only starts filling mid-year. Trained by the real job, registered by th
 real registration step against a real MLflow server, loaded back from the
 registry: the version must score a later batch in which ``region`` has values
 (today's main inferred ``double (optional)`` for it from the training frame and
-refused every such batch: the bricked champion). A version logged with that old,
-inferred signature is refused by the gate's smoke test and moves no alias.
+refused every such batch: the bricked champion). A numeric column (``bonus``) is
+empty in training too (today's main refused to train: "no finite values"). A
+version logged with the old, inferred signature is refused by the gate's smoke
+test and moves no alias.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ SPEC_YAML = {
         "income": {"role": "numeric", "min": 0},
         "rate": {"role": "numeric", "min": 1, "max": 40},
         "score": {"role": "numeric", "max_null_share": 0.02},
+        # empty in the training window too; filled later
+        "bonus": {"role": "numeric", "min": 0, "max_null_share": 1.0},
     },
 }
 # a small real job: 100 optimizer steps, 3 cosine cycles
@@ -91,7 +95,8 @@ def write_spec(folder: Path) -> Path:
 
 
 def loans(n: int, seed: int, *, region: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Features and labels; ``region`` empty unless asked (the target depends on grade and rate)."""
+    """Features and labels; ``region`` and ``bonus`` empty unless asked (the target
+    depends on grade and rate)."""
     rng = np.random.default_rng(seed)
     grade = rng.choice(GRADES, n)
     rate = rng.uniform(1, 40, n).round(2)
@@ -107,6 +112,7 @@ def loans(n: int, seed: int, *, region: bool) -> tuple[pd.DataFrame, pd.DataFram
             "income": rng.lognormal(10, 0.5, n).round(0),
             "rate": rate,
             "score": np.where(rng.random(n) < 0.01, np.nan, rng.normal(600, 50, n)),
+            "bonus": rng.integers(0, 5000, n) if region else None,
         }
     )
     y = (rng.random(n) < 1 / (1 + np.exp(-logit.to_numpy()))).astype(int)
@@ -232,6 +238,7 @@ def test_a_column_empty_in_training_is_a_string_and_later_batches_with_values_ar
         "income": "double",
         "rate": "double",
         "score": "double",
+        "bonus": "double",
     }
     assert all(c.required for c in model.metadata.get_input_schema().inputs)
 
@@ -248,7 +255,10 @@ def test_a_column_empty_in_training_is_a_string_and_later_batches_with_values_ar
     expected = Scorer.from_files([ckpt]).predict_proba(later)
     np.testing.assert_allclose(prob, expected, rtol=1e-6, atol=1e-9)
     assert np.isfinite(prob).all()
-    # and a batch in which region is empty again (a float column of NaN) is scored too
+    # bonus never had a value in training: the model learned nothing from it and ignores it
+    richer = later.assign(bonus=later["bonus"] * 1000)
+    np.testing.assert_array_equal(predict_probability(model, richer), prob)
+    # and a batch in which both are empty again (object columns of None) is scored too
     assert np.isfinite(predict_probability(model, loans(50, 8, region=False)[0])).all()
 
 
