@@ -168,3 +168,25 @@ def test_config_mistakes_about_bounds_name_the_field(tmp_path: Path) -> None:
     both.write_text(yaml.safe_dump({"schedule": {"cycle_steps": 100, "cycle_epochs": 2}}))
     with pytest.raises(ConfigError, match=r"cycle_steps and schedule\.cycle_epochs are exclusive"):
         load_config(both)
+
+
+def test_a_config_in_steps_over_the_epoch_file_survives_the_command_line() -> None:
+    """The pod gets --set differences from the shipped file: one form of a length and
+    a list of files travel and read back to the same config."""
+    from training import api
+
+    base = load_config(SHIPPED)
+    config = api.updated(
+        base,
+        {
+            "run_name": "r",
+            "data.source": "files",
+            "data.features": ["/w/2024-01.parquet", "s3://bucket/2024-02.parquet"],
+            "data.labels": "/w/labels",
+            "schedule.cycle_steps": 400,
+        },
+    )
+    argv = api.train_argv(config, base, config_path=str(SHIPPED))
+    sets = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--set"]
+    assert "schedule.cycle_epochs=null" in sets
+    assert load_config(SHIPPED, [*sets, "run_name=r"]) == config
