@@ -18,7 +18,7 @@ survives the trip unchanged (``tests/training/test_api.py``).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from training.data.dataset import PreparedData
     from training.data.spec import DatasetSpec
     from training.distributed import DistContext
+    from training.hooks import CycleHook
 
 __all__ = [
     "ConfigError",
@@ -153,11 +154,15 @@ def train(
     ctx: DistContext | None = None,
     data: PreparedData | None = None,
     spec: DatasetSpec | None = None,
+    cycle_hooks: Sequence[CycleHook] = (),
 ) -> TrainResult:
     """Run the training job in this process; ``resume="if_present"`` continues the named
-    run from its checkpoint when it has one (a retried task), else starts it."""
+    run from its checkpoint when it has one (a retried task), else starts it.
+    ``cycle_hooks`` see each cycle's best as it closes; one returning True ends the run
+    there (status ``pruned``: the tuner's pruner)."""
     from training.trainer import Trainer
 
     if resume == "if_present":
         resume = bool(config.run_name) and has_checkpoint(config)
-    return Trainer(config, ctx=ctx, data=data, spec=spec).run(resume=bool(resume))
+    trainer = Trainer(config, ctx=ctx, data=data, spec=spec, cycle_hooks=cycle_hooks)
+    return trainer.run(resume=bool(resume))

@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 __all__ = ["REGISTRABLE", "CycleBest", "ResultError", "StoppingSummary", "TrainResult"]
 
-Status = Literal["completed", "budget_exhausted", "preempted"]
+Status = Literal["completed", "budget_exhausted", "preempted", "pruned"]  # pruned: a cycle hook
 REGISTRABLE = ("completed", "budget_exhausted")  # runs whose cycle bests may be registered
 
 T = TypeVar("T")

@@ -37,7 +37,7 @@ from training.data.dataset import PreparedData, prepare_for
 from training.data.preprocess import Preprocessor
 from training.data.spec import DataError, DatasetSpec, load_spec
 from training.distributed import DistContext
-from training.hooks import CheckpointEvent, CheckpointHook
+from training.hooks import CheckpointEvent, CheckpointHook, CycleEndEvent, CycleHook
 from training.locations import code_revision
 from training.loop import StepRecord, StepRunner
 from training.nan_guard import LoopState, NanGuard, TrainingDiverged, diverged_tags
@@ -66,9 +66,10 @@ class Trainer:
         data: PreparedData | None = None,
         spec: DatasetSpec | None = None,
         hooks: Sequence[CheckpointHook] | None = None,
+        cycle_hooks: Sequence[CycleHook] = (),
     ) -> None:
-        """``hooks`` run after every committed ``last`` checkpoint; default: the
-        Pushgateway's (a no-op without a configured URL)."""
+        """``hooks`` run after every committed ``last`` checkpoint (default: the Pushgateway's);
+        ``cycle_hooks`` at every cycle end: one returning True ends the run (``pruned``)."""
         self.config = config
         self.ctx = ctx or DistContext()
         self._data, self._spec = data, spec
@@ -76,7 +77,7 @@ class Trainer:
             from training.pushgateway import ProgressPusher
 
             hooks = [ProgressPusher(config)]
-        self.hooks = list(hooks)
+        self.hooks, self.cycle_hooks = list(hooks), list(cycle_hooks)
         self._stop: str | None = None
 
     # ---------------------------------------------------------------- setup
@@ -407,6 +408,9 @@ class Trainer:
                 {f"cycle_{cycle}_stopping": f"{decision.action}: {decision.reason}"}
             )
         log.info("stopping rule after cycle %d: %s (%s)", cycle, decision.action, decision.reason)
+        event = CycleEndEvent(self.run_name, best, end_step, round(self.cost.usd, 6))
+        if [h for h in self.cycle_hooks if h(event)] and not self.stop_state.stopped:
+            self._stop = self._stop or "pruned"
         if self.ctx.is_main:
             self.telemetry.log_artifact(self.run_dir / best.path, "checkpoints")
             self.telemetry.set_tags(
@@ -427,7 +431,8 @@ class Trainer:
     def _stop_requested(self) -> str | None:
         budget = self.cost.over_budget if self.ctx.is_main else False
         sigterm, over = self.ctx.any([self._stop == "preempted", budget], self.runtime.device)
-        return "preempted" if sigterm else "budget_exhausted" if over else None
+        pruned = "pruned" if self._stop == "pruned" else None
+        return "preempted" if sigterm else "budget_exhausted" if over else pruned
 
     # ---------------------------------------------------------------- the end
 
@@ -441,6 +446,7 @@ class Trainer:
                 f"cost budget spent: {self.cost.describe()} at step {self.state.step}"
             ),
             "preempted": f"SIGTERM at step {self.state.step}; checkpointed, resume with --resume",
+            "pruned": f"pruned by a cycle hook at step {self.state.step} (the tuner's pruner)",
         }
         spent = round(self.cost.usd, 6)  # one reading: the result's cost and what it saved
         stopping = summarize(
