@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.base import tracking
 from pipeline.base.alerts import AlertKind, raise_alert
 from pipeline.base.config import resolve_path
+from pipeline.flow.cards import after
 from pipeline.flow.env import Env
 from pipeline.flow.records import (
     BatchVersions,
@@ -470,15 +471,10 @@ def gate(env: Env, registration: Registered) -> GateOutcome:
     from pipeline.steps.holdout import training_holdout
 
     holdout = training_holdout(env.client, registration.run_id, env.spec, store=env.store)
-    result = gate_version(
-        env.client,
-        env.store,
-        env.config,
-        env.spec,
-        env.model,
-        holdout,
-        registration.challenger,
-    )
+    with after(env, registration.challenger, "gate decided"):  # its card, pass or fail
+        result = gate_version(
+            env.client, env.store, env.config, env.spec, env.model, holdout, registration.challenger
+        )
     return GateOutcome(
         version=result.version,
         passed=result.passed,

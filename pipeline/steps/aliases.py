@@ -42,6 +42,7 @@ __all__ = [
     "current_alias",
     "lock_key",
     "move_alias",
+    "record_decision",
     "version_tags",
 ]
 
@@ -87,11 +88,15 @@ class AliasMove:
     why: str
     when: str  # ISO 8601, UTC
     key: str = ""
+    # "moved"; or a decision that moved nothing by itself: "approved", "rejected",
+    # "approval_timed_out" (from_version: the alias then, to_version: the one proposed)
+    action: str = "moved"
 
     def describe(self) -> str:
         target = f"v{self.to_version}" if self.to_version else "(removed)"
         source = f"v{self.from_version}" if self.from_version else "(none)"
-        return f"{self.when} {self.alias}: {source} -> {target} by {self.who}: {self.why}"
+        verb = "" if self.action == "moved" else f" [{self.action}]"
+        return f"{self.when} {self.alias}: {source} -> {target}{verb} by {self.who}: {self.why}"
 
 
 def current_alias(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -144,6 +149,35 @@ def move_alias(
     client.set_registered_model_tag(name, "last_alias_move", move.describe()[:5000])
     log.info("alias %s", move.describe())
     return AliasMove(**{**asdict(move), "key": key})
+
+
+def record_decision(
+    store: ObjectStore,
+    name: str,
+    alias: str,
+    *,
+    current: str | None,
+    proposed: str | None,
+    action: str,
+    who: str,
+    why: str,
+) -> AliasMove:
+    """Record a decision about ``alias`` in the same audit trail as the moves (who,
+    when, why), for a decision that moves nothing itself (a rejection, a timeout)
+    or one that a move follows (an approval)."""
+    if alias not in ALIASES:
+        raise RegistryError(f"unknown alias {alias!r}; the pipeline uses {list(ALIASES)}")
+    when = _now()
+    record = AliasMove(name, alias, current, proposed, who, why, when.isoformat(), action=action)
+    key = join_key(
+        "registry",
+        check_id(name, "model name"),
+        "alias-moves",
+        f"{when:%Y%m%dT%H%M%S%f}-{alias}-{action}-{uuid.uuid4().hex[:8]}.json",
+    )
+    put_json(store, key, asdict(record))
+    log.info("alias decision %s", record.describe())
+    return AliasMove(**{**asdict(record), "key": key})
 
 
 def alias_history(store: ObjectStore, name: str) -> list[AliasMove]:

@@ -13,7 +13,8 @@ tagged with their lineage (cycle, step, lr, metrics, schedule, data snapshot,
 reports, code revision). When the mean of the cycle
 bests' probabilities (a snapshot ensemble) beats the best single one on the
 holdout, it becomes a version of its own. The best version of the run gets the
-``challenger`` alias.
+``challenger`` alias. Every new version gets its first model card
+(:mod:`pipeline.steps.model_card`), linked from its description.
 
 Registration is idempotent: a version is found again by the tags
 ``training_run_id`` + ``candidate`` before anything is created, so a retried
@@ -39,8 +40,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.base.store import ObjectStore
-from pipeline.steps.aliases import CHALLENGER, RegistryError, current_alias, move_alias
+from pipeline.steps.aliases import (
+    CHALLENGER,
+    RegistryError,
+    current_alias,
+    move_alias,
+    version_tags,
+)
 from pipeline.steps.holdout import download_artifact, training_holdout, workdir
+from pipeline.steps.model_card import publish_quietly
 from pipeline.steps.versions import RegisteredVersion, ensure_model, register_candidate
 from training.results import REGISTRABLE, ResultError, TrainResult
 
@@ -234,6 +242,9 @@ def register_training_run(
             challenger.version,
             why=f"best holdout AUC ({challenger.val_auc:.4f}) of training run {run_id}",
         )
+    for v in versions:  # a retried registration adds no card to a version that has one
+        if v.created or not version_tags(client, name, v.version).get("model_card.revision"):
+            publish_quietly(client, store, name, v.version, reason="registered")
     return Registration(name, run_id, tuple(versions), challenger, summary)
 
 
