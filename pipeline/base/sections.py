@@ -325,6 +325,25 @@ class CanaryConfig(Section):
     max_wait_hours: float = Field(
         72.0, gt=0.0, description="inconclusive for longer: a person decides (alert)"
     )
+    test: Literal["sequential", "fixed"] = Field(
+        "sequential",
+        description="sequential: an anytime-valid confidence sequence over the labelled rows "
+        "of every batch since the canary started (valid however often it is reviewed); "
+        "fixed: a Welch interval on the rows of the batches under review alone",
+    )
+    horizon_batches: int = Field(
+        12,
+        ge=1,
+        description="labelled batches a sequential canary may stay undecided before a "
+        "person decides (canary_needs_decision alert)",
+    )
+    shadow_batches: int = Field(
+        1,
+        ge=0,
+        description="batches the challenger scores unserved (shadow) after its gate, beside "
+        "the champion, before the canary serves; its paired evidence can roll it back or "
+        "support its promotion; 0: no shadow",
+    )
 
 
 class AlertsConfig(Section):

@@ -45,6 +45,17 @@ from pipeline.base.store import ObjectStore, check_id, get_frame, join_key, put_
 from pipeline.steps.aliases import CANARY, CHAMPION, RegistryError, current_alias
 from pipeline.steps.promotion_rules import canary_rules
 from pipeline.steps.quality import PREDICTION_COLUMN
+from pipeline.steps.sequential import Moments, judge
+from pipeline.steps.shadow import (
+    SHADOW_COLUMN,
+    evidence_key,
+    load_evidence,
+    record_batches,
+    shadow_interval,
+    shadow_name,
+    shadowed_batches,
+)
+from pipeline.steps.verdicts import fixed_verdict, sequential_verdict
 
 if TYPE_CHECKING:
     import numpy as np
@@ -101,6 +112,7 @@ class ScoringSummary:
     canary_rows: int
     key: str | None
     reused: bool
+    shadow_rows: int = 0  # rows the canary scored unserved (its shadow phase)
 
     def describe(self) -> str:
         if self.champion_version is None:
@@ -110,6 +122,8 @@ class ScoringSummary:
             if self.canary_version
             else ""
         )
+        if self.shadow_rows:
+            canary = f", v{self.canary_version} scored all {self.shadow_rows} in shadow (unserved)"
         again = " (already scored: reused)" if self.reused else ""
         return (
             f"{self.batch_id}: {self.rows} rows, champion v{self.champion_version}{canary}{again}"
@@ -129,7 +143,9 @@ def score_batch(
     batch_id: str,
     features: pd.DataFrame,
 ) -> ScoringSummary:
-    """Score a batch with the champion and (for its share of rows) the canary.
+    """Score a batch with the champion and (for its share of rows) the canary; while
+    the canary is in its shadow phase (:func:`in_shadow`) the champion serves every
+    row and the canary scores every row unserved (``shadow_score``).
 
     Keyed by batch and by the serving versions: scoring the same batch again
     with the same models reuses what was written (a retried task).
@@ -142,15 +158,39 @@ def score_batch(
     if champion is None:
         return ScoringSummary(spec.name, batch_id, len(features), None, None, 0, None, False)
     canary = current_alias(client, name, CANARY)
-    key = predictions_key(spec.name, batch_id, _scoring_name(champion, canary))
-    if store.exists(key):
-        done = get_frame(store, key)
-        canary_rows = int((done["alias"] == CANARY).sum())
-        return ScoringSummary(
-            spec.name, batch_id, len(done), champion, canary, canary_rows, key, True
-        )
+    names = [_scoring_name(champion, canary)] + ([shadow_name(champion, canary)] if canary else [])
+    for done_key in (predictions_key(spec.name, batch_id, n) for n in names):
+        if store.exists(done_key):
+            done = get_frame(store, done_key)
+            canary_rows = int((done["alias"] == CANARY).sum())
+            shadow_rows = int(done[SHADOW_COLUMN].notna().sum()) if SHADOW_COLUMN in done else 0
+            return ScoringSummary(
+                spec.name, batch_id, len(done), champion, canary, canary_rows, done_key, True,
+                shadow_rows,
+            )  # fmt: skip
     ids = features[spec.id_column].astype(str).to_numpy()
-    rules = canary_rules(config, spec)
+    rules = canary_rules(config, spec, [len(features)])
+    if canary and in_shadow(store, rules, spec.name, name, canary):
+        key = predictions_key(spec.name, batch_id, shadow_name(champion, canary))
+        stamp = datetime.now(UTC).isoformat()
+        uri = client.tracking_uri
+        frame = pd.DataFrame(
+            {
+                spec.id_column: ids,
+                PREDICTION_COLUMN: predict_probability(load_scorer(name, champion, uri), features),
+                "model_version": champion,
+                "alias": CHAMPION,
+                "scored_at": stamp,
+                SHADOW_COLUMN: predict_probability(load_scorer(name, canary, uri), features),
+                "shadow_version": canary,
+            }
+        )
+        put_frame(store, key, frame)
+        log.info("scored %s: %d rows, canary v%s in shadow", batch_id, len(frame), canary)
+        return ScoringSummary(
+            spec.name, batch_id, len(frame), champion, canary, 0, key, False, len(frame)
+        )
+    key = predictions_key(spec.name, batch_id, _scoring_name(champion, canary))
     to_canary = (
         route_to_canary(ids, rules.share, rules.salt)
         if canary
@@ -179,6 +219,20 @@ def score_batch(
     )
 
 
+def in_shadow(store: ObjectStore, rules: Any, dataset: str, name: str, canary: str) -> bool:
+    """Whether ``canary`` still waits in shadow: a shadow is configured, it has scored
+    fewer than ``shadow_batches`` batches in shadow, its paired evidence does not yet
+    show non-inferiority, and it has not served yet (once serving, never back)."""
+    if rules.shadow_batches <= 0:
+        return False
+    if len(shadowed_batches(store, dataset, canary)) >= rules.shadow_batches:
+        return False
+    if _served_keys(store, dataset, canary, shadow=False):
+        return False
+    interval = shadow_interval(load_evidence(store, name, canary), rules)
+    return interval is None or judge(interval, rules.margin) != "non_inferior"
+
+
 # ------------------------------------------------------------------------------ review
 
 
@@ -203,6 +257,13 @@ class CanaryReview:
     confidence: float
     canary_age_hours: float | None
     reviewed_at: str
+    method: Literal["sequential", "fixed"] = "fixed"
+    # the shadow's paired evidence: rows, mean difference (canary minus champion), its CS
+    shadow_rows: int = 0
+    shadow_difference: float | None = None
+    shadow_interval: tuple[float, float] | None = None
+    batches: int = 0  # labelled batches in the evidence (sequential)
+    evidence_uri: str | None = None
 
     def describe(self) -> str:
         lines = [f"canary review of {self.model}: {self.outcome.upper()} - {self.reason}"]
@@ -211,24 +272,46 @@ class CanaryReview:
                 auc = "n/a" if arm.auc is None else f"{arm.auc:.4f}"
                 lines.append(
                     f"  {label} v{arm.version}: {arm.rows} labelled rows, "
-                    f"log loss {arm.mean_log_loss:.4f}, AUC {auc}"
+                    f"log loss {arm.mean_log_loss:.4f}, AUC {auc} (this review's rows)"
                 )
+        if self.shadow_rows:
+            lines.append(f"  shadow: {self.shadow_rows} paired rows, {self._shadow_text()}")
         return "\n".join(lines)
+
+    def _shadow_text(self) -> str:
+        if self.shadow_interval is None or self.shadow_difference is None:
+            return "too few for a verdict"
+        lo, hi = self.shadow_interval
+        return f"difference {self.shadow_difference:+.4f}, CS [{lo:+.4f}, {hi:+.4f}]"
+
+
+def _served_keys(store: ObjectStore, dataset: str, canary: str, *, shadow: bool) -> list[str]:
+    """Predictions keys of the batches scored while ``canary`` served (or shadowed)."""
+    prefix = join_key("predictions", check_id(dataset, "dataset name"))
+    marker = f"_{'shadow' if shadow else 'canary'}-v{canary}/"
+    return sorted(
+        k for k in store.list(prefix) if marker in k and k.endswith("predictions.parquet")
+    )
 
 
 def _served_rows(
     store: ObjectStore, dataset: str, canary: str, id_column: str = ""
 ) -> tuple[pd.DataFrame, list[int]]:
-    """Every prediction made while ``canary`` was live (any batch, any champion), and
-    the row count of each batch scored then (the batch sizes the canary's rules scale with)."""
+    """Every prediction made while ``canary`` was live, serving or in shadow (any batch,
+    any champion), with its ``batch_id`` and ``phase``; and the row count of each batch
+    scored then (the batch sizes the canary's rules scale with)."""
     import pandas as pd
 
-    prefix = join_key("predictions", check_id(dataset, "dataset name"))
-    marker = f"_canary-v{canary}/"
-    keys = [k for k in store.list(prefix) if marker in k and k.endswith("predictions.parquet")]
-    if not keys:
-        return pd.DataFrame(columns=[PREDICTION_COLUMN, "model_version", "alias"]), []
-    frames = [get_frame(store, k) for k in sorted(keys)]
+    frames = []
+    for phase in ("shadow", "canary"):
+        for k in _served_keys(store, dataset, canary, shadow=phase == "shadow"):
+            frame = get_frame(store, k)
+            frame["batch_id"] = k.split("/")[-3]  # predictions/<dataset>/<batch>/<pair>/...
+            frame["phase"] = phase
+            frames.append(frame)
+    if not frames:
+        columns = [id_column, PREDICTION_COLUMN, "model_version", "alias", "batch_id", "phase"]
+        return pd.DataFrame(columns=columns), []
     frame = pd.concat(frames, ignore_index=True)
     if "scored_at" in frame.columns and id_column in frame.columns:
         # a row scored again while the same canary served counts once (its latest scoring)
@@ -237,14 +320,22 @@ def _served_rows(
     return frame, [len(f) for f in frames]
 
 
+def _losses(frame: pd.DataFrame, target: str, column: str = PREDICTION_COLUMN) -> Any:
+    import numpy as np
+
+    y = frame[target].to_numpy(dtype=np.float64)
+    p = np.clip(frame[column].to_numpy(dtype=np.float64), 1e-7, 1 - 1e-7)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
 def _arm(frame: pd.DataFrame, version: str, target: str) -> tuple[Arm, Any]:
     import numpy as np
 
     from training.metrics import roc_auc
 
     y = frame[target].to_numpy(dtype=np.float64)
-    p = np.clip(frame[PREDICTION_COLUMN].to_numpy(dtype=np.float64), 1e-7, 1 - 1e-7)
-    losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    p = frame[PREDICTION_COLUMN].to_numpy(dtype=np.float64)
+    losses = _losses(frame, target)
     auc = roc_auc(y, p) if len(frame) else math.nan
     mean = float(losses.mean()) if len(frame) else math.nan
     return Arm(version, len(frame), mean, None if math.isnan(auc) else auc), losses
@@ -260,27 +351,17 @@ def review_canary(
     *,
     now: datetime | None = None,
 ) -> CanaryReview:
-    """Compare canary and champion on the labelled rows each served."""
-    from scipy.stats import norm
-
+    """Compare canary and champion on the labelled rows each served (and, from its
+    shadow, on the same rows); ``canary.test`` says how (module docstring)."""
     c = config.canary
     now = now or datetime.now(UTC)
     canary = current_alias(client, name, CANARY)
     stamp = now.isoformat()
     if canary is None:
         return CanaryReview(
-            name,
-            "no_canary",
-            "no canary is serving",
-            None,
-            None,
-            None,
-            None,
-            c.margin,
-            c.confidence,
-            None,
-            stamp,
-        )
+            name, "no_canary", "no canary is serving", None, None, None, None, c.margin,
+            c.confidence, None, stamp, c.test,
+        )  # fmt: skip
     since = client.get_model_version(name, canary).tags.get("alias.canary.at")
     age = (now - datetime.fromisoformat(since)).total_seconds() / 3600 if since else None
     served, batch_rows = _served_rows(store, spec.name, canary, spec.id_column)
@@ -290,11 +371,38 @@ def review_canary(
     # the share and minimum rows of this data set: config, spec, else the batch sizes seen
     c = canary_rules(config, spec, batch_rows or [len(labels)])
     joined = served.merge(labels[[spec.id_column, spec.target]], on=spec.id_column, how="inner")
+    joined = joined.dropna(subset=[spec.target])
+    shadowed = joined[joined["phase"] == "shadow"]
+    joined = joined[joined["phase"] == "canary"]
     is_canary = (joined["alias"] == CANARY).to_numpy()
     champion_versions = sorted(set(joined.loc[~is_canary, "model_version"].astype(str)))
     champ_label = ",".join(champion_versions) or (current_alias(client, name, CHAMPION) or "?")
     arm_c, loss_c = _arm(joined[is_canary], canary, spec.target)
     arm_h, loss_h = _arm(joined[~is_canary], champ_label, spec.target)
+    evidence = record_batches(
+        store,
+        name,
+        canary,
+        {
+            str(b): Moments.of(
+                _losses(rows, spec.target, SHADOW_COLUMN) - _losses(rows, spec.target)
+            )
+            for b, rows in shadowed.groupby("batch_id")
+        },
+        {
+            str(b): (
+                Moments.of(_losses(rows[rows["alias"] == CANARY], spec.target)),
+                Moments.of(_losses(rows[rows["alias"] != CANARY], spec.target)),
+            )
+            for b, rows in joined.groupby("batch_id")
+        },
+    )
+    shadow = shadow_interval(evidence, c) if c.test == "sequential" else None
+    batches = len(evidence.canary)
+    if c.test == "sequential":  # the arms over every batch so far (AUC: this review's rows)
+        cum_c, cum_h = evidence.canary_totals()
+        arm_c = Arm(canary, cum_c.n, cum_c.mean, arm_c.auc)
+        arm_h = Arm(champ_label, cum_h.n, cum_h.mean, arm_h.auc)
 
     def result(outcome: Outcome, reason: str, d: Any = None, ci: Any = None) -> CanaryReview:
         if outcome == "inconclusive" and age is not None and age >= c.max_wait_hours:
@@ -303,32 +411,21 @@ def review_canary(
                 f"; the canary has waited {age:.0f} h (limit {c.max_wait_hours:g} h): "
                 "a person decides (python -m pipeline canary promote|reject)"
             )
+        elif outcome == "inconclusive" and c.test == "sequential" and batches >= c.horizon_batches:
+            outcome = "needs_decision"
+            reason += (
+                f"; undecided after {batches} labelled batches (horizon {c.horizon_batches}): "
+                "a person decides (python -m pipeline canary promote|reject)"
+            )
         return CanaryReview(
-            name, outcome, reason, arm_c, arm_h, d, ci, c.margin, c.confidence, age, stamp
-        )
+            name, outcome, reason, arm_c, arm_h, d, ci, c.margin, c.confidence, age, stamp,
+            c.test, evidence.shadow_total().n,
+            None if shadow is None else shadow.estimate,
+            None if shadow is None else (shadow.lower, shadow.upper),
+            batches, store.uri(evidence_key(name, canary)),
+        )  # fmt: skip
 
-    if arm_c.rows == 0 and arm_h.rows == 0:
-        return result(
-            "inconclusive",
-            f"none of these labelled rows was scored while canary v{canary} was serving "
-            "(it started after them): its own labels are still to come",
-        )
-    if min(arm_c.rows, arm_h.rows) < c.min_rows:
-        return result(
-            "inconclusive",
-            f"too few labelled rows (canary {arm_c.rows}, champion {arm_h.rows}; "
-            f"each needs {c.min_rows})",
-        )
-    d = arm_c.mean_log_loss - arm_h.mean_log_loss
-    se = math.sqrt(loss_c.var(ddof=1) / len(loss_c) + loss_h.var(ddof=1) / len(loss_h))
-    z = float(norm.ppf(0.5 + c.confidence / 2))
-    lo, hi = d - z * se, d + z * se
-    detail = (
-        f"log loss difference {d:+.4f} ({c.confidence:.0%} interval [{lo:+.4f}, {hi:+.4f}]) "
-        f"against a margin of {c.margin:g}"
-    )
-    if hi <= c.margin:
-        return result("success", f"non-inferior: {detail}", d, (lo, hi))
-    if lo > c.margin:
-        return result("failure", f"worse than the champion: {detail}", d, (lo, hi))
-    return result("inconclusive", f"the interval straddles the margin: {detail}", d, (lo, hi))
+    if c.test == "fixed":
+        rows = (arm_c.rows, arm_h.rows)
+        return result(*fixed_verdict(rows, loss_c, loss_h, canary, c))
+    return result(*sequential_verdict(evidence, shadow, c))

@@ -54,13 +54,18 @@ class Env:
         self.store = LocalStore(home / "store")
         self.configure(**gate)
 
-    def configure(self, alerts: dict[str, Any] | None = None, **gate: Any) -> None:
+    def configure(
+        self,
+        alerts: dict[str, Any] | None = None,
+        canary: dict[str, Any] | None = None,
+        **gate: Any,
+    ) -> None:
         self.config = load_config(
             None,
             home=self.home,
             mlflow={"tracking_uri": self.url, "model_name": self.name},
             gate={**PERMISSIVE, **gate},
-            canary={"min_rows": 300},
+            canary={"min_rows": 300, **(canary or {})},
             alerts=alerts or {},
         )
         self.client = build_client(self.config)
@@ -212,11 +217,36 @@ def test_routing_is_a_stable_hash_of_the_row_id() -> None:
     assert mask[7] == (int.from_bytes(digest, "big") / 2**64 < 0.2)
 
 
-def test_scoring_routes_rows_and_records_the_version(promoted: Any) -> None:
+def test_scoring_shadows_first_then_routes_rows_and_records_the_version(promoted: Any) -> None:
+    """After its gate the canary first scores a whole batch unserved (shadow, one batch
+    by default), beside the champion's scores; from the next batch it serves its share."""
     env, _, _, first, second = promoted
     features, _ = flights.load_months([3])
+    mlflow.set_tracking_uri(env.url)
+
+    def direct(version: str, rows: pd.DataFrame) -> np.ndarray:
+        model = mlflow.pyfunc.load_model(f"models:/{env.name}/{version}")
+        cols = model.metadata.get_input_schema().input_names()
+        return model.predict(as_text_categories(rows[cols]))["probability"].to_numpy()
+
+    shadowed = features.sample(2000, random_state=1).reset_index(drop=True)
+    summary = score_batch(env.client, env.store, env.config, SPEC, env.name, "2013-02", shadowed)
+    assert (summary.shadow_rows, summary.canary_rows) == (2000, 0)
+    assert summary.key.endswith(
+        f"champion-v{first.version}_shadow-v{second.version}/predictions.parquet"
+    )
+    preds = pd.read_parquet(env.store.root / summary.key)
+    assert (preds["alias"] == CHAMPION).all()  # the champion serves every row
+    assert np.allclose(preds["score"].to_numpy(), direct(first.version, shadowed))
+    assert np.allclose(preds["shadow_score"].to_numpy(), direct(second.version, shadowed))
+    assert set(preds["shadow_version"]) == {second.version}
+    again = score_batch(env.client, env.store, env.config, SPEC, env.name, "2013-02", shadowed)
+    assert again.reused
+    assert again.shadow_rows == 2000
+
     batch = features.sample(3000, random_state=0).reset_index(drop=True)
     summary = score_batch(env.client, env.store, env.config, SPEC, env.name, "2013-03", batch)
+    assert summary.shadow_rows == 0
     assert summary.champion_version == first.version
     assert summary.canary_version == second.version
     assert not summary.reused
@@ -225,11 +255,8 @@ def test_scoring_routes_rows_and_records_the_version(promoted: Any) -> None:
     assert ((preds["alias"] == CANARY).to_numpy() == expected).all()
     assert set(preds.loc[preds["alias"] == CANARY, "model_version"]) == {second.version}
     assert set(preds.loc[preds["alias"] == CHAMPION, "model_version"]) == {first.version}
-    mlflow.set_tracking_uri(env.url)
-    model = mlflow.pyfunc.load_model(f"models:/{env.name}/{second.version}")
-    cols = model.metadata.get_input_schema().input_names()
-    direct = model.predict(as_text_categories(batch.loc[expected, cols]))["probability"].to_numpy()
-    assert np.allclose(preds.loc[expected, "score"].to_numpy(), direct)
+    canary_scores = direct(second.version, batch.loc[expected])
+    assert np.allclose(preds.loc[expected, "score"].to_numpy(), canary_scores)
     again = score_batch(env.client, env.store, env.config, SPEC, env.name, "2013-03", batch)
     assert again.reused
     assert again.canary_rows == summary.canary_rows
@@ -268,7 +295,9 @@ def _loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 def test_review_outcomes_match_welch_tests(
     mlflow_server: Any, tmp_path: Path, canary_quality: str, expected: str
 ) -> None:
+    """``canary.test: fixed`` (today's test) decides as two one-sided Welch tests."""
     env = Env(mlflow_server.url, tmp_path)
+    env.configure(canary={"test": "fixed"})
     rng = np.random.default_rng(0)
     n = 4000
     y = rng.integers(0, 2, n)

@@ -1,0 +1,215 @@
+"""The sequential canary review and the shadow against a real MLflow server: evidence
+accumulates across batches (once per batch, however often a batch is reviewed), the
+decision matches an independent computation of the confidence sequences from the raw
+rows, and the shadow's paired evidence rolls a worse candidate back before it serves
+or lets an equal one through."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.base.store import get_json, put_frame
+from pipeline.steps.aliases import CANARY, CHAMPION, current_alias
+from pipeline.steps.canary import in_shadow, review_canary
+from pipeline.steps.promotion import apply_review
+from pipeline.steps.promotion_rules import canary_rules
+from pipeline.steps.shadow import evidence_key
+from tests.pipeline.steps.test_gate_and_canary import (
+    SPEC,
+    Env,
+    _canary_at,
+    _fake_served,
+    _served,
+    route_to_canary,
+)
+
+MARGIN = 0.02
+
+
+def _loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def _radius(x: np.ndarray, alpha: float, tune: int) -> float:
+    """Howard et al. (2021) eq. (14), written out from the raw rows."""
+    n, var = x.size, x.var(ddof=1)
+    rho = tune * var / (-2 * math.log(alpha) + math.log(1 - 2 * math.log(alpha)))
+    v = n * var
+    return math.sqrt((v + rho) * math.log((v + rho) / (rho * alpha**2))) / n
+
+
+def _batch(rng: np.random.Generator, n: int, canary_noise: float) -> tuple[Any, ...]:
+    y = rng.integers(0, 2, n)
+    base = np.where(y == 1, 0.65, 0.35)
+    champion = np.clip(base + rng.normal(0, 0.15, n), 0.01, 0.99)
+    canary = np.clip(base + rng.normal(0, canary_noise, n), 0.01, 0.99)
+    return y, champion, canary
+
+
+def test_the_review_accumulates_batches_once_each_and_decides_like_the_reference(
+    mlflow_server: Any, tmp_path: Path
+) -> None:
+    env = Env(mlflow_server.url, tmp_path)
+    env.configure(canary={"margin": MARGIN, "shadow_batches": 0})
+    _canary_at(env, version="2", champion="1")
+    rules = canary_rules(env.config, SPEC)
+    alpha = 1 - rules.confidence  # no shadow: the split CS spends all of alpha
+    rng = np.random.default_rng(5)
+    all_c: list[np.ndarray] = []
+    all_h: list[np.ndarray] = []
+    outcomes, expected = [], []
+    for month in range(1, 7):
+        batch = f"2014-{month:02d}"
+        y, champion, canary = _batch(rng, 1600, canary_noise=0.12)
+        ids = [f"{batch}-{i}" for i in range(y.size)]
+        to_canary = route_to_canary(ids, 0.5, "s")
+        served = pd.concat(
+            [
+                _served(list(np.array(ids)[to_canary]), canary[to_canary], CANARY, "2"),
+                _served(list(np.array(ids)[~to_canary]), champion[~to_canary], CHAMPION, "1"),
+            ]
+        )
+        served["scored_at"] = datetime.now(UTC).isoformat()
+        _fake_served(env, batch, "1", "2", served)
+        labels = pd.DataFrame({"flight_id": ids, "late": y})
+        review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
+        all_c.append(_loss(y[to_canary], canary[to_canary]))
+        all_h.append(_loss(y[~to_canary], champion[~to_canary]))
+        lc, lh = np.concatenate(all_c), np.concatenate(all_h)
+        assert review.canary.rows == lc.size  # the evidence of every batch so far
+        assert review.batches == month
+        d = lc.mean() - lh.mean()
+        r = _radius(lc, alpha / 2, 4 * 300) + _radius(lh, alpha / 2, 4 * 300)
+        assert review.interval[0] == pytest_approx(d - r)
+        assert review.interval[1] == pytest_approx(d + r)
+        expected.append(
+            "success" if d + r < MARGIN else "failure" if d - r > MARGIN else "inconclusive"
+        )
+        outcomes.append(review.outcome)
+        if review.outcome == "success":
+            # reviewing a batch again replaces its own evidence: the totals do not move
+            again = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
+            assert again.canary.rows == lc.size
+            assert again.interval == review.interval
+            break
+    assert outcomes == expected
+    assert outcomes[0] == "inconclusive"  # one batch is not enough for this effect...
+    assert outcomes[-1] == "success"  # ...a few months are
+    stored = get_json(env.store, evidence_key(env.name, "2"))
+    assert sorted(stored["canary"]) == [f"2014-{m:02d}" for m in range(1, len(outcomes) + 1)]
+    assert sum(b["canary"]["n"] for b in stored["canary"].values()) == sum(a.size for a in all_c)
+
+
+def pytest_approx(x: float) -> Any:
+    import pytest
+
+    return pytest.approx(x, rel=1e-9, abs=1e-12)
+
+
+def _fake_shadow(env: Env, batch: str, ids: list[str], champion: Any, shadow: Any) -> None:
+    frame = _served(ids, champion, CHAMPION, "1")
+    frame["scored_at"] = datetime.now(UTC).isoformat()
+    frame["shadow_score"] = shadow
+    frame["shadow_version"] = "2"
+    key = f"predictions/flights/{batch}/champion-v1_shadow-v2/predictions.parquet"
+    put_frame(env.store, key, frame)
+
+
+def test_a_worse_challenger_is_rolled_back_from_its_shadow(
+    mlflow_server: Any, tmp_path: Path
+) -> None:
+    env = Env(mlflow_server.url, tmp_path)
+    _canary_at(env, version="2", champion="1")
+    rng = np.random.default_rng(8)
+    y, champion, _ = _batch(rng, 3000, 0.12)
+    worse = np.clip(champion + rng.normal(0, 0.2, y.size), 0.01, 0.99)
+    ids = [f"s{i}" for i in range(y.size)]
+    _fake_shadow(env, "2014-01", ids, champion, worse)
+    labels = pd.DataFrame({"flight_id": ids, "late": y})
+    review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
+    d = _loss(y, worse) - _loss(y, champion)
+    r = _radius(d, 0.025, round(4 * 300 / 0.2))  # alpha / 2 each: shadow and canary
+    assert d.mean() - r > 0.005, "precondition: the paired CS shows it worse"
+    assert review.outcome == "failure", review.describe()
+    assert "in shadow" in review.reason
+    assert review.shadow_rows == y.size
+    assert review.shadow_interval[0] == pytest_approx(d.mean() - r)
+    assert review.canary.rows == 0  # it never served
+    action = apply_review(env.client, env.store, env.config, review)
+    assert action.action == "rejected"
+    assert current_alias(env.client, env.name, CANARY) is None
+    assert current_alias(env.client, env.name, CHAMPION) == "1"
+
+
+def test_an_equal_challenger_leaves_its_shadow_early_and_is_promoted_with_that_evidence(
+    mlflow_server: Any, tmp_path: Path
+) -> None:
+    env = Env(mlflow_server.url, tmp_path)
+    env.configure(canary={"shadow_batches": 3})
+    _canary_at(env, version="2", champion="1")
+    rules = canary_rules(env.config, SPEC, [3000])
+    assert in_shadow(env.store, rules, SPEC.name, env.name, "2")  # before any evidence
+    rng = np.random.default_rng(9)
+    y, champion, _ = _batch(rng, 3000, 0.12)
+    same = np.clip(champion + rng.normal(0, 0.005, y.size), 0.01, 0.99)
+    ids = [f"s{i}" for i in range(y.size)]
+    _fake_shadow(env, "2014-01", ids, champion, same)
+    labels = pd.DataFrame({"flight_id": ids, "late": y})
+    review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
+    assert review.outcome == "inconclusive", review.describe()
+    assert "non-inferior in shadow" in review.reason
+    assert review.shadow_interval[1] < 0.005
+    # one batch of 3: the paired evidence ends the shadow; the canary now serves
+    assert not in_shadow(env.store, rules, SPEC.name, env.name, "2")
+    # its own served rows: enough of them, and no sign of inferiority -> promoted
+    y2, champion2, canary2 = _batch(rng, 1000, 0.15)
+    ids2 = [f"c{i}" for i in range(y2.size)]
+    to_canary = route_to_canary(ids2, 0.5, "s")
+    served = pd.concat(
+        [
+            _served(list(np.array(ids2)[to_canary]), canary2[to_canary], CANARY, "2"),
+            _served(list(np.array(ids2)[~to_canary]), champion2[~to_canary], CHAMPION, "1"),
+        ]
+    )
+    _fake_served(env, "2014-02", "1", "2", served)
+    labels2 = pd.DataFrame({"flight_id": ids2, "late": y2})
+    final = review_canary(env.client, env.store, env.config, SPEC, env.name, labels2)
+    assert final.interval[0] <= 0.005 <= final.interval[1], "precondition: split undecided"
+    assert final.outcome == "success", final.describe()
+    assert "non-inferior in shadow (paired)" in final.reason
+    assert final.shadow_rows == 3000
+    assert apply_review(env.client, env.store, env.config, final).action == "promoted"
+    assert current_alias(env.client, env.name, CHAMPION) == "2"
+
+
+def test_an_undecided_canary_reaches_its_horizon_and_a_person_decides(
+    mlflow_server: Any, tmp_path: Path
+) -> None:
+    env = Env(mlflow_server.url, tmp_path)
+    env.configure(canary={"shadow_batches": 0, "horizon_batches": 2})
+    _canary_at(env, version="2", champion="1")
+    rng = np.random.default_rng(10)
+    outcomes = []
+    for month in (1, 2):
+        batch = f"2014-{month:02d}"
+        y, champion, canary = _batch(rng, 1000, 0.15)
+        ids = [f"{batch}-{i}" for i in range(y.size)]
+        to_canary = route_to_canary(ids, 0.5, "s")
+        served = pd.concat(
+            [
+                _served(list(np.array(ids)[to_canary]), canary[to_canary], CANARY, "2"),
+                _served(list(np.array(ids)[~to_canary]), champion[~to_canary], CHAMPION, "1"),
+            ]
+        )
+        _fake_served(env, batch, "1", "2", served)
+        labels = pd.DataFrame({"flight_id": ids, "late": y})
+        outcomes.append(review_canary(env.client, env.store, env.config, SPEC, env.name, labels))
+    assert [r.outcome for r in outcomes] == ["inconclusive", "needs_decision"]
+    assert "undecided after 2 labelled batches (horizon 2)" in outcomes[1].reason
