@@ -110,7 +110,8 @@ class DriftOutcome(Record):
 
 
 class Scored(Record):
-    """Who scored the batch: the champion, and the canary for its share of the rows."""
+    """Who scored the batch: the champion, and the canary for its share of the rows
+    (or, in its shadow phase, for every row, unserved)."""
 
     batch_id: str
     rows: int
@@ -119,6 +120,7 @@ class Scored(Record):
     canary_rows: int
     key: str | None  # the predictions' key in the store
     reused: bool
+    shadow_rows: int = 0  # rows the canary scored unserved (its shadow phase after the gate)
 
 
 class Decision(Record):
