@@ -27,9 +27,12 @@ def predict_probability(model: Any, frame: pd.DataFrame) -> Any:
     Only the signature's columns are passed, each in the signature's type
     (:func:`training.serving.as_model_input`: string columns as categories, double
     columns as floats), so a batch read with other dtypes (integer categories, an
-    all-null column) is scored; a value the type cannot hold is refused by MLflow.
+    all-null column) is scored; a value the type cannot hold is refused by MLflow,
+    and its error is raised again with the reason first (:func:`describe_serving_error`).
     """
     import numpy as np
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import ErrorCode
 
     from training.serving import as_model_input
 
@@ -41,7 +44,16 @@ def predict_probability(model: Any, frame: pd.DataFrame) -> Any:
             raise RegistryError(f"rows to score lack the model's input column(s) {missing}")
         types = {c.name: getattr(c.type, "name", str(c.type)) for c in schema.inputs}
         frame = as_model_input(frame[names], types)
-    out = model.predict(frame)
+    try:
+        out = model.predict(frame)
+    except MlflowException as exc:
+        # every reader (a task log, the replay's summary, the CLI) sees the reason first
+        text = describe_serving_error(exc)
+        if text == (str(exc).strip() or type(exc).__name__):
+            raise
+        raise MlflowException(
+            text, error_code=ErrorCode.Value(exc.error_code), error_class=exc.error_class
+        ) from exc
     column = out["probability"] if hasattr(out, "columns") else out
     return np.asarray(column, dtype=np.float64)
 

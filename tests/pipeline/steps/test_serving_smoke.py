@@ -352,19 +352,26 @@ def test_a_schema_error_is_described_whole_with_its_reason_first(
     )
     model = load_scorer(env.name, bad, env.url)
     later, _ = loans(20, 9, region=True)
+    inputs = model.metadata.get_input_schema().input_names()
     with pytest.raises(MlflowException) as refused:
-        predict_probability(model, later)
+        model.predict(later[inputs])  # MLflow's own error
     whole = str(refused.value)
     # MLflow's first line is the head of the refused frame: the reason is not on it
     assert whole.startswith("Failed to enforce schema of data '")
     assert "Error:" not in whole.splitlines()[0]
     text = describe_serving_error(refused.value)
     # the reason the issue quotes, first; then the whole message, not cut
-    assert (
-        text.splitlines()[0]
-        == "Failed to convert column region from type object to DataType.double."
-    )
+    reason = "Failed to convert column region from type object to DataType.double."
+    assert text.splitlines()[0] == reason
     assert whole in text
+    # scoring raises it so: whoever shows a few lines of it (a task log) shows why
+    with pytest.raises(MlflowException) as again:
+        predict_probability(model, later)
+    lines = str(again.value).splitlines()
+    assert lines[0] == reason
+    assert lines[1].startswith("(MLflow's whole message) Failed to enforce schema of data '")
+    assert lines[-1].endswith(f"'. Error: {reason}")  # down to the schema and the reason
+    assert again.value.error_code == refused.value.error_code
 
 
 def test_the_command_line_prints_a_refused_batch_whole_with_the_reason_first(
