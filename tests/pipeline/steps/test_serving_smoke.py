@@ -155,6 +155,28 @@ def test_the_synthetic_batch_exercises_every_columns_domain_of_a_spec_it_never_s
     assert summary.success, summary.message()
 
 
+@pytest.mark.parametrize(
+    "spec_path",
+    sorted((Path(__file__).resolve().parents[3] / "configs" / "datasets").glob("*.yaml")),
+    ids=lambda p: p.stem,
+)
+def test_the_synthetic_batch_of_every_shipped_spec_passes_its_validation(spec_path: Path) -> None:
+    spec = load_spec(spec_path)
+    batch = synthetic_batch(spec)
+    assert len(batch) >= spec.row_count_min
+    for column in spec.columns:
+        values = batch[column.name]
+        if column.role == "categorical" and column.allowed is not None:
+            assert set(values.dropna()) == set(column.allowed), column.name
+        if column.role == "numeric" and column.min is not None:
+            assert values.min() == column.min, column.name
+        if column.role == "numeric" and column.max is not None:
+            assert values.max() == column.max, column.name
+        assert values.isna().any() == (column.max_null_share > 0), column.name
+    summary = validate_frame(batch, spec, ref=BatchRef(spec.name, "smoke", 1))
+    assert summary.success, summary.message()
+
+
 def test_the_synthetic_batch_keeps_null_shares_within_the_spec(tmp_path: Path) -> None:
     raw = {**SPEC_YAML, "row_count_min": 1}
     raw["columns"] = {**SPEC_YAML["columns"], "score": {"role": "numeric", "max_null_share": 0.004}}
