@@ -47,6 +47,7 @@ from pipeline.base.sections import (
     StorageConfig,
     ValidationConfig,
 )
+from pipeline.base.sections_tune import TuneConfig
 from training.config_text import unknown_field
 from training.locations import DEFAULT_HOME, PROJECT_ROOT
 
@@ -66,6 +67,7 @@ __all__ = [
     "RetrainConfig",
     "Section",
     "StorageConfig",
+    "TuneConfig",
     "ValidationConfig",
     "load_config",
     "resolve_path",
@@ -112,6 +114,7 @@ class PipelineConfig(BaseSettings):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
     @property
     def store_root(self) -> Path:

@@ -178,10 +178,13 @@ def export_window(env: Env, plan: Plan) -> Window:
 
 def train_config(env: Env, plan: Plan, window: Window, *, remote: bool = False) -> TrainConfig:
     """The training job's config for this window: the shipped ``retrain.train_config``
-    with the window's data, the run name and MLflow set (typed, validated)."""
+    with the window's data, the run name and MLflow set (typed, validated); a tuned
+    version of it once one won its held-out verdict (pipeline/steps/tuning_store.py)."""
+    from pipeline.steps.tuning_store import train_config_path
     from training import api
 
-    base = api.load_config(resolve_path(env.config.retrain.train_config))
+    shipped = resolve_path(env.config.retrain.train_config)
+    base = api.load_config(train_config_path(env.store, env.dataset, shipped, env.home))
     run_name = plan.require_run()
     if remote and not (window.features_uri and window.labels_uri):
         raise ValueError("the Kubernetes backend needs the window in the store (export_window)")

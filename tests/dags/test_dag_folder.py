@@ -76,7 +76,13 @@ def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_the_folder_imports_without_errors_or_parse_time_io(parsed: dict) -> None:
     assert parsed["errors"] == {}
     assert parsed["calls"] == []
-    assert sorted(parsed["dags"]) == ["canary_review", "drift_monitor", "ingest", "retrain"]
+    assert sorted(parsed["dags"]) == [
+        "canary_review",
+        "drift_monitor",
+        "ingest",
+        "retrain",
+        "tune",
+    ]
 
 
 def test_every_dag_and_task_is_documented_tagged_and_retried(parsed: dict) -> None:
@@ -98,6 +104,8 @@ def test_schedules_and_concurrency(parsed: dict) -> None:
     assert dags["retrain"]["timetable"] == "AssetOrTimeSchedule"
     assert dags["canary_review"]["timetable"] == "AssetTriggeredTimetable"
     assert dags["ingest"]["timetable"] == "NullTimetable"
+    assert dags["tune"]["timetable"] == "CronTriggerTimetable"  # quarterly, and manual
+    assert dags["tune"]["max_active_runs"] == 1  # one process holds a study at a time
     for dag_id in ("drift_monitor", "retrain", "canary_review"):
         assert dags[dag_id]["max_active_runs"] == 1, dag_id
 

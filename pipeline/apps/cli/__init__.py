@@ -17,6 +17,7 @@ Subcommands (each keyed by an explicit batch id, safe to re-run):
   gate                   the SLO gate for the challenger; moves canary (exit 1: refused)
   canary score|review|promote|reject   serve, judge and decide the canary
   rollback --why TEXT    champion returns to previous_champion
+  tune                   Optuna study of the schedule; adopt the best if it wins held out
   models                 aliases, versions with gate/canary status, alias history
   demo                   replay batches month by month through the Airflow DAGs (./run demo)
   example NAME --out DIR write a bundled example (gss) as batch files for demo --batches
@@ -53,9 +54,9 @@ log = logging.getLogger("pipeline")
 
 
 def _subcommands() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
-    from pipeline.apps.cli import data, models, ops
+    from pipeline.apps.cli import data, models, ops, tune
 
-    return [*data.PARSERS, *ops.PARSERS, *models.PARSERS]
+    return [*data.PARSERS, *ops.PARSERS, *models.PARSERS, *tune.PARSERS]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,348 @@
+"""Tuning the cosine schedule: an Optuna study, a versioned config, a held-out verdict.
+
+``tune(env)`` (the ``tune`` command and DAG):
+
+1. windows: the held-out window is the latest ``tune.holdout_batches`` labelled
+   batches, the tuning window the ``tune.window_batches`` before them (or as given);
+2. :func:`run_study`: a TPE study (Optuna, RDB storage: ``tune.storage``, else
+   ``sqlite:///<home>/tuning.db``) whose trials train the tuning window through
+   :func:`training.api.train`, each an MLflow run nested under the study's parent
+   run, each closed cycle's best val AUC reported at the cycle's index and the trial
+   pruned there when the pruner says so (:class:`~pipeline.steps.tuning.CyclePruner`).
+   It stops at ``tune.n_trials`` finished trials, or before a trial that would take
+   the summed trial costs past ``tune.budget_usd`` (priced as the dearest so far);
+3. the best trial's config is written as ``tuning/<dataset>/v<N>.yaml``
+   (:mod:`pipeline.steps.tuning_store`);
+4. :func:`judge`: the config in use now and the tuned one train the held-out window
+   (same seed); the tuned one is adopted (later retrains start from it) only when its
+   best val AUC beats the current one's by more than ``tune.adopt_min_gain``.
+
+Killed at any point and run again, the study continues: finished trials are kept,
+a trial left RUNNING is marked FAIL and its values are queued again; its training
+run (named by its values) resumes from its own checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.base import tracking
+from pipeline.base.config import resolve_path
+from pipeline.base.sections_tune import TuneConfig
+from pipeline.flow.env import Env
+from pipeline.flow.records import BatchVersions, Plan, Record
+from pipeline.steps.tuning import TuneError, check_space
+from pipeline.steps.tuning_study import StudySummary, log_study, run_study
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
+    from training.results import TrainResult
+
+__all__ = [
+    "StudySummary",
+    "TuneError",
+    "TuneSummary",
+    "VerdictSummary",
+    "judge",
+    "storage_url",
+    "tune",
+    "tune_windows",
+]
+
+log = logging.getLogger(__name__)
+
+
+class VerdictSummary(Record):
+    version: int
+    adopted: bool
+    tuned_auc: float
+    current_auc: float
+    current: str
+    reason: str
+
+
+class TuneSummary(Record):
+    study: StudySummary
+    window: list[str]
+    holdout: list[str]
+    version: int | None
+    verdict: VerdictSummary | None
+
+
+# ------------------------------------------------------------------------------ settings
+
+
+def storage_url(env: Env) -> str:
+    """Optuna's RDB storage: ``tune.storage``, else a SQLite file under the home."""
+    if env.config.tune.storage:
+        return env.config.tune.storage
+    env.home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{env.home / 'tuning.db'}"
+
+
+def study_name(env: Env) -> str:
+    return env.config.tune.study_name or f"{env.dataset}-schedule"
+
+
+def base_config_path(env: Env) -> Path:
+    """The config the study starts from and the verdict compares with: what a retrain
+    uses now (the adopted tuned version, else ``retrain.train_config``)."""
+    from pipeline.steps.tuning_store import train_config_path
+
+    shipped = resolve_path(env.config.retrain.train_config)
+    return train_config_path(env.store, env.dataset, shipped, env.home)
+
+
+# ------------------------------------------------------------------------------ windows
+
+
+def tune_windows(
+    env: Env, window: list[str] | None = None, holdout: list[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """(tuning window, held-out window): as given, else the latest ``holdout_batches``
+    labelled batches held out and the ``window_batches`` before them tuned on."""
+    from pipeline.base.layout import labelled_batches
+
+    t = env.config.tune
+    batches = labelled_batches(env.store, env.dataset)
+    for given in (window or [], holdout or []):
+        missing = sorted(set(given) - set(batches))
+        if missing:
+            raise TuneError(f"batches {missing} have no labels in the store (have: {batches})")
+    holdout = holdout or batches[-t.holdout_batches :]
+    window = window or [b for b in batches if b < min(holdout)][-t.window_batches :]
+    if not window or not holdout:
+        raise TuneError(
+            f"tuning needs {t.window_batches} + {t.holdout_batches} labelled batches "
+            f"(tune.window_batches, tune.holdout_batches); the store has {len(batches)}"
+        )
+    if set(window) & set(holdout):
+        raise TuneError(f"the tuning window {window} and the held-out {holdout} overlap")
+    return window, holdout
+
+
+def _export(env: Env, batches: list[str], run_name: str) -> dict[str, str]:
+    from pipeline.base.layout import committed_versions
+    from pipeline.flow.retrain import export_window
+
+    versions = {
+        b: BatchVersions(
+            features=committed_versions(env.store, env.dataset, b)[-1],
+            labels=committed_versions(env.store, env.dataset, b, "labels")[-1],
+        )
+        for b in batches
+    }
+    plan = Plan(
+        trigger="manual",
+        reasons=["tune"],
+        window=batches,
+        skip=False,
+        reason="tune",
+        versions=versions,
+        run_name=run_name,
+    )
+    w = export_window(env, plan)
+    return {
+        "data.dataset": str(resolve_path(env.config.dataset_spec)),
+        "data.source": "files",
+        "data.features": w.features,
+        "data.labels": w.labels,
+    }
+
+
+# ------------------------------------------------------------------------------ verdict
+
+
+def judge(
+    env: Env,
+    *,
+    version: int,
+    current: Path,
+    tuned: Path,
+    holdout_updates: dict[str, Any],
+    holdout: list[str],
+    parent: str | None,
+    experiment: str,
+) -> VerdictSummary:
+    """Train the config in use (``current``) and the tuned one on the held-out window
+    (same seed, same data); adopt the tuned one only when it wins by more than
+    ``tune.adopt_min_gain``. The verdict is written beside the version, adopted or not."""
+    from pipeline.steps.tuning_store import Verdict, write_verdict
+    from training import api
+
+    results: dict[str, TrainResult] = {}
+    for which, path in (("current", current), ("tuned", tuned)):
+        updates = {
+            **holdout_updates,
+            "run_name": f"judge-{env.dataset}-v{version}-{which}",
+            "output_dir": str(env.home / "runs" / "tuning"),
+            "progress": "off",
+        }
+        updates.update(_mlflow_updates(env, experiment, parent, {"tune.judge": which}))
+        config = api.updated(api.load_config(path), updates)
+        results[which] = api.finished(config) or api.train(config, resume="if_present")
+    auc = {k: max((b.val_auc for b in r.finals), default=float("nan")) for k, r in results.items()}
+    gain = auc["tuned"] - auc["current"]
+    min_gain = env.config.tune.adopt_min_gain
+    adopted = gain > min_gain
+    current_name = current.stem if current.parent.name == env.dataset else "file"
+    reason = (
+        f"on the held-out window {','.join(holdout)} the tuned v{version} reached best val AUC "
+        f"{auc['tuned']:.4f} against {auc['current']:.4f} for the current config "
+        f"({current_name}): {gain:+.4f}; "
+        + ("adopted" if adopted else f"not adopted (needs more than +{min_gain:g})")
+    )
+    verdict = Verdict(
+        version=version,
+        adopted=adopted,
+        holdout=holdout,
+        tuned_auc=auc["tuned"],
+        current_auc=auc["current"],
+        current=current_name,
+        min_gain=min_gain,
+        tuned_steps=results["tuned"].steps_done,
+        current_steps=results["current"].steps_done,
+        reason=reason,
+        judged_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    write_verdict(env.store, env.dataset, verdict)
+    log.info("tuned config verdict: %s", reason)
+    return VerdictSummary(
+        version=version,
+        adopted=adopted,
+        tuned_auc=verdict.tuned_auc,
+        current_auc=verdict.current_auc,
+        current=current_name,
+        reason=reason,
+    )
+
+
+def _mlflow_updates(
+    env: Env, experiment: str, parent: str | None, tags: dict[str, str]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "mlflow.tracking_uri": tracking.tracking_uri(env.config),
+        "mlflow.experiment": experiment,
+        "mlflow.tags": tags,
+    }
+    if parent is not None:
+        out["mlflow.parent_run_id"] = parent
+    location = tracking.artifact_location(env.config)
+    if location is not None:
+        out["mlflow.artifact_location"] = location
+    return out
+
+
+# ------------------------------------------------------------------------------ tune
+
+
+def tune(
+    env: Env,
+    *,
+    window: list[str] | None = None,
+    holdout: list[str] | None = None,
+    n_trials: int | None = None,
+) -> TuneSummary:
+    """Study, versioned config, verdict (the module's steps 1-4); safe to run again
+    after a kill: each step continues or returns what it already wrote."""
+    from pipeline.steps.tuning_store import (
+        file_sha256,
+        read_verdict,
+        read_version,
+        tuned_versions,
+        write_version,
+    )
+    from training import api
+
+    settings = env.config.tune
+    if n_trials is not None:
+        settings = TuneConfig.model_validate({**settings.model_dump(), "n_trials": n_trials})
+    current = base_config_path(env)
+    base = api.load_config(current)
+    check_space(settings, base)
+    window, holdout = tune_windows(env, window, holdout)
+    name = settings.study_name or f"{env.dataset}-tune-{window[0]}-{window[-1]}"
+    experiment = f"{env.experiment}-tuning"
+    tuning_data = _export(env, window, f"{name}-window")
+    mlflow = _mlflow_updates(env, experiment, None, {})
+    storage = storage_url(env)
+    summary = run_study(
+        settings,
+        base,
+        storage=storage,
+        name=name,
+        output_dir=env.home / "runs" / "tuning",
+        client=env.client,
+        experiment=experiment,
+        train_updates={**tuning_data, **mlflow},
+    )
+    log_study(env.client, summary, storage)
+    out = {"study": summary, "window": window, "holdout": holdout}
+    if summary.best_trial is None:
+        return TuneSummary(**out, version=None, verdict=None)
+    version = next(
+        (
+            v
+            for v in tuned_versions(env.store, env.dataset)
+            if (r := read_version(env.store, env.dataset, v)).study == name
+            and r.trial == summary.best_trial
+        ),
+        None,
+    )
+    if version is None:
+        config = api.updated(base, summary.best_params)
+        text = _yaml(config, name, summary.best_trial, window)
+        meta = {
+            "study": name,
+            "trial": summary.best_trial,
+            "value": float(summary.best_value or 0.0),
+            "params": summary.best_params,
+            "window": window,
+            "base_config": str(current),
+            "base_sha256": file_sha256(resolve_path(env.config.retrain.train_config)),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        version = write_version(env.store, env.dataset, text, meta)
+    tuned_path = env.home / "tuning" / env.dataset / f"v{version}.yaml"
+    if not tuned_path.exists():
+        env.store.get_file(f"tuning/{env.dataset}/v{version}.yaml", tuned_path)
+    done = read_verdict(env.store, env.dataset, version)
+    if done is not None:
+        verdict = VerdictSummary(
+            version=version,
+            adopted=done.adopted,
+            tuned_auc=done.tuned_auc,
+            current_auc=done.current_auc,
+            current=done.current,
+            reason=done.reason,
+        )
+    else:
+        verdict = judge(
+            env,
+            version=version,
+            current=current,
+            tuned=tuned_path,
+            holdout_updates=_export(env, holdout, f"{name}-holdout"),
+            holdout=holdout,
+            parent=summary.mlflow_run_id,
+            experiment=experiment,
+        )
+    if summary.mlflow_run_id is not None:
+        env.client.set_tag(summary.mlflow_run_id, "tune.verdict", verdict.reason)
+        env.client.set_terminated(summary.mlflow_run_id)
+    return TuneSummary(**out, version=version, verdict=verdict)
+
+
+def _yaml(config: TrainConfig, study: str, trial: int, window: list[str]) -> str:
+    import yaml
+
+    data = config.model_dump(mode="json", exclude={"run_name"})
+    head = (
+        f"# Tuned by study {study}, trial {trial}, on the window {','.join(window)}\n"
+        "# (python -m pipeline tune; docs/training.md, Tuning). Adopted only after its\n"
+        "# held-out verdict (the .verdict.json beside it).\n"
+    )
+    return head + yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,363 @@
+"""The tuner (issue #17 item 2) on a data set that is not flights (loans, 4 labelled
+monthly batches): a study whose trials are nested MLflow runs on a real server, the
+versioned config and its held-out verdict, pruning at cycle ends, the dollar budget,
+bad settings refused before any trial, and a SIGKILLed study resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline.base.config import ConfigError, load_config
+from pipeline.base.sections_tune import TuneConfig
+from pipeline.flow import Plan, Window
+from pipeline.flow.retrain import train_config
+from pipeline.flow.tuning import _export, judge, tune
+from pipeline.steps.tuning import TuneError, check_space
+from pipeline.steps.tuning_store import (
+    file_sha256,
+    read_verdict,
+    train_config_path,
+    tuned_versions,
+    write_version,
+)
+from pipeline.steps.tuning_study import run_study
+from tests.pipeline.flow.tuning_support import SPACE, make_env, write_train_yaml
+from training import api
+from training.results import TrainResult
+from training.schedule import CosineSchedule
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _best(run_dir: Path) -> float:
+    return max(c.val_auc for c in TrainResult.load(run_dir).finals)
+
+
+def test_a_study_nests_its_trials_in_mlflow_and_writes_a_judged_version(
+    mlflow_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    env = make_env(
+        tmp_path, monkeypatch, tracking_uri=mlflow_server.url, n_trials=3, startup_trials=3
+    )
+    summary = tune(env)
+    study = summary.study
+    assert summary.window == ["2024-01", "2024-02"]
+    assert summary.holdout == ["2024-03", "2024-04"]
+    assert [t.state for t in study.trials] == ["COMPLETE"] * 3
+    assert study.stop_reason == "3 of tune.n_trials=3 trials finished"
+
+    # every trial is a FINISHED MLflow run nested under the study's run
+    client = MlflowClient(mlflow_server.url)
+    experiment = client.get_experiment_by_name(f"{env.experiment}-tuning")
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{study.mlflow_run_id}'"
+    )
+    trials = {r.data.tags["tune.trial"]: r for r in runs if "tune.trial" in r.data.tags}
+    assert sorted(trials) == ["0", "1", "2"]
+    assert {r.info.status for r in trials.values()} == {"FINISHED"}
+    judges = sorted(r.data.tags["tune.judge"] for r in runs if "tune.judge" in r.data.tags)
+    assert judges == ["current", "tuned"]
+    # the trials' values, from their own result files (not from the study's storage)
+    out = env.home / "runs" / "tuning"
+    values = {t.number: _best(out / str(t.run_name)) for t in study.trials}
+    assert study.best_value == pytest.approx(max(values.values()), abs=1e-12)
+    assert study.best_trial == max(values, key=values.__getitem__)
+    assert study.spent_usd == pytest.approx(
+        sum(TrainResult.load(out / str(t.run_name)).cost_usd for t in study.trials), abs=1e-5
+    )
+    # the study's plots and record on its parent run
+    parent = client.get_run(study.mlflow_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials_complete"] == 3
+    names = {a.path for a in client.list_artifacts(study.mlflow_run_id, "tuning")}
+    assert names == {"tuning/history.png", "tuning/importances.png", "tuning/study.json"}
+
+    # the versioned config: the start config with the best trial's values
+    assert summary.version == 1
+    assert tuned_versions(env.store, env.dataset) == [1]
+    local = tmp_path / "v1.yaml"
+    env.store.get_file("tuning/loans/v1.yaml", local)
+    tuned = api.load_config(local)
+    for key, value in study.best_params.items():
+        section, name = key.split(".")
+        assert getattr(getattr(tuned, section), name) == pytest.approx(value)
+    assert tuned.model.hidden == [16]  # the rest is the start config's
+
+    # the verdict, recomputed from the two held-out runs' result files
+    tuned_auc = _best(out / "judge-loans-v1-tuned")
+    current_auc = _best(out / "judge-loans-v1-current")
+    verdict = read_verdict(env.store, env.dataset, 1)
+    assert verdict is not None
+    assert summary.verdict is not None
+    assert (verdict.tuned_auc, verdict.current_auc) == (tuned_auc, current_auc)
+    assert verdict.adopted is (tuned_auc > current_auc) is summary.verdict.adopted
+    assert "tune.verdict" in parent.data.tags
+
+    # run again: nothing is trained twice, the same answer comes back
+    again = tune(env)
+    assert again.version == 1
+    assert again.verdict == summary.verdict
+    assert [t.number for t in again.study.trials] == [0, 1, 2]
+
+
+def _plan_window(tmp_path: Path) -> tuple[Plan, Window]:
+    plan = Plan(trigger="manual", reasons=[], window=["2024-04"], skip=False, reason="t")
+    plan = plan.model_copy(update={"run_name": "retrain-x"})
+    f, lab = tmp_path / "f.parquet", tmp_path / "l.parquet"
+    return plan, Window(features=str(f), labels=str(lab), rows=1)
+
+
+def test_the_tuned_config_is_adopted_only_when_it_wins_on_the_held_out_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the shipped stand-in barely learns (peak 1e-6); a tuned 0.02 does
+    env = make_env(tmp_path, monkeypatch, shipped_lr=1e-6)
+    shipped = tmp_path / "train.yaml"
+    holdout = _export(env, ["2024-03", "2024-04"], "holdout")
+    plan, window = _plan_window(tmp_path)
+    assert train_config(env, plan, window).schedule.lr_max == 1e-6
+
+    def version(lr: float) -> tuple[int, Path]:
+        path = write_train_yaml(tmp_path / f"tuned-{lr}.yaml", lr)
+        meta = {
+            "study": "s",
+            "trial": 0,
+            "value": 0.0,
+            "params": {"schedule.lr_max": lr},
+            "window": ["2024-01", "2024-02"],
+            "base_config": str(shipped),
+            "base_sha256": file_sha256(shipped),
+            "created_at": "now",
+        }
+        return write_version(env.store, env.dataset, path.read_text(), meta), path
+
+    def verdict(v: int, current: Path, tuned: Path) -> Any:
+        return judge(
+            env,
+            version=v,
+            current=current,
+            tuned=tuned,
+            holdout_updates={**holdout, "mlflow.enabled": False},
+            holdout=["2024-03", "2024-04"],
+            parent=None,
+            experiment="x",
+        )
+
+    good, good_path = version(0.02)
+    won = verdict(good, shipped, good_path)
+    out = env.home / "runs" / "tuning"
+    assert won.tuned_auc == _best(out / f"judge-loans-v{good}-tuned")
+    assert won.current_auc == _best(out / f"judge-loans-v{good}-current")
+    assert won.tuned_auc > won.current_auc + 0.05
+    assert won.adopted
+    used = train_config(env, plan, window)
+    assert used.schedule.lr_max == 0.02  # later retrains start from the tuned version
+    assert used.run_name == "retrain-x"
+    assert used.data.features == window.features
+
+    bad, bad_path = version(1e-6)  # loses to the adopted v1 on the held-out window
+    lost = verdict(bad, train_config_path(env.store, env.dataset, shipped, env.home), bad_path)
+    assert not lost.adopted
+    assert lost.current == f"v{good}"
+    assert "not adopted" in lost.reason
+    assert train_config(env, plan, window).schedule.lr_max == 0.02
+    assert [read_verdict(env.store, env.dataset, v).adopted for v in (good, bad)] == [True, False]
+
+    # a changed shipped file is not what v1 was tuned from: the file itself is used again
+    write_train_yaml(shipped, 0.005)
+    assert train_config(env, plan, window).schedule.lr_max == 0.005
+
+
+def _study_inputs(env: Any, tmp_path: Path) -> tuple[Any, dict[str, Any]]:
+    base = api.load_config(tmp_path / "train.yaml")
+    updates = {**_export(env, ["2024-01", "2024-02"], "w"), "mlflow.enabled": False}
+    return base, updates
+
+
+def test_a_trial_whose_cycle_is_bad_is_pruned_at_the_cycle_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = make_env(tmp_path, monkeypatch)
+    base, updates = _study_inputs(env, tmp_path)
+    # no cycle of these models reaches 0.99: each trial is pruned when its cycle 0 closes
+    settings = TuneConfig(space=SPACE, n_trials=2, prune_below=0.99)
+    out = tmp_path / "runs"
+    summary = run_study(
+        settings,
+        base,
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+        name="prune",
+        output_dir=out,
+        train_updates=updates,
+    )
+    assert [(t.state, t.pruned_at_cycle) for t in summary.trials] == [("PRUNED", 0)] * 2
+    for t in summary.trials:
+        result = TrainResult.load(out / str(t.run_name))
+        assert result.status == "pruned"
+        assert [c.cycle for c in result.finals] == [0]
+        # it stopped at cycle 0's end, as the trial's own schedule places it
+        first_cycle_end = CosineSchedule(**result.schedule).cycle_end_step(0)
+        assert result.steps_done == t.steps == first_cycle_end + 1
+        assert result.steps_done < result.total_steps
+
+
+def test_the_dollar_budget_stops_the_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = make_env(tmp_path, monkeypatch)
+    base, updates = _study_inputs(env, tmp_path)
+    # a budget below any trial's cost: the first trial runs (nothing is known before
+    # it), the second would pass the budget at the first one's price
+    settings = TuneConfig(space=SPACE, n_trials=5, budget_usd=1e-9)
+    summary = run_study(
+        settings,
+        base,
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+        name="budget",
+        output_dir=tmp_path / "runs",
+        train_updates=updates,
+    )
+    assert len(summary.trials) == 1
+    cost = TrainResult.load(tmp_path / "runs" / str(summary.trials[0].run_name)).cost_usd
+    assert summary.spent_usd == pytest.approx(cost, abs=1e-6)
+    assert cost > 1e-9
+    assert summary.stop_reason.startswith("budget: ")
+    assert "tune.budget_usd=$1e-09" in summary.stop_reason
+
+
+@pytest.mark.parametrize(
+    ("tune_settings", "message"),
+    [
+        ({"space": {}}, "tune.space is empty"),
+        (
+            {"space": {"schedule.lr_max": {"low": 0.1, "high": 0.01}}},
+            "tune.space.schedule.lr_max: low 0.1 is above high 0.01",
+        ),
+        ({"n_trials": 0}, "tune.n_trials: Input should be greater than or equal to 1"),
+        ({"budget_usd": -1}, "tune.budget_usd: Input should be greater than 0"),
+        (
+            {"space": {"schedule.lr_min": {"low": 1e-5, "high": 1e-4}}},
+            "tune.space.schedule.lr_min: unknown parameter",
+        ),
+    ],
+)
+def test_bad_tuning_settings_are_one_clear_error(tune_settings: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tune=tune_settings)
+    assert message in str(info.value)
+    assert str(info.value).count("\n") == 1  # the header and one line: one error
+
+
+def test_a_space_the_schedule_cannot_run_fails_before_any_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.apps.cli import main
+
+    space = {**SPACE, "schedule.warmup_epochs": {"low": 0.5, "high": 1.5}}
+    env = make_env(tmp_path, monkeypatch, space=space)
+    with pytest.raises(
+        TuneError, match=r"schedule\.warmup_epochs 1\.5 >= schedule\.cycle_epochs 1"
+    ):
+        check_space(env.config.tune, api.load_config(tmp_path / "train.yaml"))
+    # through the command: exit 2, one error line, no study and no training run
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(yaml.safe_dump(json.loads(env.config.model_dump_json())))
+    assert main(["tune", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("error: tune.space: ")
+    assert not (env.home / "tuning.db").exists()
+    assert not (env.home / "runs").exists()
+
+
+KILLED_STUDY = """
+import json, sys
+from pathlib import Path
+from pipeline.base.sections_tune import TuneConfig
+from pipeline.steps.tuning_study import run_study
+from training import api
+a = json.loads(sys.argv[1])
+run_study(TuneConfig.model_validate(a["tune"]), api.load_config(a["config"]),
+          storage=a["storage"], name="killed", output_dir=Path(a["out"]),
+          train_updates=a["updates"])
+"""
+
+
+def test_a_study_killed_mid_trial_resumes_without_losing_or_repeating_a_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import optuna
+
+    env = make_env(tmp_path, monkeypatch)
+    base, updates = _study_inputs(env, tmp_path)
+    storage, out = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs"
+    settings = TuneConfig(space=SPACE, n_trials=3, startup_trials=3)
+    marker = tmp_path / "paused.jsonl"
+    args = {
+        "tune": settings.model_dump(),
+        "config": str(tmp_path / "train.yaml"),
+        "storage": storage,
+        "out": str(out),
+        "updates": updates,
+    }
+    # the 16th evaluation of the process pauses (a trial has 8-12): mid-trial, not the first
+    child_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "COSINE_RETRAIN_FAULT_PAUSE": "evaluation@16:300",
+        "COSINE_RETRAIN_FAULT_MARKER": str(marker),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_STUDY, json.dumps(args)],
+        env=child_env,
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 240
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), (
+        proc.poll(),
+        proc.stderr.read().decode()[-3000:] if proc.stderr else "",
+    )
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    before = optuna.load_study(study_name="killed", storage=storage).get_trials()
+    states = [t.state.name for t in before]
+    assert states[-1] == "RUNNING"
+    assert set(states[:-1]) == {"COMPLETE"}
+    assert len(states) >= 2
+    killed = before[-1]
+    kept = {t.number: (t.params, t.value) for t in before[:-1]}
+    assert (out / killed.user_attrs["run_name"] / "checkpoints" / "last.ckpt").exists()
+
+    summary = run_study(
+        settings, base, storage=storage, name="killed", output_dir=out, train_updates=updates
+    )
+    after = {t.number: t for t in summary.trials}
+    assert after[killed.number].state == "FAIL"  # left RUNNING by the kill
+    complete = [t for t in summary.trials if t.state == "COMPLETE"]
+    assert len(complete) == 3  # n_trials finished: none lost
+    for number, (params, value) in kept.items():  # the finished ones kept, not re-run
+        assert (after[number].params, after[number].value) == (params, value)
+    # the killed trial's values were queued again and its run resumed from its checkpoint
+    retry = next(t for t in complete if t.number not in kept)
+    assert retry.params == killed.params
+    assert retry.run_name == killed.user_attrs["run_name"]
+    assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == 3  # none repeated
+    resumed = TrainResult.load(out / str(retry.run_name))
+    assert resumed.status == "completed"
+    assert resumed.steps_done == resumed.total_steps
