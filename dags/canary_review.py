@@ -11,6 +11,11 @@ Runs when labels land (`labels_landed`). For the labelled batch:
    rejected), or wait for more labels (after `canary.max_wait_hours` a person
    decides: `python -m pipeline canary promote|reject`). Every alias move is
    recorded with who, why and when.
+3. **approve** (only with `canary.require_approval`): a promotion the review held
+   waits in the UI's *Required Actions* for a person, who reads the evidence (the
+   model card: gate checks, shadow and canary results) and approves or rejects with
+   a comment; the answer joins the alias audit trail. No answer within
+   `canary.approval_timeout_hours`: the champion stays, `approval_timed_out` alert.
 """
 
 from __future__ import annotations
@@ -66,17 +71,44 @@ def canary_review():
     def quality_ok(result):
         return result
 
-    @task(doc_md="Canary vs champion: promote, roll back or wait.")
+    @task(doc_md="Canary vs champion: promote (or hold for approval), roll back or wait.")
     def review(batch_id: str):
         from pipeline import flow
 
         with kit.permanent():
-            return flow.review(kit.env(), [batch_id]).to_xcom()
+            hold = kit.CONFIG.canary.require_approval
+            return flow.review(kit.env(), [batch_id], hold=hold).to_xcom()
 
     batch = which_batch()
     checked = quality(batch)
     branch(checked) >> [request_retrain(checked), quality_ok(checked)]
-    checked >> review(batch)
+    reviewed = review(batch)
+    checked >> reviewed
+
+    if kit.CONFIG.canary.require_approval:
+
+        @task.short_circuit(doc_md="A promotion the review held: the evidence a person reads.")
+        def held(result):
+            from pipeline.flow import approval
+
+            if result["action"] != "held":
+                return None  # nothing to approve: the approval tasks are skipped
+            env = kit.env()
+            body = approval.evidence(env, result["version"])
+            return {"model": env.model, "version": result["version"], "evidence": body}
+
+        @task(doc_md="Records the answer in the alias audit trail; approved: champion moves.")
+        def record_approval(asked, response):
+            from pipeline.flow import approval
+
+            with kit.permanent():
+                answer = kit.approval_answer(response)
+                return approval.decide(kit.env(), asked["version"], **answer).to_xcom()
+
+        asked = held(reviewed)
+        approve = kit.approval_task(task_id="approve", held_task_id="held")
+        asked >> approve
+        record_approval(asked, approve.output)
 
 
 canary_review()

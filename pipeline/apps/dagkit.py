@@ -39,6 +39,8 @@ __all__ = [
     "RETRAIN_REQUEST",
     "MlflowRunLink",
     "TrainOperator",
+    "approval_answer",
+    "approval_task",
     "asset_or_cron",
     "batch_param",
     "env",
@@ -202,3 +204,40 @@ class TrainOperator(BaseOperator):
         with permanent():
             plan, window = flow.Plan.from_xcom(self.plan), flow.Window.from_xcom(self.data)
             return flow.train(env(), plan, window).to_xcom()
+
+
+def approval_task(*, task_id: str, held_task_id: str) -> BaseOperator:
+    """The person's answer about promoting the canary (``canary.require_approval``): a
+    human-in-the-loop task, listed under the UI's Required Actions, whose body is the
+    evidence (the question, then the model card) that ``held_task_id`` returned. No
+    answer within ``canary.approval_timeout_hours``: the default, Reject, with nobody
+    as responder, which :func:`approval_answer` reads as a timeout."""
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    from pipeline.steps.approval import APPROVE, REJECT
+
+    pull = f"ti.xcom_pull(task_ids='{held_task_id}')"
+    return HITLOperator(
+        task_id=task_id,
+        subject=f"Promote {{{{ {pull}['model'] }}}} v{{{{ {pull}['version'] }}}} to champion?",
+        body=f"{{{{ {pull}['evidence'] }}}}",
+        options=[APPROVE, REJECT],
+        defaults=[REJECT],
+        params={"comment": Param("", type="string", description="why (kept in the audit trail)")},
+        response_timeout=timedelta(hours=CONFIG.canary.approval_timeout_hours),
+        retries=0,
+        doc_md="A person approves or rejects the promotion (Required Actions in the UI).",
+    )
+
+
+def approval_answer(response: Any) -> dict[str, Any]:
+    """The human-in-the-loop task's result as the flow's answer: ``chosen``, ``who``
+    (None when nobody answered: the timeout's default), ``comment``."""
+    if not isinstance(response, dict) or not response.get("chosen_options"):
+        raise ValueError(f"no approval answer in {response!r}")
+    user = response.get("responded_by_user")
+    who = None
+    if isinstance(user, dict) and (user.get("name") or user.get("id")):
+        who = f"{user.get('name') or user.get('id')} (Airflow user {user.get('id')})"
+    comment = (response.get("params_input") or {}).get("comment") or ""
+    return {"chosen": response["chosen_options"][0], "who": who, "comment": str(comment)}

@@ -17,6 +17,7 @@ class AlertKind(StrEnum):
     ROLLBACK = "canary_rolled_back"
     PROMOTED = "promoted"
     CANARY_UNDECIDED = "canary_needs_decision"
+    APPROVAL_TIMEOUT = "approval_timed_out"
     SPEND = "spend_paused"
     TASK_FAILED = "task_failed"
     TRAINING = "training_unhealthy"

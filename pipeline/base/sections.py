@@ -309,6 +309,18 @@ class CanaryConfig(Section):
         "promotion.canary_share first)",
     )
     salt: str = Field("canary-v1", min_length=1, description="changes which rows go to it")
+    require_approval: bool = Field(
+        False,
+        description="a canary the review would promote waits for a person's approval in the "
+        "Airflow UI (Required Actions) before it becomes champion; the decision, with its "
+        "comment, joins the alias audit trail",
+    )
+    approval_timeout_hours: float = Field(
+        72.0,
+        gt=0.0,
+        description="no answer for longer: the champion stays and an approval_timed_out "
+        "alert goes out",
+    )
     min_rows: int = Field(
         1000,
         ge=10,

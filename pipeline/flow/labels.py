@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipeline.flow.cards import publish
 from pipeline.flow.env import Env
 from pipeline.flow.monitor import retrain_request
 from pipeline.flow.records import Decision, QualityOutcome, ReviewOutcome
@@ -90,9 +91,10 @@ def _push(env: Env, summary: Any) -> None:
         log.info("live quality of %s pushed to %s", summary.model_version, url)
 
 
-def review_canary(env: Env, batch_ids: list[str]) -> tuple[Any, Any]:
+def review_canary(env: Env, batch_ids: list[str], *, hold: bool = False) -> tuple[Any, Any]:
     """Compare canary and champion on the labels of these batches, then act (promote,
-    roll back or wait): the steps' CanaryReview and PromotionResult."""
+    roll back or wait; ``hold``: a promotion waits for a person's approval): the steps'
+    CanaryReview and PromotionResult. A decision adds a revision to the version's card."""
     import pandas as pd
 
     from pipeline.base.layout import latest_labels
@@ -103,14 +105,17 @@ def review_canary(env: Env, batch_ids: list[str]) -> tuple[Any, Any]:
         [latest_labels(env.store, env.dataset, b) for b in batch_ids], ignore_index=True
     )
     result = judge(env.client, env.store, env.config, env.spec, env.model, labels)
-    return result, apply_review(env.client, env.store, env.config, result)
+    action = apply_review(env.client, env.store, env.config, result, hold=hold)
+    if action.action in ("promoted", "rejected", "held"):
+        publish(env, action.version, f"canary review: {action.action}")
+    return result, action
 
 
-def review(env: Env, batch_ids: list[str]) -> ReviewOutcome:
+def review(env: Env, batch_ids: list[str], *, hold: bool = False) -> ReviewOutcome:
     """:func:`review_canary` as the canary review's record."""
     from pipeline.steps.aliases import CANARY, CHAMPION, current_alias
 
-    result, action = review_canary(env, batch_ids)
+    result, action = review_canary(env, batch_ids, hold=hold)
     return ReviewOutcome(
         outcome=result.outcome,
         reason=result.reason,

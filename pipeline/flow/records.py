@@ -13,6 +13,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
+    "ApprovalOutcome",
     "BatchVersions",
     "CycleSummary",
     "Decision",
@@ -157,6 +158,18 @@ class ReviewOutcome(Record):
     reason: str
     action: str
     version: str | None
+    champion: str | None
+    canary: str | None
+
+
+class ApprovalOutcome(Record):
+    """A person's answer about promoting ``version`` (``timed_out``: nobody answered)."""
+
+    version: str
+    verdict: Literal["approved", "rejected", "timed_out"]
+    who: str
+    comment: str
+    action: str  # approved: what the promotion did ("promoted", or "lost"); else "none"
     champion: str | None
     canary: str | None
 

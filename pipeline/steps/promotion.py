@@ -36,7 +36,7 @@ __all__ = ["PromotionResult", "apply_review", "promote", "reject_canary", "rollb
 
 @dataclass(frozen=True)
 class PromotionResult:
-    action: Literal["promoted", "rejected", "rolled_back", "kept", "lost"]
+    action: Literal["promoted", "rejected", "rolled_back", "kept", "lost", "held"]
     model: str
     version: str | None
     detail: str
@@ -169,9 +169,17 @@ def _stamp(iso: str) -> str:
 
 
 def apply_review(
-    client: MlflowClient, store: ObjectStore, config: PipelineConfig, review: CanaryReview
+    client: MlflowClient,
+    store: ObjectStore,
+    config: PipelineConfig,
+    review: CanaryReview,
+    *,
+    hold: bool = False,
 ) -> PromotionResult:
-    """Act on a review (and record it in the store and on the canary version)."""
+    """Act on a review (and record it in the store and on the canary version).
+
+    ``hold``: a ``success`` promotes nothing and returns ``held``: a person approves
+    first (``canary.require_approval``, :mod:`pipeline.steps.approval`)."""
     if review.canary is None:
         return PromotionResult("kept", review.model, None, review.reason)
     version = review.canary.version
@@ -184,6 +192,9 @@ def apply_review(
     put_json(store, key, asdict(review))
     client.set_model_version_tag(review.model, version, "canary.last_review", store.uri(key))
     client.set_model_version_tag(review.model, version, "canary.last_outcome", review.outcome)
+    if review.outcome == "success" and hold:
+        client.set_model_version_tag(review.model, version, "approval.status", "pending")
+        return PromotionResult("held", review.model, version, f"awaiting approval: {review.reason}")
     if review.outcome == "success":
         return promote(client, store, config, review.model, version, why=review.reason)
     if review.outcome == "failure":

@@ -43,6 +43,7 @@ DEFAULT_SEVERITY: dict[AlertKind, Severity] = {
     AlertKind.ROLLBACK: "warning",
     AlertKind.PROMOTED: "info",
     AlertKind.CANARY_UNDECIDED: "warning",
+    AlertKind.APPROVAL_TIMEOUT: "warning",
     AlertKind.SPEND: "warning",
     AlertKind.TASK_FAILED: "critical",
     AlertKind.TRAINING: "warning",

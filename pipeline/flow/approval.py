@@ -1,0 +1,40 @@
+"""A person approves a promotion: the request's evidence and the answer, for the DAG
+(Airflow's human-in-the-loop task) and the CLI (``python -m pipeline approval``)."""
+
+from __future__ import annotations
+
+from pipeline.flow.cards import publish
+from pipeline.flow.env import Env
+from pipeline.flow.records import ApprovalOutcome
+
+__all__ = ["decide", "evidence"]
+
+
+def evidence(env: Env, version: str) -> str:
+    """What the person reads before answering (Markdown): the question, then the card."""
+    from pipeline.steps.approval import evidence as body
+
+    return body(env.client, env.store, env.model, str(version))
+
+
+def decide(
+    env: Env, version: str, *, chosen: str, who: str | None, comment: str
+) -> ApprovalOutcome:
+    """Record a person's answer (``who`` None: nobody answered in time) and act on it;
+    the version's card gets a revision with the approval."""
+    from pipeline.steps.aliases import CANARY, CHAMPION, current_alias
+    from pipeline.steps.approval import Answer
+    from pipeline.steps.approval import decide as act
+
+    answer = Answer(chosen=chosen, who=who, comment=comment)
+    result = act(env.client, env.store, env.config, env.model, str(version), answer)
+    publish(env, result.version, f"approval: {result.verdict}")
+    return ApprovalOutcome(
+        version=result.version,
+        verdict=result.verdict,
+        who=result.who,
+        comment=result.comment,
+        action=result.promotion.action if result.promotion else "none",
+        champion=current_alias(env.client, env.model, CHAMPION),
+        canary=current_alias(env.client, env.model, CANARY),
+    )

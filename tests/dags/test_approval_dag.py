@@ -1,0 +1,69 @@
+"""The canary review's approval tasks: built only when ``canary.require_approval`` is set,
+from the DAG file itself (parsed in a fresh interpreter, like the scheduler's processor)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from tests.support import airflow_script
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PARSE = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    folder = Path(sys.argv[1])
+    bag = BundleDagBag(folder, bundle_path=folder)
+    dag = bag.dags["canary_review"]
+    tasks = {}
+    for t in dag.tasks:
+        info = {"type": type(t).__name__, "upstream": sorted(t.upstream_task_ids)}
+        if hasattr(t, "options"):
+            info.update(
+                options=t.options, defaults=t.defaults, subject=t.subject, body=t.body,
+                timeout_s=t.response_timeout.total_seconds(), params=sorted(t.params),
+                retries=t.retries,
+            )
+        tasks[t.task_id] = info
+    print(json.dumps({"errors": {str(k): v for k, v in bag.import_errors.items()},
+                      "tasks": tasks}))
+    """
+)
+
+
+def _parse(home: Path, **env: str) -> dict[str, Any]:
+    return airflow_script(PARSE, str(ROOT / "dags"), home=home, extra_env=env)
+
+
+def test_no_approval_task_unless_configured(tmp_path: Path) -> None:
+    out = _parse(tmp_path)
+    assert out["errors"] == {}
+    assert {"held", "approve", "record_approval"}.isdisjoint(out["tasks"])
+    assert "review" in out["tasks"]
+
+
+def test_required_approval_adds_a_human_in_the_loop_task(tmp_path: Path) -> None:
+    out = _parse(
+        tmp_path,
+        COSINE_RETRAIN_CANARY__REQUIRE_APPROVAL="true",
+        COSINE_RETRAIN_CANARY__APPROVAL_TIMEOUT_HOURS="6",
+    )
+    assert out["errors"] == {}
+    tasks = out["tasks"]
+    assert tasks["held"]["upstream"] == ["review"]
+    assert tasks["held"]["type"] == "_ShortCircuitDecoratedOperator"
+    approve = tasks["approve"]
+    assert approve["type"] == "HITLOperator"
+    assert approve["upstream"] == ["held"]
+    assert approve["options"] == ["Approve", "Reject"]
+    assert approve["defaults"] == ["Reject"]  # what a timeout answers, with nobody as responder
+    assert approve["timeout_s"] == 6 * 3600
+    assert approve["params"] == ["comment"]
+    assert approve["retries"] == 0  # a retry would ask the person again
+    assert "xcom_pull(task_ids='held')['evidence']" in approve["body"]
+    assert tasks["record_approval"]["upstream"] == ["approve", "held"]
