@@ -275,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             _say(line)
     report = replay.write_report(title)
     failed = [m.batch for m in replay.months if m.failed]
+    from pipeline.apps.summary import totals_line
+
     _say(f"\n== done in {time.monotonic() - t0:.0f} s; report: {report}")
+    _say(totals_line(replay.months))
     _say(f"   Airflow's own task logs of the replay: {replay.task_log}")
     _say("   open the Airflow and MLflow UIs on this data: ./run ui")
     atomic_write_text(

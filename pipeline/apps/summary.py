@@ -8,7 +8,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["canary_lines", "champion_line", "ingest_line", "monitor_lines", "retrain_lines"]
+__all__ = [
+    "canary_lines",
+    "champion_line",
+    "ingest_line",
+    "monitor_lines",
+    "retrain_lines",
+    "totals_line",
+]
 
 Failure = Callable[[Any, str, Any], None]
 
@@ -155,4 +162,26 @@ def champion_line(replay: Any, out: Any) -> None:
     out.lines.append(
         f"  champion   {'v' + champion if champion else 'none yet'}"
         + (f", canary v{canary}" if canary else "")
+    )
+
+
+def totals_line(months: list[Any]) -> str:
+    """The whole replay in one line, from the batches' steps: rows, retrains, the gate's
+    verdicts, the canary's outcomes (judged reviews only) and the last champion."""
+    rows = sum(m.steps.get("rows") or 0 for m in months)
+    gates = [str(m.steps["gate"]) for m in months if "gate" in m.steps]
+    passed = sum("PASSED" in g for g in gates)
+    refused = sum("REFUSED" in g for g in gates)
+    outcomes: dict[str, int] = {}
+    for m in months:
+        outcome = m.steps.get("canary")
+        if outcome and outcome != "no_canary":
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    canary = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "never reviewed"
+    champion = next((m.steps.get("champion") for m in reversed(months) if m.steps), None)
+    failed = sum(m.failed for m in months)
+    return (
+        f"   {len(months)} batches, {rows} rows; {sum('retrain' in m.steps for m in months)} "
+        f"retrains; gate: {passed} passed, {refused} refused; canary reviews: {canary}; "
+        f"champion {'v' + champion if champion else 'none'}; {failed} failed batch(es)"
     )

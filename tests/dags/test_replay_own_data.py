@@ -26,11 +26,16 @@ SPEC = ROOT / "configs" / "datasets" / "gss.yaml"
 WAVES = ["1994", "1996", "1998"]
 
 
+# the gate's latency SLO times 20 scoring calls: on a shared 2-core machine under load it
+# refuses fair models (569 ms, 635 ms against 500 seen); it is not what these tests check
+ENV = {**TINY_REPLAY_ENV, "COSINE_RETRAIN_GATE__MAX_P95_LATENCY_MS": "5000"}
+
+
 def _pipeline(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
         cwd=ROOT,
-        env={**os.environ, **TINY_REPLAY_ENV},
+        env={**os.environ, **ENV},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -103,6 +108,13 @@ def test_each_wave_goes_through_every_step(replay: tuple[Path, str], raw: pd.Dat
     assert f"scoring    champion v{months[1]['champion']} {sizes[1998]} rows" in out
     # the columns with no values yet are reported, never skipped silently
     assert "gwbush00" in out
+    # the totals line agrees with the batches above it
+    total = sum(int(sizes[int(w)]) for w in WAVES)
+    passed = out.count("PASSED ->")
+    assert passed >= 1
+    assert f"   3 batches, {total} rows; " in out
+    assert f"; gate: {passed} passed, {out.count(' REFUSED ')} refused; " in out
+    assert f"; champion v{months[-1]['champion']}; 0 failed batch(es)" in out
 
 
 def test_the_registry_holds_the_spec_model(replay: tuple[Path, str]) -> None:
