@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.flow.cards import after
 from pipeline.flow.env import Env
 
 __all__ = [
@@ -42,21 +43,24 @@ def gate_version(env: Env, version: str | None = None, *, holdout_run: str | Non
         raise RegistryError(f"{env.model} has no challenger; pass --version")
     run_id = holdout_run or env.client.get_model_version(env.model, version).run_id
     holdout = training_holdout(env.client, run_id, env.spec, store=env.store)
-    return gate(env.client, env.store, env.config, env.spec, env.model, holdout, version)
+    with after(env, version, "gate decided"):  # the card records a refusal too
+        return gate(env.client, env.store, env.config, env.spec, env.model, holdout, version)
 
 
 def promote(env: Env, version: str, *, why: str) -> Any:
     """A person decides: canary ``version`` becomes champion."""
     from pipeline.steps.promotion import promote as act
 
-    return act(env.client, env.store, env.config, env.model, version, why=why)
+    with after(env, version, "promoted by a person"):
+        return act(env.client, env.store, env.config, env.model, version, why=why)
 
 
 def reject(env: Env, version: str, *, why: str) -> Any:
     """A person decides: canary ``version`` is rolled back."""
     from pipeline.steps.promotion import reject_canary
 
-    return reject_canary(env.client, env.store, env.config, env.model, version, why=why)
+    with after(env, version, "rejected by a person"):
+        return reject_canary(env.client, env.store, env.config, env.model, version, why=why)
 
 
 def rollback(env: Env, *, why: str) -> Any:

@@ -19,6 +19,8 @@ Subcommands (each keyed by an explicit batch id, safe to re-run):
   rollback --why TEXT    champion returns to previous_champion
   tune                   Optuna study of the schedule; adopt the best if it wins held out
   models                 aliases, versions with gate/canary status, alias history
+  model-card VERSION     print or write (--out FILE) a version's model card
+  approval approve|reject VERSION --comment TEXT   a person's answer about promoting
   demo                   replay batches month by month through the Airflow DAGs (./run demo)
   example NAME --out DIR write a bundled example (gss) as batch files for demo --batches
   ui                     start the Airflow and MLflow UIs on the local data (./run ui)

@@ -18,6 +18,7 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
+from pipeline.apps.cli import cards
 from pipeline.apps.cli.common import Lazy, UsageError, command, emit
 
 __all__ = ["PARSERS"]
@@ -171,4 +172,5 @@ PARSERS: list[Any] = [
     add_canary_parser,
     add_rollback_parser,
     add_models_parser,
+    *cards.PARSERS,  # model-card, approval
 ]

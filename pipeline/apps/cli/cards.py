@@ -1,0 +1,103 @@
+"""``python -m pipeline`` model cards and approvals.
+
+  model-card VERSION [--out FILE] [--html] [--publish]
+                           print (or write) the version's model card as it renders now;
+                           --publish also logs it as a new revision of its run
+  approval approve|reject VERSION --comment TEXT
+                           a person's answer about promoting the canary VERSION, recorded
+                           in the alias audit trail (approve moves champion)
+
+Exit codes: 0 done, 2 user error (unknown version, no such option, unwritable file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from pathlib import Path
+from typing import Any
+
+from pipeline.apps.cli.common import Lazy, UsageError, command, emit
+
+__all__ = ["PARSERS"]
+
+
+def _model_card(args: argparse.Namespace, lazy: Lazy) -> int:
+    """print or write a version's model card (Markdown, or HTML with --html)"""
+    from pipeline.flow import cards
+
+    env = lazy.env
+    _known_version(env, args.version)
+    fmt = "html" if args.html or (args.out and args.out.suffix.lower() == ".html") else "md"
+    text = cards.render(env, args.version, fmt=fmt)
+    published = cards.publish(env, args.version, "published from the CLI") if args.publish else None
+    if args.out:
+        try:
+            args.out.write_text(text)
+        except OSError as exc:
+            raise UsageError(f"--out {args.out}: cannot write it ({exc.strerror})") from None
+        where = f" (published as revision {published.revision})" if published else ""
+        emit(
+            args,
+            f"model card of v{args.version} written to {args.out}{where}",
+            {"out": str(args.out)},
+        )
+    else:
+        print(text)
+    return 0
+
+
+def _known_version(env: Any, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        env.client.get_model_version(env.model, str(version))
+    except MlflowException:
+        raise UsageError(
+            f"{env.model} has no version {version!r} (python -m pipeline models lists them)"
+        ) from None
+
+
+def add_model_card_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = command(sub, common, "model-card", _model_card)
+    p.add_argument("version", help="model version, e.g. 7")
+    p.add_argument("--out", type=Path, help="write to this file instead of printing (.html: HTML)")
+    p.add_argument("--html", action="store_true", help="HTML instead of Markdown")
+    p.add_argument(
+        "--publish", action="store_true", help="also log it as a new revision of the version's run"
+    )
+
+
+def _approval(args: argparse.Namespace, lazy: Lazy) -> int:
+    from pipeline.flow import approval
+    from pipeline.steps.approval import APPROVE, REJECT
+
+    if args.approval_action not in ("approve", "reject"):
+        raise UsageError("choose an action: approve or reject")
+    env = lazy.env
+    _known_version(env, args.version)
+    chosen = APPROVE if args.approval_action == "approve" else REJECT
+    who = args.who or f"{getpass.getuser()} (command line)"
+    out = approval.decide(env, args.version, chosen=chosen, who=who, comment=args.comment)
+    text = (
+        f"{out.verdict}: v{out.version} by {out.who} ({out.comment}); "
+        f"champion v{out.champion}, canary v{out.canary}"
+    )
+    emit(args, text, out.to_xcom())
+    return 0 if out.action != "lost" else 2
+
+
+def add_approval_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "approval", parents=[common], help="approve or reject promoting the canary (audit trail)"
+    )
+    p.set_defaults(func=_approval, approval_action=None)
+    actions = p.add_subparsers(dest="approval_action", metavar="ACTION")
+    for verb in ("approve", "reject"):
+        a = actions.add_parser(verb, parents=[common], help=f"{verb} the canary's promotion")
+        a.add_argument("version", help="the canary's version")
+        a.add_argument("--comment", required=True, help="why; kept in the alias audit trail")
+        a.add_argument("--who", help="recorded as the approver (default: user (command line))")
+
+
+PARSERS: list[Any] = [add_model_card_parser, add_approval_parser]
