@@ -1,0 +1,123 @@
+"""The shadow and the sequential canary through the real flow (``pipeline.flow``)
+against a real MLflow server with real registered models: three labelled flights
+batches are scored (``flow.score``: the first in shadow, then served) and reviewed
+(``flow.labels.review_canary``); the evidence accumulates once per batch and every interval
+matches one computed independently from the stored predictions and the labels."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipeline import flow
+from pipeline.base.config import load_config
+from pipeline.base.layout import latest_labels
+from pipeline.base.store import get_frame
+from pipeline.flow.env import Env
+from pipeline.flow.labels import review_canary
+from pipeline.steps.aliases import CANARY, current_alias
+from pipeline.steps.gate import gate_version
+from pipeline.steps.holdout import training_holdout
+from pipeline.steps.ingest import ingest_frame
+from pipeline.steps.labels import ingest_labels
+from pipeline.steps.registration import register_training_run
+from training.data import flights
+
+PERMISSIVE = {"min_auc": 0.55, "min_slice_auc": 0.4, "slice_min_rows": 150, "max_auc_drop": 0.05}
+MIN_ROWS = 300
+ROWS = 3000
+
+
+def _loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def _radius(x: np.ndarray, alpha: float, tune: int) -> float:
+    """Howard et al. (2021) eq. (14) with the sample variance, from the raw rows."""
+    n, var = x.size, x.var(ddof=1)
+    rho = tune * var / (-2 * math.log(alpha) + math.log(1 - 2 * math.log(alpha)))
+    return math.sqrt((n * var + rho) * math.log((n * var + rho) / (rho * alpha**2))) / n
+
+
+def test_shadow_then_canary_through_the_flow(
+    mlflow_server: Any, trained_runs: Any, tmp_path: Path
+) -> None:
+    config = load_config(
+        None,
+        home=tmp_path,
+        mlflow={"tracking_uri": mlflow_server.url, "model_name": "flow_seq"},
+        gate=PERMISSIVE,
+        canary={"min_rows": MIN_ROWS},
+    )
+    env = Env(config)
+    spec = env.spec
+    holdout = training_holdout(env.client, trained_runs["b"].run_id, spec)
+    for run in ("b", "a"):  # b (hot, noisy) -> champion, a (calm) -> canary
+        register_training_run(env.client, env.store, spec, trained_runs[run].run_id, name=env.model)
+        gate_version(env.client, env.store, env.config, spec, env.model, holdout)
+    canary = current_alias(env.client, env.model, CANARY)
+    assert canary is not None
+    alpha_each = (1 - config.canary.confidence) / 2  # shadow on: two sequences, alpha/2 each
+    shadow_d: list[np.ndarray] = []
+    arm_c: list[np.ndarray] = []
+    arm_h: list[np.ndarray] = []
+    reviews = []
+    for i, month in enumerate((4, 5, 6)):
+        batch = f"2013-{month:02d}"
+        features, labels = flights.load_months([month])
+        features = features.sample(ROWS, random_state=i).reset_index(drop=True)
+        labels = labels[labels[spec.id_column].isin(features[spec.id_column])]
+        ingest_frame(env.store, spec, features, batch)
+        ingest_labels(env.store, spec, labels, batch)
+        scored = flow.score(env, batch)
+        assert (scored.shadow_rows > 0) == (i == 0)  # one batch in shadow, then served
+        preds = get_frame(env.store, scored.key)
+        rows = preds.merge(latest_labels(env.store, spec.name, batch), on=spec.id_column)
+        y = rows[spec.target].to_numpy(dtype=float)
+        if i == 0:
+            assert scored.canary_rows == 0
+            shadow_d.append(
+                _loss(y, rows["shadow_score"].to_numpy()) - _loss(y, rows["score"].to_numpy())
+            )
+        else:
+            served = (rows["alias"] == CANARY).to_numpy()
+            assert 0 < served.sum() == scored.canary_rows
+            arm_c.append(_loss(y[served], rows["score"].to_numpy()[served]))
+            arm_h.append(_loss(y[~served], rows["score"].to_numpy()[~served]))
+        review, action = review_canary(env, [batch])
+        reviews.append(review)
+        again = review
+        if action.action == "kept":  # a re-run task: nothing counted twice
+            again, _ = review_canary(env, [batch])
+        d = np.concatenate(shadow_d)
+        assert review.shadow_rows == again.shadow_rows == d.size
+        r = _radius(d, alpha_each, round(4 * MIN_ROWS / 0.2))
+        assert review.shadow_interval == pytest.approx((d.mean() - r, d.mean() + r), rel=1e-9)
+        if arm_c:
+            lc, lh = np.concatenate(arm_c), np.concatenate(arm_h)
+            assert review.canary.rows == again.canary.rows == lc.size
+            assert review.batches == i
+            rc, rh = (
+                _radius(lc, alpha_each / 2, 4 * MIN_ROWS),
+                _radius(lh, alpha_each / 2, 4 * MIN_ROWS),
+            )
+            diff = lc.mean() - lh.mean()
+            assert review.interval == pytest.approx((diff - rc - rh, diff + rc + rh), rel=1e-9)
+        if action.action in ("promoted", "rejected"):
+            break
+    # the outcomes follow the rules (pipeline/steps/verdicts.py) on those intervals
+    margin = config.canary.margin
+    for review in reviews:
+        shadow_worse = review.shadow_interval[0] > margin
+        if shadow_worse or (review.interval is not None and review.interval[0] > margin):
+            assert review.outcome == "failure"
+        elif review.interval is not None and review.interval[1] < margin:
+            assert review.outcome == "success"
+        elif review.canary.rows == 0:
+            assert review.outcome == "inconclusive"
+    print([(r.outcome, r.reason) for r in reviews])
