@@ -12,6 +12,7 @@ BENCHMARKS = {
     "data": "benchmarks.data",
     "live_month": "benchmarks.live_month",
     "cycle_stopping": "benchmarks.cycle_stopping",
+    "canary_sequential": "benchmarks.canary_sequential",
 }
 
 

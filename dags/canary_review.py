@@ -5,12 +5,16 @@ Runs when labels land (`labels_landed`). For the labelled batch:
 
 1. **quality**: the champion's live AUC on the rows it served; below the SLO it
    requests a retrain (`retrain_request`), the label-side trigger.
-2. **review**: canary against champion on the rows each served, per-row log
-   loss, a non-inferiority interval: promote (`champion` moves, the old one is
-   kept as `previous_champion`), roll back (`canary` removed, version tagged
-   rejected), or wait for more labels (after `canary.max_wait_hours` a person
-   decides: `python -m pipeline canary promote|reject`). Every alias move is
-   recorded with who, why and when.
+2. **review**: canary against champion on per-row log loss, against a
+   non-inferiority margin, with an anytime-valid confidence sequence over every
+   labelled batch since the canary started (each batch counted once, however
+   often it is reviewed), and, for a canary still in shadow, on the same rows
+   (paired): promote (`champion` moves, the old one is kept as
+   `previous_champion`), roll back (`canary` removed, version tagged rejected),
+   or wait for more labels (after `canary.horizon_batches` or
+   `canary.max_wait_hours` a person decides:
+   `python -m pipeline canary promote|reject`). Every alias move is recorded
+   with who, why and when.
 3. **approve** (only with `canary.require_approval`): a promotion the review held
    waits in the UI's *Required Actions* for a person, who reads the evidence (the
    model card: gate checks, shadow and canary results) and approves or rejects with

@@ -9,7 +9,9 @@ Runs when a batch lands (`batch_landed`) and on a schedule. For one batch:
 2. **drift**: Evidently against the champion's reference snapshot (its training
    sample); the HTML report goes to the store.
 3. **score**: champion and canary score the batch (the canary's share of rows by
-   a stable hash of the row id); every prediction records its model version.
+   a stable hash of the row id); every prediction records its model version. A
+   canary fresh from its gate first scores `canary.shadow_batches` whole batches
+   unserved (shadow), beside the champion, for the paired comparison.
 4. **decide**: drift at or above the threshold (or no champion yet) requests a
    retrain through the `retrain_request` asset, with the reason; no drift is a
    normal short-circuit, not an error. Over the monthly budget, drift-triggered

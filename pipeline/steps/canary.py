@@ -6,23 +6,31 @@ Python versions, so a row re-scored after a retry lands on the same model,
 and independent of row order. Every prediction records the version that made
 it and the alias it served under.
 
-**Review.** When labels arrive, the rows each model served while the canary
-was live are compared on per-row log loss. With ``d`` = canary mean minus
-champion mean and a two-sided ``confidence`` interval ``[lo, hi]`` of ``d``
-(Welch's normal approximation; both arms have hundreds of rows):
+**Shadow.** After its gate, a new canary first scores ``shadow_batches`` whole
+batches unserved beside the champion (:mod:`pipeline.steps.shadow`); its paired
+evidence rolls it back before it serves, or ends the shadow early.
 
-- ``success`` when ``hi <= margin``: the canary is at worst ``margin`` worse
-  (non-inferiority); it becomes ``champion`` and the old champion is kept as
+**Review.** When labels arrive, the rows each model served while the canary
+was live are compared on per-row log loss (``d`` = canary mean minus champion
+mean), against the non-inferiority ``margin``:
+
+- ``success`` when the interval's upper end is below ``margin``: the canary is at
+  worst ``margin`` worse; it becomes ``champion`` and the old champion is kept as
   ``previous_champion``;
-- ``failure`` when ``lo > margin``: it is worse by more than the margin with
-  that confidence; the ``canary`` alias is removed, the version tagged
-  ``rejected`` and a ``canary_rolled_back`` alert goes out;
+- ``failure`` when its lower end is above ``margin``: the ``canary`` alias is
+  removed, the version tagged ``rejected`` and a ``canary_rolled_back`` alert goes out;
 - ``inconclusive`` otherwise, or when an arm has fewer than ``min_rows``
   labelled rows (share and ``min_rows`` per data set: the config, the spec's
   ``promotion:``, else derived from the batch sizes seen, see
-  :mod:`pipeline.steps.promotion_rules`): the canary keeps its share; after ``max_wait_hours`` a
-  person decides (``canary_needs_decision`` alert), with
-  ``python -m pipeline canary promote|reject``.
+  :mod:`pipeline.steps.promotion_rules`): the canary keeps its share; after
+  ``max_wait_hours`` (or, sequential, ``horizon_batches``) a person decides
+  (``canary_needs_decision`` alert), with ``python -m pipeline canary promote|reject``.
+
+``canary.test: sequential`` (the default) builds the interval as a confidence
+sequence over every labelled batch since the canary started, valid however often
+it is reviewed (:mod:`pipeline.steps.sequential`; rules in
+:func:`pipeline.steps.verdicts.sequential_verdict`); ``fixed`` is the test before
+it: Welch's interval on the rows of the batches under review alone.
 
 Alias changes happen under the model's lock in the store and re-check what
 they expect (compare-and-set): of two racing promotions exactly one wins.
