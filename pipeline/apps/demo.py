@@ -2,7 +2,8 @@
 
 By default the bundled example: 2013's flights, month by month. With
 ``--spec SPEC.yaml --batches DIR`` your own data: DIR holds one file per batch,
-``<batch_id>.csv`` or ``<batch_id>.parquet`` (batch ids sort in time order), each
+``<batch_id>.csv`` or ``<batch_id>.parquet`` (batch ids sort in time order: a
+folder whose batches' first timestamps do not follow that order is refused), each
 with the spec's columns and the target column. The target is split off as the
 batch's labels, which land one batch later, as in production. ``--example gss``
 replays a bundled second example (:mod:`pipeline.apps.examples`): its batch files
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from pipeline.apps.replay import BatchSource, Replay
 from training.atomic import atomic_write_text
@@ -162,6 +164,7 @@ def folder_batches(folder: Path, spec_path: Path, incoming: Path) -> list[BatchS
     if not files:
         raise UsageError(f"--batches {folder} holds no <batch_id>.csv or <batch_id>.parquet")
     seen: dict[str, Path] = {}
+    starts: list[tuple[str, Any]] = []  # (file, its earliest timestamp)
     out = []
     for path in files:
         try:
@@ -182,6 +185,15 @@ def folder_batches(folder: Path, spec_path: Path, incoming: Path) -> list[BatchS
                     f"{'id' if column == spec.id_column else 'target'}); found "
                     f"{list(frame.columns)[:12]}"
                 )
+        start = _first_time(frame, spec.timestamp_column)
+        if starts and start is not None and start < starts[-1][1]:
+            raise UsageError(
+                f"{path.name} starts at {start} but sorts after {starts[-1][0]}, which starts "
+                f"at {starts[-1][1]}: name the files so that batch ids sort in time order "
+                "(e.g. 2024-01.csv, 2024-02.csv)"
+            )
+        if start is not None:
+            starts.append((path.name, start))
         target = frame[spec.target]
         labels = frame.loc[target.notna(), [spec.id_column, spec.target]]
         folder_out = incoming / batch_id
@@ -214,6 +226,23 @@ def _example(args: argparse.Namespace, home: Path) -> tuple[Path, Path]:
     folder = home / "examples" / args.example
     write_example(args.example, folder)
     return EXAMPLES[args.example].spec, folder
+
+
+def _first_time(frame: Any, column: str) -> Any:
+    """The batch's earliest timestamp, or None when there is none to read (validation
+    then names the column's problem)."""
+    import pandas as pd
+
+    if column not in frame.columns:
+        return None
+    try:
+        times = pd.to_datetime(frame[column], errors="coerce", format="ISO8601")
+    except (TypeError, ValueError):
+        return None
+    if isinstance(times.dtype, pd.DatetimeTZDtype):
+        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    first = times.min()
+    return None if pd.isna(first) else first
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -171,6 +171,22 @@ def test_a_home_keeps_its_data_set(replay: tuple[Path, str]) -> None:
     assert shown.stdout.strip() == str(SPEC), shown.stderr
 
 
+def test_batches_out_of_time_order_are_refused(example: Path, tmp_path: Path) -> None:
+    """Batch ids are the replay's order: a folder whose names do not sort in time is
+    refused before anything runs, naming both files."""
+    batches = tmp_path / "misnamed"
+    batches.mkdir()
+    shutil.copy(example / "1994.csv", batches / "b.csv")
+    shutil.copy(example / "1996.csv", batches / "a.csv")
+    proc = _demo(batches, tmp_path / "home")
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr
+    assert proc.stderr.startswith(
+        "error: b.csv starts at 1994-01-01 00:00:00 but sorts after a.csv, which starts at "
+        "1996-01-01 00:00:00: name the files so that batch ids sort in time order"
+    ), proc.stderr
+    assert not (tmp_path / "home" / "airflow" / "airflow.db").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
