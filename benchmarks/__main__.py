@@ -13,6 +13,7 @@ BENCHMARKS = {
     "live_month": "benchmarks.live_month",
     "cycle_stopping": "benchmarks.cycle_stopping",
     "canary_sequential": "benchmarks.canary_sequential",
+    "tuning": "benchmarks.tuning",
 }
 
 
