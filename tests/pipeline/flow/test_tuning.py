@@ -361,3 +361,34 @@ def test_a_study_killed_mid_trial_resumes_without_losing_or_repeating_a_trial(
     resumed = TrainResult.load(out / str(retry.run_name))
     assert resumed.status == "completed"
     assert resumed.steps_done == resumed.total_steps
+
+
+def test_a_study_in_postgresql_continues_where_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support import (
+        create_postgres_database,
+        drop_postgres_database,
+        postgres_unavailable,
+    )
+
+    why = postgres_unavailable()
+    if why:
+        pytest.skip(why)
+    env = make_env(tmp_path, monkeypatch)
+    base, updates = _study_inputs(env, tmp_path)
+    name, url = create_postgres_database("tuning")
+    try:
+        kwargs = {"storage": url, "name": "pg", "output_dir": tmp_path / "runs"}
+        first = run_study(
+            TuneConfig(space=SPACE, n_trials=1), base, train_updates=updates, **kwargs
+        )
+        second = run_study(
+            TuneConfig(space=SPACE, n_trials=2), base, train_updates=updates, **kwargs
+        )
+    finally:
+        drop_postgres_database(name)
+    assert [t.state for t in first.trials] == ["COMPLETE"]
+    assert [t.number for t in second.trials] == [0, 1]
+    assert second.trials[0] == first.trials[0]  # kept, not re-run
+    assert second.trials[1].params != first.trials[0].params
