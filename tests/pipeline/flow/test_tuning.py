@@ -392,3 +392,31 @@ def test_a_study_in_postgresql_continues_where_it_stopped(
     assert [t.number for t in second.trials] == [0, 1]
     assert second.trials[0] == first.trials[0]  # kept, not re-run
     assert second.trials[1].params != first.trials[0].params
+
+
+def test_the_tune_command_runs_a_study_and_prints_its_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.apps.cli import main
+
+    env = make_env(tmp_path, monkeypatch, startup_trials=1)
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(yaml.safe_dump(json.loads(env.config.model_dump_json())))
+    argv = ["tune", "--config", str(cfg), "--trials", "1", "--window", "2024-02"]
+    assert main([*argv, "--holdout", "2024-04", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["window"] == ["2024-02"]
+    assert out["holdout"] == ["2024-04"]
+    assert [t["state"] for t in out["study"]["trials"]] == ["COMPLETE"]
+    assert out["version"] == 1
+    verdict = read_verdict(env.store, env.dataset, 1)
+    assert verdict is not None
+    assert out["verdict"]["adopted"] is verdict.adopted
+    # the text form of the same (finished) study: nothing runs again
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "1 of tune.n_trials=1 trials finished" in text
+    assert f"tuned v1: {verdict.reason}" in text
+    # a batch without labels is one error line, exit 2
+    assert main(["tune", "--config", str(cfg), "--window", "2030-01"]) == 2
+    assert capsys.readouterr().err.startswith("error: batches ['2030-01'] have no labels")
