@@ -41,12 +41,17 @@ def monitor_lines(out: Any, run: Any, failure: Failure) -> None:
     dr = res.get("drift", {})
     if dr.get("checked"):
         out.steps["drift_share"] = dr["drift_share"]
-        cols = ", ".join(dr["drifted_columns"]) or "none"
+        # the share counts value drift; a moved null share is its own finding
+        shifts = dr.get("null_shifts", [])
+        moved = {line.split(":", 1)[0] for line in shifts}
+        cols = ", ".join(c for c in dr["drifted_columns"] if c not in moved) or "none"
         out.lines.append(
             f"  drift      {dr['drift_share']:.0%} of columns against reference "
-            f"{dr['reference']} (threshold {dr['threshold']:.0%}); drifted: {cols}"
+            f"{dr['reference']} (threshold {dr['threshold']:.0%}); values drifted: {cols}"
             + (" (measured before: reused)" if dr.get("reused") else "")
         )
+        for line in shifts:
+            out.lines.append(f"             null share moved: {line}")
         for skipped in dr.get("skipped", []):
             out.lines.append(f"             not compared: {skipped}")
     else:
@@ -58,6 +63,8 @@ def monitor_lines(out: Any, run: Any, failure: Failure) -> None:
             if sc.get("canary_version")
             else ""
         )
+        if sc.get("shadow_rows"):
+            canary = f", canary v{sc['canary_version']} {sc['shadow_rows']} in shadow (unserved)"
         served = sc["rows"] - sc["canary_rows"]
         out.lines.append(f"  scoring    champion v{sc['champion_version']} {served} rows{canary}")
     decision = res.get("decide")
