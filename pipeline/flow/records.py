@@ -103,6 +103,7 @@ class DriftOutcome(Record):
     threshold: float | None = None
     drifted: bool = False
     drifted_columns: list[str] = []
+    null_shifts: list[str] = []  # one line per column whose null share moved
     skipped: list[str] = []
     report_uri: str | None = None
     summary_uri: str | None = None

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from pipeline.apps.summary import monitor_lines
 from pipeline.base.config import load_config
 from pipeline.flow import Env, decide, drift
 from pipeline.steps.ingest import ingest_frame
@@ -50,6 +52,17 @@ def test_a_filled_up_column_requests_a_retrain_through_the_monitor(env: Env) -> 
         "region: no values in the reference (null share 100% -> 20%); "
         "compared by its null share only"
     ]
+    assert outcome.null_shifts == [
+        "region: null share 100% in the reference -> 20% in the batch (moved more than 25%)"
+    ]
+    # the demo's month summary keeps the two findings apart (the share counts values)
+    out = SimpleNamespace(lines=[], steps={})
+    run = SimpleNamespace(
+        results={"validate": {"evaluated": 9, "rows": 800}, "drift": outcome.to_xcom()}
+    )
+    monitor_lines(out, run, failure=lambda *_: None)
+    assert out.lines[1].endswith("; values drifted: none"), out.lines
+    assert out.lines[2] == f"             null share moved: {outcome.null_shifts[0]}"
     decision = decide(env, "2024-07", outcome)
     assert decision.retrain
     assert decision.trigger == "drift"
