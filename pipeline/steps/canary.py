@@ -349,6 +349,18 @@ def _arm(frame: pd.DataFrame, version: str, target: str) -> tuple[Arm, Any]:
     return Arm(version, len(frame), mean, None if math.isnan(auc) else auc), losses
 
 
+def _tag_shadow(
+    client: MlflowClient, name: str, version: str, rows: int, shadow: Any, margin: float
+) -> None:
+    verdict = "too_few_rows" if shadow is None else judge(shadow, margin)
+    tags = {"shadow.rows": str(rows), "shadow.verdict": verdict}
+    if shadow is not None:
+        tags["shadow.difference"] = f"{shadow.estimate:+.5f}"
+        tags["shadow.interval"] = f"[{shadow.lower:+.5f}, {shadow.upper:+.5f}]"
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+
 def review_canary(
     client: MlflowClient,
     store: ObjectStore,
@@ -405,8 +417,10 @@ def review_canary(
             for b, rows in joined.groupby("batch_id")
         },
     )
-    shadow = shadow_interval(evidence, c) if c.test == "sequential" else None
+    shadow = shadow_interval(evidence, c)
     batches = len(evidence.canary)
+    if len(shadowed):  # the shadow's evidence on the version (its model card shows it)
+        _tag_shadow(client, name, canary, evidence.shadow_total().n, shadow, c.margin)
     if c.test == "sequential":  # the arms over every batch so far (AUC: this review's rows)
         cum_c, cum_h = evidence.canary_totals()
         arm_c = Arm(canary, cum_c.n, cum_c.mean, arm_c.auc)

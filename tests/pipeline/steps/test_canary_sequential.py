@@ -142,6 +142,10 @@ def test_a_worse_challenger_is_rolled_back_from_its_shadow(
     assert review.shadow_rows == y.size
     assert review.shadow_interval[0] == pytest_approx(d.mean() - r)
     assert review.canary.rows == 0  # it never served
+    tags = env.client.get_model_version(env.name, "2").tags  # what its model card shows
+    assert tags["shadow.verdict"] == "inferior"
+    assert tags["shadow.rows"] == str(y.size)
+    assert tags["shadow.interval"] == f"[{d.mean() - r:+.5f}, {d.mean() + r:+.5f}]"
     action = apply_review(env.client, env.store, env.config, review)
     assert action.action == "rejected"
     assert current_alias(env.client, env.name, CANARY) is None
