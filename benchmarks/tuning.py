@@ -14,7 +14,13 @@
 Targets (issue #17): the tuned config gains at least +0.003 mean best val AUC on the
 windows it was not tuned on, at no more optimizer steps than the fixed schedule.
 
-``python -m benchmarks.tuning [--trials 10] [--seeds 0,1,2] [--no-doc] [--json FILE]``
+With ``--dataset gss`` the same on the second example (the General Social Survey
+waves of ``python -m pipeline example gss``, spec ``configs/datasets/gss.yaml``,
+the same training config): tuned on the waves 1994-1998, judged on 2000-2002 and
+2004-2006 (section ``tuning_gss``).
+
+``python -m benchmarks.tuning [--dataset flights|gss] [--trials 10] [--seeds 0,1,2]
+[--no-doc] [--json FILE]``
 """
 
 from __future__ import annotations
@@ -39,8 +45,16 @@ from training.data.spec import load_spec
 from training.results import TrainResult
 
 CONFIG = "configs/flights.yaml"
-WINDOWS = {"1-3": [1, 2, 3], "4-6": [4, 5, 6], "7-9": [7, 8, 9]}
-TUNED_ON = "1-3"
+FLIGHTS = {"1-3": [1, 2, 3], "4-6": [4, 5, 6], "7-9": [7, 8, 9]}
+GSS = {
+    "1994-1998": ["1994", "1996", "1998"],
+    "2000-2002": ["2000", "2002"],
+    "2004-2006": ["2004", "2006"],
+}
+DATASETS = {
+    "flights": (FLIGHTS, "months 1-3 of the bundled flights"),
+    "gss": (GSS, "the GSS waves 1994, 1996, 1998 (`python -m pipeline example gss`)"),
+}
 SEEDS = (0, 1, 2)
 THREADS = 1
 TARGET_GAIN = 0.003
@@ -60,13 +74,38 @@ class Run:
         return max(c.val_auc for c in self.result.finals)
 
 
-def _fixed(window: str) -> Any:
+def _fixed(data: dict[str, Any]) -> Any:
     base = api.load_config(CONFIG)
-    return api.updated(base, {**COMMON, "stopping.enabled": False, "data.months": WINDOWS[window]})
+    return api.updated(base, {**COMMON, "stopping.enabled": False, **data})
+
+
+def _windows(dataset: str, folder: Path) -> dict[str, dict[str, Any]]:
+    """Window -> the data fields of the training config (gss: files written here)."""
+    if dataset == "flights":
+        return {w: {"data.months": months} for w, months in FLIGHTS.items()}
+    import pandas as pd
+
+    from pipeline.apps.examples import gss_batches
+
+    waves = gss_batches()
+    out = {}
+    for w, ids in GSS.items():
+        frame = pd.concat([waves[i] for i in ids], ignore_index=True)
+        features, labels = folder / f"{w}-features.csv", folder / f"{w}-labels.csv"
+        frame.drop(columns=["vhappy"]).to_csv(features, index=False)
+        frame[["respondent_id", "vhappy"]].to_csv(labels, index=False)
+        out[w] = {
+            "data.source": "files",
+            "data.dataset": "configs/datasets/gss.yaml",
+            "data.features": str(features),
+            "data.labels": str(labels),
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.tuning")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="flights")
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--no-doc", action="store_true", help="print only")
@@ -78,17 +117,19 @@ def main(argv: list[str] | None = None) -> str:
     runs: dict[tuple[str, int, str], Run] = {}
     with tempfile.TemporaryDirectory(prefix="bench-tuning-") as tmp:
         out = Path(tmp)
+        windows = _windows(args.dataset, out)
+        tuned_on = next(iter(windows))
         prepared = {}
-        for window in WINDOWS:
-            cfg = _fixed(window)
+        for window, fields in windows.items():
+            cfg = _fixed(fields)
             spec = load_spec(cfg.data.dataset)
             prepared[window] = (prepare_for(cfg, spec), spec)
         settings = TuneConfig(n_trials=args.trials)
-        data, spec = prepared[TUNED_ON]
+        data, spec = prepared[tuned_on]
         t0 = time.perf_counter()
         study = run_study(
             settings,
-            _fixed(TUNED_ON),
+            _fixed(windows[tuned_on]),
             storage=f"sqlite:///{out / 'tuning.db'}",
             name="bench",
             output_dir=out / "trials",
@@ -98,13 +139,13 @@ def main(argv: list[str] | None = None) -> str:
         study_s = time.perf_counter() - t0
         for t in study.trials:
             print(f"  trial {t.number}: {t.state} {t.value} {t.steps} steps {t.params}", flush=True)
-        for window in WINDOWS:
+        for window, fields in windows.items():
             data, spec = prepared[window]
             for seed in seeds:
                 for mode in ("fixed", "tuned"):
                     params = study.best_params if mode == "tuned" else {}
                     config = api.updated(
-                        _fixed(window),
+                        _fixed(fields),
                         {
                             **params,
                             "runtime.seed": seed,
@@ -121,7 +162,8 @@ def main(argv: list[str] | None = None) -> str:
                         f"{r.best_auc:.4f}, {r.wall_s:.0f} s",
                         flush=True,
                     )
-    body = report(study, study_s, runs, seeds, time.perf_counter() - t_start)
+    wall = time.perf_counter() - t_start
+    body = report(study, study_s, runs, seeds, wall, args.dataset, list(windows))
     print(body)
     if args.json:
         records = [
@@ -138,13 +180,23 @@ def main(argv: list[str] | None = None) -> str:
         ]
         args.json.write_text(json.dumps({"study": study.model_dump(), "runs": records}, indent=1))
     if not args.no_doc:
-        write_section("tuning", "The tuned schedule vs the fixed one", body)
+        if args.dataset == "flights":
+            write_section("tuning", "The tuned schedule vs the fixed one", body)
+        else:
+            write_section("tuning_gss", "The tuned schedule vs the fixed one: GSS", body)
     return body
 
 
 def report(
-    study: Any, study_s: float, runs: dict[tuple[str, int, str], Run], seeds: list[int], wall: float
+    study: Any,
+    study_s: float,
+    runs: dict[tuple[str, int, str], Run],
+    seeds: list[int],
+    wall: float,
+    dataset: str,
+    windows: list[str],
 ) -> str:
+    tuned_on, where = windows[0], DATASETS[dataset][1]
     states: dict[str, int] = {}
     for t in study.trials:
         states[t.state] = states.get(t.state, 0) + 1
@@ -153,13 +205,13 @@ def report(
     lines = [
         f"A study of {len(study.trials)} trials ({counts}; "
         "TPE, 4 random start-up trials, the median pruner at cycle ends, the shipped "
-        "`tune.space`) on months 1-3 of the bundled flights, `configs/flights.yaml` as "
+        f"`tune.space`) on {where}, `configs/flights.yaml` as "
         "shipped otherwise with `stopping.enabled=false`; seed 0, MLflow off, one torch "
         f"thread: {study.steps:,} optimizer steps, {study_s / 60:.1f} min, ${study.spent_usd:.4f}. "
         f"Best trial {study.best_trial} (val AUC {study.best_value:.4f}): {best}.",
         "",
         "The tuned config (those values on the same file) and the fixed schedule, each "
-        f"window x seeds {', '.join(map(str, seeds))}; 1-3 is the window it was tuned on.",
+        f"window x seeds {', '.join(map(str, seeds))}; {tuned_on} is the window it was tuned on.",
         "",
         "| window | seed | fixed: steps | fixed: best val AUC | tuned: steps | tuned: best val AUC "
         "| Δ AUC | fixed: s | tuned: s | fixed: $ | tuned: $ |",
@@ -174,7 +226,7 @@ def report(
             f"| {t.best_auc:.4f} | {t.best_auc - f.best_auc:+.4f} | {f.wall_s:.0f} | "
             f"{t.wall_s:.0f} | {f.result.cost_usd:.5f} | {t.result.cost_usd:.5f} |"
         )
-    held = [k for k in runs if k[0] != TUNED_ON and k[2] == "fixed"]
+    held = [k for k in runs if k[0] != tuned_on and k[2] == "fixed"]
     gain = statistics.mean(
         runs[w, s, "tuned"].best_auc - runs[w, s, "fixed"].best_auc for w, s, _ in held
     )
@@ -183,7 +235,8 @@ def report(
     met = gain >= TARGET_GAIN and steps_t <= steps_f
     lines += [
         "",
-        f"On the windows it was not tuned on (4-6, 7-9; {len(held)} window x seed pairs): mean "
+        f"On the windows it was not tuned on ({', '.join(windows[1:])}; {len(held)} window x "
+        "seed pairs): mean "
         f"best val AUC gain {gain:+.4f} (target >= +{TARGET_GAIN}), optimizer steps "
         f"{steps_t:,} tuned vs {steps_f:,} fixed (target: no more). Target: "
         f"**{'met' if met else 'not met'}**.",

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from training.config import TrainConfig
     from training.results import TrainResult
 
-__all__ = ["StudySummary", "TrialSummary", "log_study", "run_study"]
+__all__ = ["StudySummary", "TrialSummary", "log_study", "run_study", "start_values"]
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,19 @@ def _parent_run(client: MlflowClient | None, study: optuna.Study, experiment: st
     return run.info.run_id
 
 
+def start_values(tune: TuneConfig, base: TrainConfig) -> dict[str, float] | None:
+    """The start config's values of the searched fields, when all lie in the space
+    (then the study's trial 0 trains the config it must beat), else None."""
+    values = {}
+    for key, r in tune.space.items():
+        section, name = key.split(".")
+        value = getattr(getattr(base, section), name)
+        if value is None or not r.low <= value <= r.high:
+            return None
+        values[key] = float(value)
+    return values
+
+
 def run_study(
     tune: TuneConfig,
     base: TrainConfig,
@@ -148,6 +161,10 @@ def run_study(
         load_if_exists=True,
     )
     _recover(study)
+    if not study.trials:  # trial 0: the start config itself, the incumbent to beat
+        incumbent = start_values(tune, base)
+        if incumbent:
+            study.enqueue_trial(incumbent, user_attrs={"incumbent": True})
     study.sampler = build_sampler(tune, len(study.trials))
     parent = _parent_run(client, study, experiment or name)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)

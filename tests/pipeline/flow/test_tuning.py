@@ -57,6 +57,15 @@ def test_a_study_nests_its_trials_in_mlflow_and_writes_a_judged_version(
     assert summary.holdout == ["2024-03", "2024-04"]
     assert [t.state for t in study.trials] == ["COMPLETE"] * 3
     assert study.stop_reason == "3 of tune.n_trials=3 trials finished"
+    # trial 0 is the start config itself (tuning_support.TRAIN_YAML, defaults elsewhere)
+    assert study.trials[0].params == {
+        "schedule.lr_max": 0.01,
+        "schedule.cycle_epochs": 1.0,
+        "schedule.cycle_mult": 1.5,
+        "schedule.peak_decay": 0.8,
+        "optim.weight_decay": 1e-4,
+        "schedule.warmup_epochs": 0.2,
+    }
 
     # every trial is a FINISHED MLflow run nested under the study's run
     client = MlflowClient(mlflow_server.url)
@@ -420,3 +429,12 @@ def test_the_tune_command_runs_a_study_and_prints_its_verdict(
     # a batch without labels is one error line, exit 2
     assert main(["tune", "--config", str(cfg), "--window", "2030-01"]) == 2
     assert capsys.readouterr().err.startswith("error: batches ['2030-01'] have no labels")
+
+
+def test_the_start_config_is_trial_zero_only_when_the_space_holds_it(tmp_path: Path) -> None:
+    from pipeline.steps.tuning_study import start_values
+
+    base = api.load_config(write_train_yaml(tmp_path / "t.yaml", 0.01))
+    assert start_values(TuneConfig(space=SPACE), base) is not None
+    narrow = {**SPACE, "schedule.lr_max": {"low": 0.02, "high": 0.05}}  # 0.01 is outside
+    assert start_values(TuneConfig(space=narrow), base) is None
