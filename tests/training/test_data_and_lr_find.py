@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.spec_support import small_spec
 from training.cli import main
 from training.data import flights
 from training.data.preprocess import CLIP, Preprocessor
@@ -19,20 +20,13 @@ SPEC = load_spec("configs/datasets/flights.yaml")
 
 
 def _spec() -> DatasetSpec:
-    return DatasetSpec.model_validate(
-        {
-            "name": "toy",
-            "model_name": "toy",
-            "id_column": "id",
-            "timestamp_column": "ts",
-            "target": "y",
-            "columns": [
-                {"name": "id", "role": "id"},
-                {"name": "ts", "role": "timestamp"},
-                {"name": "color", "role": "categorical"},
-                {"name": "size", "role": "numeric", "max_null_share": 1.0},
-            ],
-        }
+    return small_spec(
+        "toy",
+        model_name="toy",
+        id_column="id",
+        timestamp_column="ts",
+        target="y",
+        features={"color": "categorical", "size": {"role": "numeric", "max_null_share": 1.0}},
     )
 
 

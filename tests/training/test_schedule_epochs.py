@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.spec_support import churn_spec
 from training.config import ScheduleConfig, load_config
 from training.data.spec import DatasetSpec
 from training.schedule import CosineSchedule
@@ -92,20 +93,9 @@ def test_bounds_clamp_the_cycle_and_scale_its_ramps() -> None:
 
 
 def test_the_spec_sets_the_bounds() -> None:
-    spec = DatasetSpec.model_validate(
-        {
-            "name": "churn",
-            "model_name": "churn",
-            "id_column": "customer_id",
-            "timestamp_column": "observed_at",
-            "target": "churned",
-            "columns": [
-                {"name": "customer_id", "role": "id"},
-                {"name": "observed_at", "role": "timestamp"},
-                {"name": "plan", "role": "categorical"},
-            ],
-            "schedule": {"min_cycle_steps": 40, "max_cycle_steps": 90},
-        }
+    spec = churn_spec(
+        features={"plan": "categorical"},
+        schedule={"min_cycle_steps": 40, "max_cycle_steps": 90},
     )
     assert ScheduleConfig().build(1, spec.schedule.bounds()).cycle_steps == 40
     assert ScheduleConfig().build(1000, spec.schedule.bounds()).cycle_steps == 90

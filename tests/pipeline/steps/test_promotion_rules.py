@@ -27,25 +27,15 @@ from pipeline.steps.promotion_rules import (
     derived_min_rows,
     gate_rules,
 )
+from tests import spec_support
 from training.data.spec import DatasetSpec
 
 
 def churn_spec(**promotion: Any) -> DatasetSpec:
-    return DatasetSpec.model_validate(
-        {
-            "name": "churn",
-            "model_name": "churn_model",
-            "id_column": "customer_id",
-            "timestamp_column": "observed_at",
-            "target": "churned",
-            "columns": [
-                {"name": "customer_id", "role": "id"},
-                {"name": "observed_at", "role": "timestamp"},
-                {"name": "plan", "role": "categorical"},
-                {"name": "tenure_months", "role": "numeric"},
-            ],
-            "promotion": promotion,
-        }
+    return spec_support.churn_spec(
+        model_name="churn_model",
+        features={"plan": "categorical", "tenure_months": "numeric"},
+        promotion=promotion,
     )
 
 
