@@ -121,3 +121,50 @@ def test_shadow_then_canary_through_the_flow(
         elif review.canary.rows == 0:
             assert review.outcome == "inconclusive"
     print([(r.outcome, r.reason) for r in reviews])
+
+
+def test_the_cli_scores_in_shadow_and_reviews_the_paired_evidence(
+    mlflow_server: Any, trained_runs: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m pipeline canary score|review`` (in process): the first batch after
+    the gate is scored in shadow, and the review prints the paired evidence."""
+    import json
+
+    import yaml
+
+    from pipeline.apps.cli import main
+
+    settings = {
+        "home": str(tmp_path / "home"),
+        "mlflow": {"tracking_uri": mlflow_server.url, "model_name": "cli_seq"},
+        "gate": PERMISSIVE,
+        "canary": {"min_rows": MIN_ROWS},
+    }
+    pipeline_yaml = tmp_path / "pipeline.yaml"
+    pipeline_yaml.write_text(yaml.safe_dump(settings))
+    cfg = ["--config", str(pipeline_yaml)]
+    env = Env(load_config(pipeline_yaml))
+    holdout = training_holdout(env.client, trained_runs["b"].run_id, env.spec)
+    for run in ("b", "a"):
+        register_training_run(
+            env.client, env.store, env.spec, trained_runs[run].run_id, name=env.model
+        )
+        gate_version(env.client, env.store, env.config, env.spec, env.model, holdout)
+    canary = current_alias(env.client, env.model, CANARY)
+    features, labels = flights.load_months([4])
+    features = features.sample(ROWS, random_state=0).reset_index(drop=True)
+    ingest_frame(env.store, env.spec, features, "2013-04")
+    ingest_labels(
+        env.store, env.spec, labels[labels["flight_id"].isin(features["flight_id"])], "2013-04"
+    )
+    capsys.readouterr()
+    assert main(["canary", "score", "2013-04", *cfg, "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert (scored["shadow_rows"], scored["canary_rows"]) == (ROWS, 0)
+    assert main(["canary", "review", "2013-04", *cfg]) == 0
+    out = capsys.readouterr().out
+    assert f"  shadow: {ROWS} paired rows, difference" in out
+    assert "INCONCLUSIVE - non-inferior in shadow" in out  # a (calm) beats b (noisy)
+    assert "the canary serves from the next batch scored" in out
+    tags = env.client.get_model_version(env.model, canary).tags
+    assert tags["shadow.rows"] == str(ROWS)
