@@ -11,39 +11,32 @@ from pathlib import Path
 import pytest
 
 from pipeline.apps.cli import main
+from tests.pipeline.cli_support import clear_pipeline_env, run_cli
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("COSINE_RETRAIN_"):
-            monkeypatch.delenv(name)
+    clear_pipeline_env(monkeypatch)
     monkeypatch.setenv("COSINE_RETRAIN_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(ROOT)  # the default spec path is relative to the repository
     return tmp_path / "home"
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_ingest_month_then_again(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(capsys, "ingest", "2013-02")
+    code, out, _ = run_cli(capsys, "ingest", "2013-02")
     assert code == 0
     assert out.strip() == "landed 24,951 rows as flights/2013-02/v1"
     assert (home / "store/datasets/flights/batches/2013-02/v1/features.parquet").is_file()
-    code, out, _ = _run(capsys, "ingest", "2", "--json")
+    code, out, _ = run_cli(capsys, "ingest", "2", "--json")
     assert code == 0
     data = json.loads(out)
     assert (data["status"], data["version"], data["rows"]) == ("unchanged", 1, 24_951)
-    code, out, _ = _run(capsys, "ingest-labels", "2013-02")
+    code, out, _ = run_cli(capsys, "ingest-labels", "2013-02")
     assert code == 0
     assert "landed 24,951 labels for flights/2013-02 as v1" in out
-    code, out, _ = _run(capsys, "batches")
+    code, out, _ = run_cli(capsys, "batches")
     assert "2013-02      versions [1]  quarantined -  labels [1]" in out
 
 
@@ -52,18 +45,18 @@ def test_file_ingest_needs_a_batch_id(
 ) -> None:
     path = tmp_path / "batch.csv"
     march.to_csv(path, index=False)
-    code, _, err = _run(capsys, "ingest", str(path))
+    code, _, err = run_cli(capsys, "ingest", str(path))
     assert code == 2
     assert err.startswith("error: ingesting a file needs --batch-id")
     assert err.count("\n") == 1
-    code, out, _ = _run(capsys, "ingest", str(path), "--batch-id", "2024-03")
+    code, out, _ = run_cli(capsys, "ingest", str(path), "--batch-id", "2024-03")
     assert code == 0
     assert "as flights/2024-03/v1" in out
     march.head(1500).to_csv(path, index=False)
-    code, _, err = _run(capsys, "ingest", str(path), "--batch-id", "2024-03")
+    code, _, err = run_cli(capsys, "ingest", str(path), "--batch-id", "2024-03")
     assert code == 2
     assert "refusing to replace it. Pass --new-version" in err
-    code, out, _ = _run(capsys, "ingest", str(path), "--batch-id", "2024-03", "--new-version")
+    code, out, _ = run_cli(capsys, "ingest", str(path), "--batch-id", "2024-03", "--new-version")
     assert code == 0
     assert "as flights/2024-03/v2 (new version; v1 is kept)" in out
 
@@ -73,18 +66,18 @@ def test_validation_failure_exits_1_and_quarantines(
 ) -> None:
     path = tmp_path / "bad.parquet"
     march.assign(distance=-1.0).to_parquet(path, index=False)
-    assert _run(capsys, "ingest", str(path), "--batch-id", "bad")[0] == 0
-    code, _, err = _run(capsys, "validate", "bad")
+    assert run_cli(capsys, "ingest", str(path), "--batch-id", "bad")[0] == 0
+    code, _, err = run_cli(capsys, "validate", "bad")
     assert code == 1
     assert err.startswith("error: batch flights/bad/v1 failed validation")
     assert "distance: 3,000 of 3,000 values (100.00%) lie outside [1, 6000]; e.g. -1" in err
-    code, _, err = _run(capsys, "validate", "bad")
+    code, _, err = run_cli(capsys, "validate", "bad")
     assert code == 2
     assert "has no valid version: v1 quarantined" in err
 
 
 def test_user_errors_are_one_line(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _run(capsys, "ingest", "2013-02")[0] == 0
+    assert run_cli(capsys, "ingest", "2013-02")[0] == 0
     cases = [
         (["validate", "2013-05"], "was never ingested (run ingest first)"),
         (["validate", "2013-02", "--version", "4"], "has no version 4; stored: v1"),
@@ -94,7 +87,7 @@ def test_user_errors_are_one_line(home: Path, capsys: pytest.CaptureFixture[str]
         (["reference", "r1", "--batches", "2013-09"], "was never ingested"),
     ]
     for argv, message in cases:
-        code, _, err = _run(capsys, *argv)
+        code, _, err = run_cli(capsys, *argv)
         assert code == 2, argv
         assert err.startswith("error: "), err
         assert message in err, err
@@ -105,7 +98,7 @@ def test_bad_config_is_one_clear_error(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COSINE_RETRAIN_STORAGE__KIND", "dropbox")
-    code, _, err = _run(capsys, "batches")
+    code, _, err = run_cli(capsys, "batches")
     assert code == 2
     assert "storage.kind: Input should be 'local' or 's3'" in err
     assert "COSINE_RETRAIN_STORAGE__KIND" in err

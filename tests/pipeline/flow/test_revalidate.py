@@ -11,34 +11,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from pipeline.apps.cli import main
 from tests.pipeline import loans
+from tests.pipeline.cli_support import clear_pipeline_env, run_cli
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("COSINE_RETRAIN_"):
-            monkeypatch.delenv(name)
+    clear_pipeline_env(monkeypatch)
     monkeypatch.setenv("COSINE_RETRAIN_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("COSINE_RETRAIN_DATASET_SPEC", str(tmp_path / "loans.yaml"))
     monkeypatch.setenv("COSINE_RETRAIN_ACTOR", "ana@laptop")
     monkeypatch.chdir(ROOT)
     return tmp_path / "home"
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -63,24 +54,24 @@ def test_a_fixed_spec_releases_the_batch_and_keeps_its_history(
     frame.to_csv(source, index=False)
     store = home / "store" / "datasets" / "loans"
 
-    assert _run(capsys, "ingest", str(source), "--batch-id", "2024-01")[0] == 0
-    code, _, err = _run(capsys, "validate", "2024-01")
+    assert run_cli(capsys, "ingest", str(source), "--batch-id", "2024-01")[0] == 0
+    code, _, err = run_cli(capsys, "validate", "2024-01")
     assert code == 1
     assert "region" in err
     refused = _files(store / "quarantine/2024-01/v1")
     assert "features.parquet" in refused
 
     # the same file again is refused, and the message says how to get out
-    code, _, err = _run(capsys, "ingest", str(source), "--batch-id", "2024-01")
+    code, _, err = run_cli(capsys, "ingest", str(source), "--batch-id", "2024-01")
     assert code == 2
     assert err.count("\n") == 1
     assert "python -m pipeline revalidate 2024-01 --version 1" in err
-    code, _, err = _run(capsys, "validate", "2024-01", "--version", "1")
+    code, _, err = run_cli(capsys, "validate", "2024-01", "--version", "1")
     assert code == 2
     assert err.endswith("run python -m pipeline revalidate 2024-01 --version 1\n")
 
     # with the spec unchanged, revalidate refuses again and names the failed expectation
-    code, _, err = _run(capsys, "revalidate", "2024-01", "--reference", "none")
+    code, _, err = run_cli(capsys, "revalidate", "2024-01", "--reference", "none")
     assert code == 1
     assert err.startswith(
         f"error: batch loans/2024-01/v1 still fails validation against the "
@@ -93,7 +84,7 @@ def test_a_fixed_spec_releases_the_batch_and_keeps_its_history(
     loans.write_spec(spec_path, region_nulls=1.0)  # the fix
     fixed_sha = _spec_sha(spec_path)
     assert fixed_sha != wrong_sha
-    code, out, _ = _run(capsys, "revalidate", "2024-01", "--reference", "none", "--json")
+    code, out, _ = run_cli(capsys, "revalidate", "2024-01", "--reference", "none", "--json")
     assert code == 0
     release = json.loads(out)
     assert release["status"] == "released"
@@ -129,18 +120,18 @@ def test_a_fixed_spec_releases_the_batch_and_keeps_its_history(
     ]
     assert "region" in attempts[0]["failed"][0]
 
-    code, out, _ = _run(capsys, "batches")
+    code, out, _ = run_cli(capsys, "batches")
     assert "2024-01      versions [2]  quarantined [1]  labels -  v1 released as v2\n" in out
 
     # again: a no-op that names what happened before (default reference: the champion's,
     # none yet); ingesting the same file finds the released version
-    code, out, _ = _run(capsys, "revalidate", "2024-01")
+    code, out, _ = run_cli(capsys, "revalidate", "2024-01")
     assert code == 0
     assert out.startswith(
         "batch loans/2024-01/v1 was already released as loans/2024-01/v2 by ana@laptop"
     )
     assert not (store / "batches/2024-01/v3").exists()
-    code, out, _ = _run(capsys, "ingest", str(source), "--batch-id", "2024-01")
+    code, out, _ = run_cli(capsys, "ingest", str(source), "--batch-id", "2024-01")
     assert code == 0
     assert "already holds this content" in out
     assert "loans/2024-01/v2" in out
@@ -154,9 +145,9 @@ def test_wrong_data_stays_refused_and_bad_requests_are_clear(
     frame = loans.batch("2024-02", 500, seed=2)
     frame.loc[:9, "income"] = -5.0  # negative incomes: the data is wrong, not the spec
     frame.to_csv(source, index=False)
-    assert _run(capsys, "ingest", str(source), "--batch-id", "2024-02")[0] == 0
-    assert _run(capsys, "validate", "2024-02")[0] == 1
-    code, _, err = _run(capsys, "revalidate", "2024-02", "--version", "1", "--reference", "none")
+    assert run_cli(capsys, "ingest", str(source), "--batch-id", "2024-02")[0] == 0
+    assert run_cli(capsys, "validate", "2024-02")[0] == 1
+    code, _, err = run_cli(capsys, "revalidate", "2024-02", "--version", "1", "--reference", "none")
     assert code == 1
     assert "still fails validation" in err
     assert "expect_column_values_to_be_between" in err
@@ -166,13 +157,13 @@ def test_wrong_data_stays_refused_and_bad_requests_are_clear(
     assert sorted(p.name for p in (store / "batches").rglob("v*")) == []
 
     # a version that is not quarantined, a batch that never was
-    code, _, err = _run(capsys, "revalidate", "2024-02", "--version", "7", "--reference", "none")
+    code, _, err = run_cli(capsys, "revalidate", "2024-02", "--version", "7", "--reference", "none")
     assert code == 2
     assert err.startswith(
         "error: batch loans/2024-02/v7 is not quarantined (quarantined "
         "versions of loans/2024-02: v1)"
     )
-    code, _, err = _run(capsys, "revalidate", "2024-05", "--reference", "none")
+    code, _, err = run_cli(capsys, "revalidate", "2024-05", "--reference", "none")
     assert code == 2
     assert (
         err == "error: batch loans/2024-05 has no quarantined version; nothing to "
@@ -182,8 +173,8 @@ def test_wrong_data_stays_refused_and_bad_requests_are_clear(
     # a file that was never read as a table: no spec change can release it
     empty = tmp_path / "2024-03.csv"
     empty.write_text(",".join(frame.columns) + "\n")
-    assert _run(capsys, "ingest", str(empty), "--batch-id", "2024-03")[0] == 2
-    code, _, err = _run(capsys, "revalidate", "2024-03", "--reference", "none")
+    assert run_cli(capsys, "ingest", str(empty), "--batch-id", "2024-03")[0] == 2
+    code, _, err = run_cli(capsys, "revalidate", "2024-03", "--reference", "none")
     assert code == 2
     assert "was refused before it could be read as a table" in err
     assert "fix the file and ingest it again" in err
