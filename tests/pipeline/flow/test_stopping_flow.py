@@ -15,9 +15,9 @@ import yaml
 from pipeline import flow
 from pipeline.apps.summary import retrain_lines
 from pipeline.base.config import resolve_path
-from pipeline.flow.records import BatchVersions, Plan, Window
 from pipeline.flow.retrain import pod_command, train_config
 from pipeline.steps.health import run_health
+from tests.pipeline.flow.retrain_support import plan, retrain_env, window
 from tests.training.helpers import TINY
 from training.cli import _load_train_config, build_parser
 from training.config import load_config
@@ -27,24 +27,10 @@ from training.trainer import Trainer
 STOP = ["stopping.enabled=true", "stopping.min_delta=0.5", "stopping.patience=1"]
 
 
-def _plan() -> Plan:
-    return Plan(
-        trigger="manual",
-        reasons=["a test"],
-        window=["b1"],
-        skip=False,
-        reason="",
-        versions={"b1": BatchVersions(features=1, labels=1)},
-        run_name="retrain-b1-0123abcd",
-    )
-
-
 def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train_config_file: Path) -> flow.Env:
-    monkeypatch.delenv("COSINE_RETRAIN_CONFIG", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("COSINE_RETRAIN_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("COSINE_RETRAIN_RETRAIN__TRAIN_CONFIG", str(train_config_file))
-    return flow.build_env()
+    return retrain_env(
+        tmp_path, monkeypatch, COSINE_RETRAIN_RETRAIN__TRAIN_CONFIG=str(train_config_file)
+    )
 
 
 def test_the_dags_training_config_carries_the_rule_to_the_local_job_and_the_pod(
@@ -55,18 +41,11 @@ def test_the_dags_training_config_carries_the_rule_to_the_local_job_and_the_pod(
     own = tmp_path / "train.yaml"
     own.write_text(yaml.safe_dump(shipped))
     env = _env(tmp_path, monkeypatch, own)
-    window = Window(
-        features=str(tmp_path / "f.parquet"),
-        labels=str(tmp_path / "l.parquet"),
-        rows=10,
-        features_uri="s3://bucket/f.parquet",
-        labels_uri="s3://bucket/l.parquet",
-    )
-    local = train_config(env, _plan(), window).stopping
+    local = train_config(env, plan(), window(tmp_path)).stopping
     assert (local.enabled, local.min_delta, local.patience) == (True, 0.002, 2)
     # the pod mounts the same file and gets the differences as --set: read back as the
     # job's own command line reads them
-    pod = pod_command(env, _plan(), window, config_path=str(own))
+    pod = pod_command(env, plan(), window(tmp_path), config_path=str(own))
     remote = _load_train_config(build_parser().parse_args(pod.arguments)).stopping
     assert remote == local
 
