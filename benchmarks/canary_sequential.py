@@ -201,7 +201,7 @@ def _cell(o: Outcome) -> str:
     if not o.decided:
         return "never (12 batches)"
     return (
-        f"{o.decided:.0%} decided, {o.wrong:.1%} wrong; median {o.rows:,.0f} rows "
+        f"{o.decided:.1%} decided, {o.wrong:.1%} wrong; median {o.rows:,.0f} rows "
         f"({o.batches:g} batches)"
     )
 
