@@ -112,17 +112,19 @@ RUN = textwrap.dedent(
 )
 
 
-def _stage(url: str, home: Path, hook: str, trained_runs: Any) -> tuple[Env, str, str]:
+def _stage(
+    url: str, home: Path, hook: str | None, trained_runs: Any, model: str | None = None
+) -> tuple[Env, str, str]:
     """Champion (run a) and canary (run b) through the flow's gate, a labelled batch whose
     stored predictions make the canary clearly better than the champion."""
     env = Env(
         load_config(
             None,
             home=home,
-            mlflow={"tracking_uri": url, "model_name": f"run_{uuid.uuid4().hex[:8]}"},
+            mlflow={"tracking_uri": url, "model_name": model or f"run_{uuid.uuid4().hex[:8]}"},
             gate=GATE,
             canary={"min_rows": 300},
-            alerts={"webhook_url": hook},
+            alerts={"webhook_url": hook} if hook else {},
         )
     )
     versions = []
