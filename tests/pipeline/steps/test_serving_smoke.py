@@ -44,6 +44,7 @@ from pipeline.steps.scoring import describe_serving_error, load_scorer, predict_
 from pipeline.steps.smoke import UNSEEN, synthetic_batch
 from pipeline.steps.validation import validate_frame
 from pipeline.steps.versions import MODEL_CODE, TRAINING_CODE
+from tests.pipeline.cli_support import clear_pipeline_env
 from training.data.spec import DatasetSpec, load_spec
 from training.serving import Scorer
 
@@ -323,6 +324,20 @@ def _log_with_the_old_inferred_signature(
     return str(version.version)
 
 
+def _registered_then_bricked(
+    mlflow_server: Any, loans_run: dict[str, Any], folder: Path
+) -> tuple[Env, str]:
+    """The loans run registered, then its checkpoint logged again with the old inferred
+    signature: the Env and the bricked version."""
+    spec: DatasetSpec = loans_run["spec"]
+    env = Env(mlflow_server.url, folder)
+    register_training_run(env.client, env.store, spec, loans_run["run_id"], name=env.name)
+    bad = _log_with_the_old_inferred_signature(
+        env, loans_run["run_id"], spec, folder, loans_run["holdout"]
+    )
+    return env, bad
+
+
 def test_a_version_whose_signature_refuses_a_column_fails_the_gate_and_moves_nothing(
     mlflow_server: Any, loans_run: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -366,12 +381,7 @@ def test_a_version_whose_signature_refuses_a_column_fails_the_gate_and_moves_not
 def test_a_schema_error_is_described_whole_with_its_reason_first(
     mlflow_server: Any, loans_run: dict[str, Any], tmp_path: Path
 ) -> None:
-    spec: DatasetSpec = loans_run["spec"]
-    env = Env(mlflow_server.url, tmp_path)
-    register_training_run(env.client, env.store, spec, loans_run["run_id"], name=env.name)
-    bad = _log_with_the_old_inferred_signature(
-        env, loans_run["run_id"], spec, tmp_path, loans_run["holdout"]
-    )
+    env, bad = _registered_then_bricked(mlflow_server, loans_run, tmp_path)
     model = load_scorer(env.name, bad, env.url)
     later, _ = loans(20, 9, region=True)
     inputs = model.metadata.get_input_schema().input_names()
@@ -404,20 +414,11 @@ def test_the_command_line_prints_a_refused_batch_whole_with_the_reason_first(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The bricked champion as a user met it: ``pipeline canary score`` on a later batch."""
-    import os
-
     from pipeline.apps.cli import main
 
-    spec: DatasetSpec = loans_run["spec"]
-    env = Env(mlflow_server.url, tmp_path)
-    register_training_run(env.client, env.store, spec, loans_run["run_id"], name=env.name)
-    bad = _log_with_the_old_inferred_signature(
-        env, loans_run["run_id"], spec, tmp_path, loans_run["holdout"]
-    )
+    env, bad = _registered_then_bricked(mlflow_server, loans_run, tmp_path)
     move_alias(env.client, env.store, env.name, CHAMPION, bad, why="test: a bricked champion")
-    for name in list(os.environ):
-        if name.startswith("COSINE_RETRAIN_"):
-            monkeypatch.delenv(name)
+    clear_pipeline_env(monkeypatch)
     spec_path = write_spec(tmp_path)
     monkeypatch.setenv("COSINE_RETRAIN_HOME", str(tmp_path))  # env.store is its store
     monkeypatch.setenv("COSINE_RETRAIN_DATASET_SPEC", str(spec_path))
