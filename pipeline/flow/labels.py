@@ -123,4 +123,9 @@ def review(env: Env, batch_ids: list[str], *, hold: bool = False) -> ReviewOutco
         version=action.version,
         champion=current_alias(env.client, env.model, CHAMPION),
         canary=current_alias(env.client, env.model, CANARY),
+        method=result.method,
+        interval=None if result.interval is None else list(result.interval),
+        shadow_rows=result.shadow_rows,
+        shadow_interval=None if result.shadow_interval is None else list(result.shadow_interval),
+        evidence_uri=result.evidence_uri,
     )

@@ -161,6 +161,11 @@ class ReviewOutcome(Record):
     version: str | None
     champion: str | None
     canary: str | None
+    method: str = "sequential"  # canary.test
+    interval: list[float] | None = None  # canary minus champion mean log loss
+    shadow_rows: int = 0  # paired rows of the shadow so far
+    shadow_interval: list[float] | None = None
+    evidence_uri: str | None = None  # the per-batch evidence (sequential review)
 
 
 class ApprovalOutcome(Record):

@@ -168,3 +168,11 @@ def test_the_cli_scores_in_shadow_and_reviews_the_paired_evidence(
     assert "the canary serves from the next batch scored" in out
     tags = env.client.get_model_version(env.model, canary).tags
     assert tags["shadow.rows"] == str(ROWS)
+    # the canary_review DAG's record (flow.review), reviewed again: the same evidence
+    record = flow.review(env, ["2013-04"])
+    again = flow.ReviewOutcome.from_xcom(record.to_xcom())
+    assert again == record
+    assert (record.method, record.shadow_rows, record.interval) == ("sequential", ROWS, None)
+    lo, hi = record.shadow_interval
+    assert tags["shadow.interval"] == f"[{lo:+.5f}, {hi:+.5f}]"
+    assert record.evidence_uri.endswith(f"reports/canary/cli_seq/v{canary}/evidence.json")
