@@ -211,7 +211,7 @@ class ModelCard:
         flat = [
             (key, _value(value))
             for key, value in sorted(review.items())
-            if key not in ("model",) and not isinstance(value, dict | list)
+            if key != "model" and not isinstance(value, dict)
         ]
         for arm in ("canary", "champion"):
             if isinstance(review.get(arm), dict):
@@ -286,6 +286,8 @@ def _num(value: Any) -> str:
 
 
 def _value(value: Any) -> str:
+    if isinstance(value, list | tuple):  # an interval, say
+        return "[" + ", ".join(_value(v) for v in value) + "]"
     return _num(value) if isinstance(value, float) else str(value)
 
 

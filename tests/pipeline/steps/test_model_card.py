@@ -154,3 +154,28 @@ def test_hostile_slice_values_are_escaped_and_slices_under_their_slo_are_limitat
     limits = text.split("## Known limitations", 1)[1]
     escaped = 'carrier=&lt;img src=x onerror="alert(1)"&gt;\\|\\*\\*bold\\*\\*'
     assert f"- slice {escaped} under its SLO" in limits
+
+
+def test_the_canary_review_record_renders_with_its_intervals() -> None:
+    """Pure rendering: a review as the store keeps it (JSON: intervals are lists)."""
+    from pipeline.steps.model_card import ModelCard, render_markdown
+
+    review = {
+        "model": "m",
+        "outcome": "success",
+        "reason": "non-inferior",
+        "canary": {"version": "7", "rows": 1200, "mean_loss": 0.61, "auc": 0.7},
+        "champion": {"version": "6", "rows": 4800, "mean_loss": 0.63, "auc": 0.68},
+        "difference": -0.02,
+        "interval": [-0.031, -0.009],
+        "shadow_interval": [-0.0325, 0.0088],
+        "shadow_rows": 1337,
+    }
+    tags = {"shadow.verdict": "non_inferior", "canary.status": "serving"}
+    card = ModelCard("m", "7", "test", "now", "run", tags, "", None, None, review)
+    text = render_markdown(card)
+    assert "| interval | \\[-0.031, -0.009\\] |" in text
+    assert "| shadow_interval | \\[-0.0325, 0.0088\\] |" in text
+    assert "| canary.rows | 1200 |" in text
+    assert "| champion.mean_loss | 0.63 |" in text
+    assert "| shadow.verdict | non_inferior |" in text.split("## Canary evidence")[0]
