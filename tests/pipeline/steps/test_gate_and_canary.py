@@ -354,11 +354,16 @@ def _canary_at(env: Env, *, version: str, champion: str) -> None:
     move_alias(env.client, env.store, env.name, CANARY, version, why="test setup")
 
 
-def test_too_few_labels_is_inconclusive_then_a_person_decides(
-    mlflow_server: Any, tmp_path: Path
-) -> None:
+@pytest.fixture
+def canary_env(mlflow_server: Any, tmp_path: Path) -> Env:
+    """v1 champion, v2 canary."""
     env = Env(mlflow_server.url, tmp_path)
     _canary_at(env, version="2", champion="1")
+    return env
+
+
+def test_too_few_labels_is_inconclusive_then_a_person_decides(canary_env: Env) -> None:
+    env = canary_env
     ids = [f"r{i}" for i in range(100)]
     served = pd.concat(
         [
@@ -382,11 +387,8 @@ def test_too_few_labels_is_inconclusive_then_a_person_decides(
     assert tags["canary.last_outcome"] == "needs_decision"
 
 
-def test_success_promotes_and_keeps_the_previous_champion_then_rollback(
-    mlflow_server: Any, tmp_path: Path
-) -> None:
-    env = Env(mlflow_server.url, tmp_path)
-    _canary_at(env, version="2", champion="1")
+def test_success_promotes_and_keeps_the_previous_champion_then_rollback(canary_env: Env) -> None:
+    env = canary_env
     result = promote(env.client, env.store, env.config, env.name, "2", why="canary non-inferior")
     assert result.action == "promoted"
     assert current_alias(env.client, env.name, CHAMPION) == "2"
@@ -412,11 +414,8 @@ def test_success_promotes_and_keeps_the_previous_champion_then_rollback(
         rollback_champion(env.client, env.store, env.config, env.name, why="again")
 
 
-def test_failure_rolls_the_canary_back_and_tags_it_rejected(
-    mlflow_server: Any, tmp_path: Path
-) -> None:
-    env = Env(mlflow_server.url, tmp_path)
-    _canary_at(env, version="2", champion="1")
+def test_failure_rolls_the_canary_back_and_tags_it_rejected(canary_env: Env) -> None:
+    env = canary_env
     result = reject_canary(env.client, env.store, env.config, env.name, "2", why="worse by 0.1")
     assert result.action == "rejected"
     assert current_alias(env.client, env.name, CANARY) is None
