@@ -105,6 +105,17 @@ class Pod:
     airflow_home: Path
     pod_dir: Path
 
+    def after(self, script: str) -> Any:
+        """``script`` run as a later task of the same DAG run: the DAG folder and the
+        plan as its arguments, the worker's environment (its last line, as JSON)."""
+        return airflow_script(
+            script,
+            str(ROOT / "dags"),
+            json.dumps(self.built["planned"]),
+            home=self.airflow_home,
+            extra_env=self.worker,
+        )
+
 
 def _run_pod(
     tmp_path: Path,
@@ -213,13 +224,7 @@ def test_the_dags_pod_trains_and_the_next_task_reads_it_back(
     assert result["world_size"] == processes
     assert result["status"] == "completed"
 
-    trained = airflow_script(
-        READ_BACK,
-        str(ROOT / "dags"),
-        json.dumps(planned),
-        home=pod.airflow_home,
-        extra_env=pod.worker,
-    )
+    trained = pod.after(READ_BACK)
     assert trained["status"] == "completed"
     assert trained["run_id"] == result["mlflow_run_id"]
     assert [c["cycle"] for c in trained["cycles"]] == [0, 1, 2]
@@ -281,13 +286,7 @@ def test_a_diverged_pod_sends_nan_detected_once(
     assert pod.proc.returncode == 1, pod.proc.stdout[-2000:] + pod.proc.stderr[-2000:]
     assert "training diverged" in pod.proc.stderr
     planned = pod.built["planned"]
-    alerts = airflow_script(
-        FAILED_POD,
-        str(ROOT / "dags"),
-        json.dumps(planned),
-        home=pod.airflow_home,
-        extra_env=pod.worker,
-    )
+    alerts = pod.after(FAILED_POD)
     kinds = sorted(a["kind"] for a in alerts)
     # task_failed once per try (its key has the try), nan_detected once per run
     assert kinds.count("nan_detected") == 1, alerts
