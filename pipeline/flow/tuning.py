@@ -281,7 +281,8 @@ def tune(
     )
     log_study(env.client, summary, storage)
     out = {"study": summary, "window": window, "holdout": holdout}
-    if summary.best_trial is None:
+    best = next((t for t in summary.trials if t.number == summary.best_trial), None)
+    if best is None or best.incumbent:  # nothing beat the start config: nothing to judge
         return TuneSummary(**out, version=None, verdict=None)
     version = next(
         (

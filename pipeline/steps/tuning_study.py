@@ -57,6 +57,7 @@ class TrialSummary(_Frozen):
     cost_usd: float | None
     run_name: str | None
     pruned_at_cycle: int | None = None
+    incumbent: bool = False  # trial 0: the start config's own values
 
 
 class StudySummary(_Frozen):
@@ -99,6 +100,7 @@ def _summary(t: optuna.trial.FrozenTrial) -> TrialSummary:
         cost_usd=t.user_attrs.get("cost_usd"),
         run_name=t.user_attrs.get("run_name"),
         pruned_at_cycle=t.user_attrs.get("pruned_at_cycle"),
+        incumbent=bool(t.user_attrs.get("incumbent", False)),
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pipeline.steps.tuning_store import read_verdict, tuned_versions
-from tests.pipeline.flow.tuning_support import make_env
+from tests.pipeline.flow.tuning_support import SPACE_WITHOUT_START, make_env
 from tests.support import airflow_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ RUN = textwrap.dedent(
 def test_the_tune_dag_runs_the_study_and_judges_its_best(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = make_env(tmp_path, monkeypatch, startup_trials=2)
+    env = make_env(tmp_path, monkeypatch, startup_trials=2, space=SPACE_WITHOUT_START)
     cfg = tmp_path / "pipeline.yaml"
     cfg.write_text(yaml.safe_dump(json.loads(env.config.model_dump_json())))
     out = airflow_script(

@@ -50,7 +50,12 @@ def _tune(args: argparse.Namespace, lazy: Lazy) -> int:
     if summary.verdict is not None:
         lines.append(f"tuned v{summary.version}: {summary.verdict.reason}")
     else:
-        lines.append("no trial completed: no tuned config")
+        best = s.best_trial
+        lines.append(
+            "no trial completed: no tuned config"
+            if best is None
+            else f"the start config (trial {best}) stayed the best: no tuned config"
+        )
     emit(args, "\n".join(lines), summary.model_dump(mode="json"))
     return 0
 

@@ -31,7 +31,12 @@ from pipeline.steps.tuning_store import (
     write_version,
 )
 from pipeline.steps.tuning_study import run_study
-from tests.pipeline.flow.tuning_support import SPACE, make_env, write_train_yaml
+from tests.pipeline.flow.tuning_support import (
+    SPACE,
+    SPACE_WITHOUT_START,
+    make_env,
+    write_train_yaml,
+)
 from training import api
 from training.results import TrainResult
 from training.schedule import CosineSchedule
@@ -49,7 +54,12 @@ def test_a_study_nests_its_trials_in_mlflow_and_writes_a_judged_version(
     from mlflow import MlflowClient
 
     env = make_env(
-        tmp_path, monkeypatch, tracking_uri=mlflow_server.url, n_trials=3, startup_trials=3
+        tmp_path,
+        monkeypatch,
+        tracking_uri=mlflow_server.url,
+        n_trials=3,
+        startup_trials=3,
+        space=SPACE_WITHOUT_START,  # no incumbent: a tuned version is written and judged
     )
     summary = tune(env)
     study = summary.study
@@ -57,15 +67,6 @@ def test_a_study_nests_its_trials_in_mlflow_and_writes_a_judged_version(
     assert summary.holdout == ["2024-03", "2024-04"]
     assert [t.state for t in study.trials] == ["COMPLETE"] * 3
     assert study.stop_reason == "3 of tune.n_trials=3 trials finished"
-    # trial 0 is the start config itself (tuning_support.TRAIN_YAML, defaults elsewhere)
-    assert study.trials[0].params == {
-        "schedule.lr_max": 0.01,
-        "schedule.cycle_epochs": 1.0,
-        "schedule.cycle_mult": 1.5,
-        "schedule.peak_decay": 0.8,
-        "optim.weight_decay": 1e-4,
-        "schedule.warmup_epochs": 0.2,
-    }
 
     # every trial is a FINISHED MLflow run nested under the study's run
     client = MlflowClient(mlflow_server.url)
@@ -408,7 +409,7 @@ def test_the_tune_command_runs_a_study_and_prints_its_verdict(
 ) -> None:
     from pipeline.apps.cli import main
 
-    env = make_env(tmp_path, monkeypatch, startup_trials=1)
+    env = make_env(tmp_path, monkeypatch, startup_trials=1, space=SPACE_WITHOUT_START)
     cfg = tmp_path / "pipeline.yaml"
     cfg.write_text(yaml.safe_dump(json.loads(env.config.model_dump_json())))
     argv = ["tune", "--config", str(cfg), "--trials", "1", "--window", "2024-02"]
@@ -438,3 +439,33 @@ def test_the_start_config_is_trial_zero_only_when_the_space_holds_it(tmp_path: P
     assert start_values(TuneConfig(space=SPACE), base) is not None
     narrow = {**SPACE, "schedule.lr_max": {"low": 0.02, "high": 0.05}}  # 0.01 is outside
     assert start_values(TuneConfig(space=narrow), base) is None
+
+
+def test_when_the_start_config_stays_best_no_version_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.apps.cli import main
+
+    env = make_env(tmp_path, monkeypatch)
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(yaml.safe_dump(json.loads(env.config.model_dump_json())))
+    # one trial: the incumbent alone, so it is the best by construction
+    assert main(["tune", "--config", str(cfg), "--trials", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "the start config (trial 0) stayed the best: no tuned config" in text
+    assert tuned_versions(env.store, env.dataset) == []
+    assert not (env.home / "runs" / "tuning" / "judge-loans-v1-current").exists()
+    # that trial is the start config itself (tuning_support.TRAIN_YAML, defaults elsewhere)
+    import optuna
+
+    study = optuna.load_study(
+        study_name="loans-tune-2024-01-2024-02", storage=f"sqlite:///{env.home / 'tuning.db'}"
+    )
+    assert study.trials[0].params == {
+        "schedule.lr_max": 0.01,
+        "schedule.cycle_epochs": 1.0,
+        "schedule.cycle_mult": 1.5,
+        "schedule.peak_decay": 0.8,
+        "optim.weight_decay": 1e-4,
+        "schedule.warmup_epochs": 0.2,
+    }

@@ -50,6 +50,9 @@ SPACE = {
     "schedule.warmup_epochs": {"low": 0.1, "high": 0.3},
 }
 
+# the start config's peak (0.01) outside: no incumbent trial, trial 0 is TPE's own draw
+SPACE_WITHOUT_START = {**SPACE, "schedule.lr_max": {"low": 0.012, "high": 0.03, "log": True}}
+
 
 def labels_for(features: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Defaults that depend on income, term and purpose (a model can learn them)."""
