@@ -43,6 +43,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.pipeline.cli_support import run_cli
+
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "configs" / "datasets" / "flights.yaml"
 PREFIX = "faults-adv"
@@ -117,6 +119,26 @@ def _big_field(m: pd.DataFrame) -> pd.DataFrame:
 # outcome: ("refused", pattern of the one-line error) | ("quarantined", pattern of a
 # validation line) | ("passes", None)
 Case = tuple[str, Callable[[pd.DataFrame], bytes], tuple[str, str | None]]
+
+
+def _csv(make: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[pd.DataFrame], bytes]:
+    return lambda m: make(m).to_csv(index=False).encode()
+
+
+def _csv_and_parquet(
+    name: str,
+    make: Callable[[pd.DataFrame], pd.DataFrame],
+    *,
+    csv: tuple[str, str | None],
+    parquet: tuple[str, str | None],
+) -> dict[str, Case]:
+    """The same frame as ``{name} (CSV)`` and as ``{name} (Parquet)``, each its outcome."""
+    return {
+        f"{name} (CSV)": ("batch.csv", _csv(make), csv),
+        f"{name} (Parquet)": ("batch.parquet", lambda m: _parquet(make(m)), parquet),
+    }
+
+
 CASES: dict[str, Case] = {
     # the data issue's catalogue, through the CLI
     "empty file": ("batch.csv", lambda m: b"", ("refused", r"is empty \(0 bytes\)")),
@@ -177,29 +199,24 @@ CASES: dict[str, Case] = {
         lambda m: _parquet(_nested(m)),
         ("quarantined", r"dest: 3,000 of 3,000 values are not categories"),
     ),
-    "hostile column names (CSV)": (
-        "batch.csv",
-        lambda m: _hostile_columns(m).to_csv(index=False).encode(),
-        ("quarantined", r"unexpected column\(s\) \['\$\(rm -rf ~\)', '\.\./\.\./etc/passwd'"),
+    **_csv_and_parquet(
+        "hostile column names",
+        _hostile_columns,
+        csv=("quarantined", r"unexpected column\(s\) \['\$\(rm -rf ~\)', '\.\./\.\./etc/passwd'"),
+        parquet=("quarantined", r"'a;b\|c'\] \(not in the spec\)"),
     ),
-    "hostile column names (Parquet)": (
-        "batch.parquet",
-        lambda m: _parquet(_hostile_columns(m)),
-        ("quarantined", r"'a;b\|c'\] \(not in the spec\)"),
-    ),
-    "float limits (CSV)": (
-        "batch.csv",
-        lambda m: _floats(m).to_csv(index=False).encode(),
-        ("quarantined", r"distance: [78] of 3,000 values .* outside \[1, 6000\]; e.g. inf, -inf"),
-    ),
-    "float limits (Parquet)": (
-        "batch.parquet",
-        lambda m: _parquet(_floats(m)),
-        ("quarantined", r"temp: 3 of 3,000 values .* outside \[-40, 120\]"),
+    **_csv_and_parquet(
+        "float limits",
+        _floats,
+        csv=(
+            "quarantined",
+            r"distance: [78] of 3,000 values .* outside \[1, 6000\]; e.g. inf, -inf",
+        ),
+        parquet=("quarantined", r"temp: 3 of 3,000 values .* outside \[-40, 120\]"),
     ),
     "a 10 MB field": (
         "batch.csv",
-        lambda m: _big_field(m).to_csv(index=False).encode(),
+        _csv(_big_field),
         ("quarantined", r"distance: 1 of 3,000 values are not numbers; e.g. '99999x.*chars\)"),
     ),
 }
@@ -277,14 +294,6 @@ def _store() -> Any:
     return build_store(load_config())
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    from pipeline.apps.cli import main
-
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 # ------------------------------------------------------------------------------ the tests
 
 
@@ -307,7 +316,7 @@ def test_adversarial_file_is_refused_or_judged_and_loses_nothing(
     spec = load_spec(SPEC)
     good_file = tmp_path / "good.parquet"
     good_file.write_bytes(frame_to_parquet(good))
-    assert _cli(capsys, "ingest", str(good_file), "--batch-id", "b1")[0] == 0
+    assert run_cli(capsys, "ingest", str(good_file), "--batch-id", "b1")[0] == 0
     store = _store()
     v1 = store.get_bytes("datasets/flights/batches/b1/v1/features.parquet")
     before = where["list"]()
@@ -316,7 +325,7 @@ def test_adversarial_file_is_refused_or_judged_and_loses_nothing(
     data = make(good)
     path.write_bytes(data)
 
-    code, out, err = _cli(capsys, "ingest", str(path), "--batch-id", "b1", "--new-version")
+    code, out, err = run_cli(capsys, "ingest", str(path), "--batch-id", "b1", "--new-version")
     quarantined_source = f"datasets/flights/quarantine/b1/v2/source{path.suffix}"
     if outcome == "refused":
         assert code == 2, (code, out, err)
@@ -357,7 +366,7 @@ def test_adversarial_file_is_refused_or_judged_and_loses_nothing(
     escaped = {k for k in after if not k.startswith(where["root"])}
     assert not escaped, escaped
     # the same file again is refused at once, pointing at the quarantined copy
-    code, _, err = _cli(capsys, "ingest", str(path), "--batch-id", "b1", "--new-version")
+    code, _, err = run_cli(capsys, "ingest", str(path), "--batch-id", "b1", "--new-version")
     assert code == 2, err
     assert "already refused as flights/b1 v2" in err, err
 
@@ -379,7 +388,7 @@ def test_hostile_batch_ids_are_refused_before_anything_is_written(
     monkeypatch.setenv("COSINE_RETRAIN_DATASET_SPEC", str(SPEC))
     path = tmp_path / "good.csv"
     good.head(1500).to_csv(path, index=False)
-    code, out, err = _cli(capsys, "ingest", str(path), f"--batch-id={batch_id}")
+    code, out, err = run_cli(capsys, "ingest", str(path), f"--batch-id={batch_id}")
     assert code == 2, (code, out, err)
     assert err.startswith("error: "), err
     assert "batch id" in err, err
