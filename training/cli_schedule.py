@@ -23,6 +23,7 @@ import yaml
 from training.locations import DEFAULT_HOME
 from training.schedule import CosineSchedule
 from training.usage import UsageError
+from training.yaml_file import read_yaml
 
 __all__ = ["add_schedule_parser", "cmd_schedule"]
 
@@ -40,12 +41,7 @@ _EPOCH_FIELDS = (
 
 
 def _schedule_from_file(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"config file {path} is not valid YAML: {exc}") from None
+    data = read_yaml(path, "config file", UsageError)
     if isinstance(data, dict) and isinstance(data.get("schedule"), dict):
         data = data["schedule"]
     if not isinstance(data, dict):

@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from training.schedule.epochs import CycleBounds
+from training.yaml_file import read_yaml
 
 __all__ = [
     "ColumnSpec",
@@ -268,12 +268,7 @@ class DatasetSpec(_Strict):
 def load_spec(path: str | Path) -> DatasetSpec:
     """Read a spec YAML; every mistake is a DataError naming the file and field."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"dataset spec {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise DataError(f"dataset spec {path} is not valid YAML: {exc}") from None
+    raw = read_yaml(path, "dataset spec", DataError)
     if not isinstance(raw, dict):
         raise DataError(f"dataset spec {path} must be a mapping")
     cols = raw.get("columns")
