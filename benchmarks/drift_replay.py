@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -264,16 +265,34 @@ class Sensitivity:
 
 def sensitivity(config: PipelineConfig, shares: tuple[float, ...], slos: tuple[float, ...]) -> str:
     sim = Sensitivity(load_spec(config.dataset_spec), config.drift)
-    head = "| share threshold | " + " | ".join(f"SLO {q:g}" for q in slos) + " |\n"
-    head += "|---|" + "---|" * len(slos) + "\n"
-    lines = []
-    for share in shares:
-        cells = []
-        for slo in slos:
-            months = sim.retrains(share, slo)
-            cells.append(f"{len(months)}: {', '.join(months) or '-'}")
-            print(f"share {share} slo {slo}: {cells[-1]}", flush=True)
-        lines.append(f"| ≥ {share:.0%} | " + " | ".join(cells) + " |")
+
+    def cell(share: float, slo: float) -> str:
+        months = sim.retrains(share, slo)
+        text = f"{len(months)}: {', '.join(months) or '-'}"
+        print(f"share {share} slo {slo}: {text}", flush=True)
+        return text
+
+    return _grid(
+        "share threshold",
+        [(f"≥ {share:.0%}", share) for share in shares],
+        [(f"SLO {q:g}", q) for q in slos],
+        cell,
+    )
+
+
+def _grid(
+    corner: str,
+    rows: list[tuple[str, float]],
+    columns: list[tuple[str, float]],
+    cell: Callable[[float, float], str],
+) -> str:
+    """A Markdown table of ``cell(row, column)``; rows and columns are (label, value)."""
+    head = f"| {corner} | " + " | ".join(label for label, _ in columns) + " |\n"
+    head += "|---|" + "---|" * len(columns) + "\n"
+    lines = [
+        f"| {label} | " + " | ".join(cell(row, column) for _, column in columns) + " |"
+        for label, row in rows
+    ]
     return head + "\n".join(lines)
 
 
@@ -326,24 +345,25 @@ def _sweep(results: list[MonthResult]) -> str:
     """Which months drift against January for other thresholds (from the same scores)."""
     nums = (0.1, 0.2, 0.3, 0.5)
     shares = (0.25, 0.3, 0.35, 0.4, 0.5)
-    head = "| numeric threshold | " + " | ".join(f"share ≥ {s:.0%}" for s in shares) + " |\n"
-    head += "|---|" + "---|" * len(shares) + "\n"
-    lines = []
-    for nt in nums:
-        cells = []
-        for sh in shares:
-            months = []
-            for r in results:
-                drifted = [
-                    c
-                    for c in r.drift.columns
-                    if c.score >= (nt if c.kind == "numeric" else c.threshold)
-                ]
-                if len(drifted) / len(r.drift.columns) >= sh:
-                    months.append(f"{r.month:02d}")
-            cells.append(", ".join(months) if months else "none")
-        lines.append(f"| {nt:g} | " + " | ".join(cells) + " |")
-    return head + "\n".join(lines)
+
+    def cell(nt: float, sh: float) -> str:
+        months = []
+        for r in results:
+            drifted = [
+                c
+                for c in r.drift.columns
+                if c.score >= (nt if c.kind == "numeric" else c.threshold)
+            ]
+            if len(drifted) / len(r.drift.columns) >= sh:
+                months.append(f"{r.month:02d}")
+        return ", ".join(months) if months else "none"
+
+    return _grid(
+        "numeric threshold",
+        [(f"{nt:g}", nt) for nt in nums],
+        [(f"share ≥ {s:.0%}", s) for s in shares],
+        cell,
+    )
 
 
 def write_doc(
