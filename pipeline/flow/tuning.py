@@ -35,7 +35,7 @@ from pipeline.base.sections_tune import TuneConfig
 from pipeline.flow.env import Env
 from pipeline.flow.records import BatchVersions, Plan, Record
 from pipeline.steps.tuning import TuneError, check_space
-from pipeline.steps.tuning_study import StudySummary, log_study, run_study
+from pipeline.steps.tuning_study import StudySummary, TuneInterrupted, log_study, run_study
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -183,7 +183,12 @@ def judge(
         }
         updates.update(_mlflow_updates(env, experiment, parent, {"tune.judge": which}))
         config = api.updated(api.load_config(path), updates)
-        results[which] = api.finished(config) or api.train(config, resume="if_present")
+        done = api.finished(config)
+        if done is None or done.status == "preempted":
+            done = api.train(config, resume="if_present")
+        if done.status == "preempted":
+            raise TuneInterrupted(f"the {which} config's held-out run stopped by SIGTERM")
+        results[which] = done
     auc = {k: max((b.val_auc for b in r.finals), default=float("nan")) for k, r in results.items()}
     gain = auc["tuned"] - auc["current"]
     min_gain = env.config.tune.adopt_min_gain

@@ -36,9 +36,21 @@ if TYPE_CHECKING:
     from training.config import TrainConfig
     from training.results import TrainResult
 
-__all__ = ["StudySummary", "TrialSummary", "log_study", "run_study", "start_values"]
+__all__ = [
+    "StudySummary",
+    "TrialSummary",
+    "TuneInterrupted",
+    "log_study",
+    "run_study",
+    "start_values",
+]
 
 log = logging.getLogger(__name__)
+
+
+class TuneInterrupted(RuntimeError):
+    """A trial's run was preempted (SIGTERM): the study stops; run again, it resumes
+    (the trial is marked FAIL, its values queued again, its run continues)."""
 
 
 class _Frozen(BaseModel):
@@ -201,9 +213,16 @@ def run_study(
             updates["mlflow.tags"] = tags
         config = api.updated(base, updates)
         pruner = CyclePruner(trial)
-        result = api.finished(config) or api.train(
-            config, resume="if_present", data=data, spec=spec, cycle_hooks=[pruner]
-        )
+        result = api.finished(config)  # a run that ended (a retried trial's values)...
+        if result is None or result.status == "preempted":  # ...unless it was preempted
+            result = api.train(
+                config, resume="if_present", data=data, spec=spec, cycle_hooks=[pruner]
+            )
+        if result.status == "preempted":  # SIGTERM: the trial stays RUNNING, its run resumes
+            raise TuneInterrupted(
+                f"trial {trial.number} stopped by SIGTERM at step {result.steps_done} "
+                f"(checkpointed): run the study again to resume it"
+            )
         _tell(study, trial, pruner, result)
     return _study_summary(study, storage, spent, reason, parent)
 

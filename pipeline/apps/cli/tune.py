@@ -4,6 +4,7 @@ the held-out verdict (:func:`pipeline.flow.tuning.tune`, which the ``tune`` DAG 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from pipeline.apps.cli.common import Lazy, UsageError, command, emit
@@ -25,6 +26,7 @@ def _tune(args: argparse.Namespace, lazy: Lazy) -> int:
     on the held-out window (docs/training.md, Tuning).
     """
     from pipeline.flow.tuning import TuneError, tune
+    from pipeline.steps.tuning_study import TuneInterrupted
 
     if args.trials is not None and args.trials < 1:
         raise UsageError(f"--trials must be at least 1, got {args.trials}")
@@ -37,6 +39,9 @@ def _tune(args: argparse.Namespace, lazy: Lazy) -> int:
         )
     except TuneError as exc:
         raise UsageError(str(exc)) from None
+    except TuneInterrupted as exc:  # SIGTERM: checkpointed; the same command resumes
+        print(f"error: {exc}", file=sys.stderr)
+        return 75
     s = summary.study
     lines = [
         f"study {s.study} ({s.storage}): {s.stop_reason}",

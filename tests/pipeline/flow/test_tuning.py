@@ -469,3 +469,40 @@ def test_when_the_start_config_stays_best_no_version_is_written(
         "optim.weight_decay": 1e-4,
         "schedule.warmup_epochs": 0.2,
     }
+
+
+def test_a_trial_preempted_by_sigterm_stops_the_study_and_resumes_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import optuna
+
+    from pipeline.steps import tuning_study
+    from pipeline.steps.tuning_study import TuneInterrupted
+
+    env = make_env(tmp_path, monkeypatch)
+    base, updates = _study_inputs(env, tmp_path)
+    kwargs = {"storage": f"sqlite:///{tmp_path / 's.db'}", "name": "term", "output_dir": tmp_path}
+    settings = TuneConfig(space=SPACE_WITHOUT_START, n_trials=1)
+    original = tuning_study.CyclePruner.__call__
+
+    def preempt_at_cycle_end(self: Any, event: Any) -> bool:  # the node is being drained
+        os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler: checkpoint, stop
+        return original(self, event)
+
+    with monkeypatch.context() as m:
+        m.setattr(tuning_study.CyclePruner, "__call__", preempt_at_cycle_end)
+        with pytest.raises(TuneInterrupted, match="trial 0 stopped by SIGTERM"):
+            run_study(settings, base, train_updates=updates, **kwargs)
+    trials = optuna.load_study(study_name="term", storage=kwargs["storage"]).get_trials()
+    assert [t.state.name for t in trials] == ["RUNNING"]  # not told a partial value
+    stopped = TrainResult.load(tmp_path / trials[0].user_attrs["run_name"])
+    assert stopped.status == "preempted"
+    assert stopped.steps_done < stopped.total_steps
+
+    summary = run_study(settings, base, train_updates=updates, **kwargs)
+    assert [t.state for t in summary.trials] == ["FAIL", "COMPLETE"]
+    assert summary.trials[1].params == summary.trials[0].params
+    done = TrainResult.load(tmp_path / str(summary.trials[1].run_name))
+    assert done.status == "completed"
+    assert done.steps_done == done.total_steps
+    assert summary.trials[1].value == max(c.val_auc for c in done.finals)
