@@ -345,25 +345,27 @@ def _sweep(results: list[MonthResult]) -> str:
     """Which months drift against January for other thresholds (from the same scores)."""
     nums = (0.1, 0.2, 0.3, 0.5)
     shares = (0.25, 0.3, 0.35, 0.4, 0.5)
-
-    def cell(nt: float, sh: float) -> str:
-        months = []
-        for r in results:
-            drifted = [
-                c
-                for c in r.drift.columns
-                if c.score >= (nt if c.kind == "numeric" else c.threshold)
-            ]
-            if len(drifted) / len(r.drift.columns) >= sh:
-                months.append(f"{r.month:02d}")
-        return ", ".join(months) if months else "none"
-
     return _grid(
         "numeric threshold",
         [(f"{nt:g}", nt) for nt in nums],
         [(f"share ≥ {s:.0%}", s) for s in shares],
-        cell,
+        lambda nt, sh: ", ".join(_drifted_months(results, nt, sh)) or "none",
     )
+
+
+def _drifted_months(results: list[MonthResult], num_threshold: float, share: float) -> list[str]:
+    """The months whose drifted share reaches ``share`` when numeric columns drift at
+    ``num_threshold`` (categorical ones at their own threshold)."""
+    months = []
+    for r in results:
+        drifted = [
+            c
+            for c in r.drift.columns
+            if c.score >= (num_threshold if c.kind == "numeric" else c.threshold)
+        ]
+        if len(drifted) / len(r.drift.columns) >= share:
+            months.append(f"{r.month:02d}")
+    return months
 
 
 def write_doc(
