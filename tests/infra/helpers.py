@@ -40,24 +40,24 @@ def services() -> dict[str, dict[str, Any]]:
     return compose()["services"]
 
 
-def env_example() -> dict[str, str]:
-    """KEY -> value of .env.example; commented ``# KEY=value`` lines count as documented."""
+def _env_example(line_pattern: str) -> dict[str, str]:
+    """KEY -> value of the lines of .env.example that match ``line_pattern`` (stripped)."""
     out = {}
     for line in ENV_EXAMPLE.read_text().splitlines():
-        m = re.match(r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$", line.strip())
+        m = re.match(line_pattern, line.strip())
         if m:
             out[m.group(1)] = m.group(2)
     return out
+
+
+def env_example() -> dict[str, str]:
+    """KEY -> value of .env.example; commented ``# KEY=value`` lines count as documented."""
+    return _env_example(r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$")
 
 
 def env_example_active() -> dict[str, str]:
     """Only the uncommented KEY=value lines."""
-    out = {}
-    for line in ENV_EXAMPLE.read_text().splitlines():
-        m = re.match(r"^([A-Z][A-Z0-9_]*)=(.*)$", line.strip())
-        if m:
-            out[m.group(1)] = m.group(2)
-    return out
+    return _env_example(r"^([A-Z][A-Z0-9_]*)=(.*)$")
 
 
 def substitute(text: str, env: dict[str, str]) -> str:
