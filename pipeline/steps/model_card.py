@@ -8,7 +8,8 @@ functions of it (every value escaped: a slice value is data, never markup; the
 HTML is one self-contained page, no external CSS or script).
 
 :func:`publish_card` logs both files to the version's training run as a new
-revision, ``model_card/v<version>/r<NNN>/model_card.{md,html}``: a card is never
+revision, ``model_card/<model>/v<version>/r<NNN>/model_card.{md,html}`` (a run may
+hold versions of several models): a card is never
 overwritten, each event that adds evidence (registered, gate, canary review,
 approval) adds a revision; the version's description keeps its own text and
 ends with a link to the newest revision (``runs:/`` URI), and the version is
@@ -414,10 +415,10 @@ def collect_card(
     )
 
 
-def _next_revision(client: MlflowClient, run_id: str, version: str) -> int:
+def _next_revision(client: MlflowClient, run_id: str, folder: str) -> int:
     seen = [
         int(m.group(1))
-        for a in client.list_artifacts(run_id, f"model_card/v{version}")
+        for a in client.list_artifacts(run_id, folder)
         if (m := re.search(r"/r(\d+)$", a.path))
     ]
     return max(seen, default=0) + 1
@@ -430,15 +431,16 @@ def publish_card(
     card = collect_card(client, store, name, version, reason=reason)
     if card.run_id is None:
         raise ValueError(f"{name} v{version} has no training run to hold its model card")
-    revision = _next_revision(client, card.run_id, card.version)
-    folder = f"model_card/v{card.version}/r{revision:03d}"
+    versions = f"model_card/{check_id(name, 'model name')}/v{card.version}"
+    revision = _next_revision(client, card.run_id, versions)
+    folder = f"{versions}/r{revision:03d}"
     client.log_text(card.run_id, render_markdown(card), f"{folder}/model_card.md")
     client.log_text(card.run_id, render_html(card), f"{folder}/model_card.html")
     md_uri = f"runs:/{card.run_id}/{folder}/model_card.md"
     html_uri = f"runs:/{card.run_id}/{folder}/model_card.html"
     link = (
         f"{CARD_MARK} {revision}, {card.rendered_at}, {reason}): {md_uri} "
-        f"(HTML: {html_uri}; earlier revisions beside it under model_card/v{card.version}/)"
+        f"(HTML: {html_uri}; earlier revisions beside it under {versions}/)"
     )
     own = card.description
     client.update_model_version(name, card.version, description=f"{own}\n\n{link}".strip())

@@ -82,13 +82,13 @@ def test_every_registered_version_has_a_card_and_the_gate_adds_a_revision(
         # the description keeps its own text and links the newest revision
         assert mv.description.startswith("Best of cosine cycle") or "ensemble" in mv.description
         assert mv.description.count(CARD_MARK) == 1
-        assert f"model_card/v{v.version}/r{int(expected):03d}/model_card.md" in mv.description
+        folder = f"model_card/{env.model}/v{v.version}/r{int(expected):03d}"
+        assert f"{folder}/model_card.md" in mv.description
         assert tags["model_card.uri"] in mv.description
     # revision 1 is still there (nothing overwritten), and says the gate had not run yet
     champ = reg.challenger.version
-    first = _artifact(
-        env, f"runs:/{reg.training_run_id}/model_card/v{champ}/r001/model_card.md", tmp_path / "1"
-    )
+    uri = f"runs:/{reg.training_run_id}/model_card/{env.model}/v{champ}/r001/model_card.md"
+    first = _artifact(env, uri, tmp_path / "1")
     assert "not gated yet" in first
 
 
