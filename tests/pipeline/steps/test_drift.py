@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -49,27 +51,44 @@ def _js_distance(ref: pd.Series, cur: pd.Series) -> float:
     return float(np.sqrt((kl(p, m) + kl(q, m)) / 2))
 
 
-def test_numeric_score_is_the_normed_wasserstein_distance(jul_vs_jan, jan_jul) -> None:
-    jan, jul = jan_jul
-    for column in ("temp", "pressure", "sched_block_min"):
-        ref, cur = jan[column].dropna(), jul[column].dropna()
-        expected = stats.wasserstein_distance(ref, cur) / max(float(np.std(ref)), 0.001)
-        got = jul_vs_jan.column(column)
-        assert got.method == "wasserstein"
-        assert got.threshold == DriftConfig().num_threshold
+def _assert_scores(
+    summary: DriftSummary,
+    columns: tuple[str, ...],
+    method: str,
+    threshold: float,
+    expected_of: Callable[[str], float],
+) -> None:
+    """Each column scored by ``method`` against ``threshold``, its score the reference's."""
+    for column in columns:
+        expected = expected_of(column)
+        got = summary.column(column)
+        assert got.method == method
+        assert got.threshold == threshold
         assert got.score == pytest.approx(expected, rel=1e-9)
         assert got.drifted == (expected >= got.threshold)
+
+
+def test_numeric_score_is_the_normed_wasserstein_distance(jul_vs_jan, jan_jul) -> None:
+    jan, jul = jan_jul
+
+    def normed_wasserstein(column: str) -> float:
+        ref, cur = jan[column].dropna(), jul[column].dropna()
+        return stats.wasserstein_distance(ref, cur) / max(float(np.std(ref)), 0.001)
+
+    columns = ("temp", "pressure", "sched_block_min")
+    num_threshold = DriftConfig().num_threshold
+    _assert_scores(jul_vs_jan, columns, "wasserstein", num_threshold, normed_wasserstein)
 
 
 def test_categorical_score_is_the_jensen_shannon_distance(jul_vs_jan, jan_jul) -> None:
     jan, jul = jan_jul
-    for column in ("carrier", "dest", "dep_hour"):
-        expected = _js_distance(categories_as_str(jan[column]), categories_as_str(jul[column]))
-        got = jul_vs_jan.column(column)
-        assert got.method == "jensenshannon"
-        assert got.threshold == DriftConfig().cat_threshold
-        assert got.score == pytest.approx(expected, rel=1e-9)
-        assert got.drifted == (expected >= got.threshold)
+
+    def js_distance(column: str) -> float:
+        return _js_distance(categories_as_str(jan[column]), categories_as_str(jul[column]))
+
+    columns = ("carrier", "dest", "dep_hour")
+    cat_threshold = DriftConfig().cat_threshold
+    _assert_scores(jul_vs_jan, columns, "jensenshannon", cat_threshold, js_distance)
 
 
 def test_per_column_method_ks_is_scipys_p_value(jul_vs_jan, jan_jul) -> None:
