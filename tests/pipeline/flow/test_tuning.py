@@ -176,6 +176,12 @@ def test_the_tuned_config_is_adopted_only_when_it_wins_on_the_held_out_window(
     assert used.schedule.lr_max == 0.02  # later retrains start from the tuned version
     assert used.run_name == "retrain-x"
     assert used.data.features == window.features
+    # the GPU pod mounts the shipped file: the tuned values travel as --set arguments
+    from pipeline.flow.retrain import pod_command
+
+    remote = window.model_copy(update={"features_uri": "s3://b/f", "labels_uri": "s3://b/l"})
+    args = pod_command(env, plan, remote).arguments
+    assert args[args.index("schedule.lr_max=0.02") - 1] == "--set"
 
     bad, bad_path = version(1e-6)  # loses to the adopted v1 on the held-out window
     lost = verdict(bad, train_config_path(env.store, env.dataset, shipped, env.home), bad_path)
