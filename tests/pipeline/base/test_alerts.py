@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -80,7 +80,31 @@ class Request:
         return json.loads(self.raw)
 
 
-class Receiver:
+class _Loopback:
+    """A socket server on 127.0.0.1, served from a daemon thread until ``stop()``
+    (or the end of a ``with`` block)."""
+
+    def _serve(self, server: socketserver.ThreadingTCPServer | ThreadingHTTPServer) -> None:
+        self.server = server
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Receiver(_Loopback):
     """Records every POST (when its body has been read), then answers per plan."""
 
     def __init__(self, port: int = 0) -> None:
@@ -114,14 +138,9 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        server.block_on_close = False
+        self._serve(server)
 
     def url(self, path: str = "/hook") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -135,17 +154,13 @@ class Receiver:
 
     def stop(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().stop()
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    try:
+    with Receiver() as r:
         yield r
-    finally:
-        r.stop()
 
 
 @dataclass
@@ -160,7 +175,7 @@ class Mail:
         return email.message_from_bytes(self.data, policy=email.policy.default)
 
 
-class SmtpServer:
+class SmtpServer(_Loopback):
     """Just enough SMTP for smtplib: EHLO/HELO, AUTH PLAIN, MAIL, RCPT, DATA, RSET, QUIT."""
 
     def __init__(self, delay: float = 0.0) -> None:
@@ -213,26 +228,13 @@ class SmtpServer:
                     else:
                         self.say("502 not implemented")
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler))
 
 
 @pytest.fixture
 def smtp() -> Iterator[SmtpServer]:
-    s = SmtpServer()
-    try:
+    with SmtpServer() as s:
         yield s
-    finally:
-        s.stop()
 
 
 def closed_url() -> str:
@@ -254,6 +256,22 @@ FAST = {"timeout_s": 1.0, "retries": 2, "backoff_s": 0.05, "total_budget_s": 5.0
 
 def make_config(tmp_path: Path, **alerts: Any) -> PipelineConfig:
     return load_config(home=tmp_path / "home", alerts={**FAST, **alerts})
+
+
+def email_config(tmp_path: Path, smtp_port: int, **alerts: Any) -> PipelineConfig:
+    """Alerts by email alone, through 127.0.0.1:``smtp_port``, a@ to b@example.org
+    unless ``alerts`` say otherwise."""
+    return make_config(
+        tmp_path,
+        **{
+            "channels": ["email"],
+            "smtp_host": "127.0.0.1",
+            "smtp_port": smtp_port,
+            "email_from": "a@example.org",
+            "email_to": ["b@example.org"],
+            **alerts,
+        },
+    )
 
 
 @pytest.fixture
@@ -634,11 +652,9 @@ def test_email_through_a_local_smtp_server(
     smtp: SmtpServer, local: LocalStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    config = make_config(
+    config = email_config(
         tmp_path,
-        channels=["email"],
-        smtp_host="127.0.0.1",
-        smtp_port=smtp.port,
+        smtp.port,
         smtp_user="alerts",
         smtp_password="hunter2-pw",
         email_from="cosine-retrain@example.org",
@@ -673,15 +689,7 @@ def test_email_through_a_local_smtp_server(
 
 
 def test_email_server_down(local: LocalStore, tmp_path: Path) -> None:
-    config = make_config(
-        tmp_path,
-        channels=["email"],
-        smtp_host="127.0.0.1",
-        smtp_port=free_port(),
-        email_from="a@example.org",
-        email_to=["b@example.org"],
-        retries=1,
-    )
+    config = email_config(tmp_path, free_port(), retries=1)
     result = send_alert(Alert(AlertKind.GATE, "v1", "t", "x"), config=config, store=local)
     assert result.attempts == 2
     assert result.channels["email"].startswith("failed: cannot reach SMTP 127.0.0.1:")
@@ -692,16 +700,7 @@ def test_a_slow_smtp_conversation_is_cut_at_the_budget(local: LocalStore, tmp_pa
     # conversation (greeting, EHLO, MAIL, RCPT, DATA, ...) is not within the budget
     slow = SmtpServer(delay=0.7)
     try:
-        config = make_config(
-            tmp_path,
-            channels=["email"],
-            smtp_host="127.0.0.1",
-            smtp_port=slow.port,
-            email_from="a@example.org",
-            email_to=["b@example.org"],
-            timeout_s=1.0,
-            total_budget_s=1.5,
-        )
+        config = email_config(tmp_path, slow.port, timeout_s=1.0, total_budget_s=1.5)
         t0 = time.monotonic()
         result = send_alert(Alert(AlertKind.GATE, "v9", "t", "x"), config=config, store=local)
         elapsed = time.monotonic() - t0
