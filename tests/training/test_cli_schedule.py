@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.training.helpers import TINY
+from tests.training.preview_support import train_then_preview
 from training.cli import main
 from training.config import load_config
 from training.schedule import CosineSchedule
@@ -129,15 +130,5 @@ def test_a_training_configs_preview_has_the_runs_fingerprint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], schedule: dict[str, object]
 ) -> None:
     cfg = _tiny_yaml(tmp_path / "train.yaml", **schedule)
-    argv = ["train", "--config", str(cfg), "--run-name", "fp", "--no-mlflow"]
-    assert main([*argv, "--output-dir", str(tmp_path / "runs")]) == 0
-    result = json.loads((tmp_path / "runs" / "fp" / "result.json").read_text())
-    capsys.readouterr()
-    assert main(["schedule", "--config", str(cfg), "--no-png", "--json"]) == 0
-    captured = capsys.readouterr()
-    preview = json.loads(captured.out)["schedule"]
-    assert preview == result["schedule"]
-    assert main(["schedule", "--config", str(cfg), "--no-png"]) == 0
-    printed = capsys.readouterr().out.rsplit("fingerprint: ", 1)[1].strip()
-    assert printed == result["schedule_fingerprint"][:16]
-    assert "steps per epoch: " in captured.err
+    _, err = train_then_preview(cfg, tmp_path / "runs", capsys)
+    assert "steps per epoch: " in err

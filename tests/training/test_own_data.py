@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.training.preview_support import train_then_preview
 from training.cli import main
 
 SPEC = {
@@ -134,17 +135,8 @@ def test_a_training_configs_preview_has_the_runs_fingerprint(
             }
         )
     )
-    argv = ["train", "--config", str(config), "--run-name", "fp", "--no-mlflow"]
-    assert main([*argv, "--output-dir", str(churn / "runs")]) == 0
-    result = json.loads((churn / "runs" / "fp" / "result.json").read_text())
-    capsys.readouterr()
-    assert main(["schedule", "--config", str(config), "--no-png", "--json"]) == 0
-    captured = capsys.readouterr()
-    assert json.loads(captured.out)["schedule"] == result["schedule"]
-    assert "steps per epoch: 28 (3600 training rows / batch 128)" in captured.err
-    assert main(["schedule", "--config", str(config), "--no-png"]) == 0
-    printed = capsys.readouterr().out.rsplit("fingerprint: ", 1)[1].strip()
-    assert printed == result["schedule_fingerprint"][:16]
+    result, err = train_then_preview(config, churn / "runs", capsys)
+    assert "steps per epoch: 28 (3600 training rows / batch 128)" in err
     assert result["schedule"]["cycle_steps"] == 56
 
 
