@@ -146,16 +146,24 @@ class ScheduleConfig(ConfigSection):
                 f"restart_warmup_epochs must be smaller than cycle_epochs={self.cycle_epochs}, "
                 f"got {self.restart_warmup_epochs!r}"
             )
-        CosineSchedule(
+        self._schedule(self.cycle_steps or 2, self.warmup_steps or 0, 0)
+
+    def _schedule(
+        self, cycle_steps: int, warmup_steps: int, restart_warmup_steps: int, **more: Any
+    ) -> CosineSchedule:
+        """This config's rates and factors with these lengths in steps (``more``: the
+        schedule's other arguments)."""
+        return CosineSchedule(
             self.lr_max,
-            self.cycle_steps or 2,
+            cycle_steps,
             lr_min=self.lr_min,
-            warmup_steps=self.warmup_steps or 0,
+            warmup_steps=warmup_steps,
             warmup_start_lr=self.warmup_start_lr,
             cycle_mult=self.cycle_mult,
             peak_decay=self.peak_decay,
             max_cycles=self.max_cycles,
-            restart_warmup_steps=0,
+            restart_warmup_steps=restart_warmup_steps,
+            **more,
         )
 
     def build(self, steps_per_epoch: int, spec_bounds: CycleBounds | None = None) -> CosineSchedule:
@@ -171,15 +179,9 @@ class ScheduleConfig(ConfigSection):
             restart_warmup_epochs=self.restart_warmup_epochs,
             bounds=self.bounds(spec_bounds),
         )
-        return CosineSchedule(
-            self.lr_max,
+        return self._schedule(
             plan.cycle_steps,
-            lr_min=self.lr_min,
-            warmup_steps=plan.warmup_steps,
-            warmup_start_lr=self.warmup_start_lr,
-            cycle_mult=self.cycle_mult,
-            peak_decay=self.peak_decay,
-            max_cycles=self.max_cycles,
-            restart_warmup_steps=plan.restart_warmup_steps,
+            plan.warmup_steps,
+            plan.restart_warmup_steps,
             steps_per_epoch=steps_per_epoch,
         )
