@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
@@ -111,15 +111,9 @@ class IngestResult:
         return cls(ref, kind, "unchanged", rows, digest, uri, message)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            **self.ref.as_dict(),
-            "kind": self.kind,
-            "status": self.status,
-            "rows": self.rows,
-            "content_sha256": self.content_sha256,
-            "uri": self.uri,
-            "message": self.message,
-        }
+        """The batch reference's fields, then this result's own (in field order)."""
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "ref"}
+        return {**self.ref.as_dict(), **own}
 
 
 # ------------------------------------------------------------------------------ landing
