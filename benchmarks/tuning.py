@@ -30,27 +30,20 @@ import json
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks._windows import FLIGHTS, GSS, Run, window_fields
 from benchmarks.report import write_section
 from pipeline.base.sections_tune import TuneConfig
 from pipeline.steps.tuning_study import run_study
 from training import api
 from training.data.dataset import prepare_for
 from training.data.spec import load_spec
-from training.results import TrainResult
 
 CONFIG = "configs/flights.yaml"
-FLIGHTS = {"1-3": [1, 2, 3], "4-6": [4, 5, 6], "7-9": [7, 8, 9]}
-GSS = {
-    "1994-1998": ["1994", "1996", "1998"],
-    "2000-2002": ["2000", "2002"],
-    "2004-2006": ["2004", "2006"],
-}
 DATASETS = {
     "flights": (FLIGHTS, "months 1-3 of the bundled flights"),
     "gss": (GSS, "the GSS waves 1994, 1996, 1998 (`python -m pipeline example gss`)"),
@@ -61,46 +54,9 @@ TARGET_GAIN = 0.003
 COMMON = {"progress": "off", "mlflow.enabled": False, "runtime.threads": THREADS}
 
 
-@dataclass
-class Run:
-    window: str
-    seed: int
-    mode: str  # fixed | tuned
-    result: TrainResult
-    wall_s: float
-
-    @property
-    def best_auc(self) -> float:
-        return max(c.val_auc for c in self.result.finals)
-
-
 def _fixed(data: dict[str, Any]) -> Any:
     base = api.load_config(CONFIG)
     return api.updated(base, {**COMMON, "stopping.enabled": False, **data})
-
-
-def _windows(dataset: str, folder: Path) -> dict[str, dict[str, Any]]:
-    """Window -> the data fields of the training config (gss: files written here)."""
-    if dataset == "flights":
-        return {w: {"data.months": months} for w, months in FLIGHTS.items()}
-    import pandas as pd
-
-    from pipeline.apps.examples import gss_batches
-
-    waves = gss_batches()
-    out = {}
-    for w, ids in GSS.items():
-        frame = pd.concat([waves[i] for i in ids], ignore_index=True)
-        features, labels = folder / f"{w}-features.csv", folder / f"{w}-labels.csv"
-        frame.drop(columns=["vhappy"]).to_csv(features, index=False)
-        frame[["respondent_id", "vhappy"]].to_csv(labels, index=False)
-        out[w] = {
-            "data.source": "files",
-            "data.dataset": "configs/datasets/gss.yaml",
-            "data.features": str(features),
-            "data.labels": str(labels),
-        }
-    return out
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -117,7 +73,7 @@ def main(argv: list[str] | None = None) -> str:
     runs: dict[tuple[str, int, str], Run] = {}
     with tempfile.TemporaryDirectory(prefix="bench-tuning-") as tmp:
         out = Path(tmp)
-        windows = _windows(args.dataset, out)
+        windows = window_fields(args.dataset, out)
         tuned_on = next(iter(windows))
         prepared = {}
         for window, fields in windows.items():
