@@ -1,4 +1,7 @@
-"""``python -m benchmarks NAME [NAME ...]`` (or ``all``): results go to docs/benchmarks.md."""
+"""``python -m benchmarks NAME [NAME ...]`` (or ``all``): results go to docs/benchmarks.md.
+
+``python -m benchmarks NAME --option ...`` hands the options to that one benchmark
+(``./run bench cycle_stopping --dataset gss``)."""
 
 from __future__ import annotations
 
@@ -18,7 +21,15 @@ BENCHMARKS = {
 
 
 def main(argv: list[str]) -> int:
-    names = argv or ["all"]
+    options = [i for i, a in enumerate(argv) if a.startswith("-")]
+    passed: list[str] | None = None
+    if options:
+        names, passed = argv[: options[0]], argv[options[0] :]
+        if len(names) != 1:
+            print("error: options go to one benchmark: NAME --option ...", file=sys.stderr)
+            return 2
+    else:
+        names = argv or ["all"]
     if names == ["all"]:
         names = list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -30,7 +41,11 @@ def main(argv: list[str]) -> int:
         return 2
     for name in names:
         print(f"== {name}", flush=True)
-        importlib.import_module(BENCHMARKS[name]).main()
+        module = importlib.import_module(BENCHMARKS[name])
+        if passed is None:
+            module.main()
+        else:
+            module.main(passed)
     print("results written to docs/benchmarks.md")
     return 0
 

@@ -170,7 +170,12 @@ def main(argv: list[str] | None = None) -> str:
     elif args.dataset == "flights":
         write_section("cycle_stopping", "Cycle-aware stopping vs the fixed schedule", body)
     else:
-        write_section("cycle_stopping_gss", "Cycle-aware stopping vs the fixed schedule: GSS", body)
+        write_section(
+            "cycle_stopping_gss",
+            "Cycle-aware stopping vs the fixed schedule: GSS",
+            body,
+            command="./run bench cycle_stopping --dataset gss",
+        )
     return body
 
 

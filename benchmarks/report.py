@@ -53,15 +53,16 @@ def revision() -> str:
         return "unknown"
 
 
-def write_section(name: str, title: str, body: str) -> Path:
-    """Replace (or append) the section ``name`` of docs/benchmarks.md."""
+def write_section(name: str, title: str, body: str, command: str | None = None) -> Path:
+    """Replace (or append) the section ``name`` of docs/benchmarks.md; ``command``: what
+    reproduces it (default ``./run bench NAME``)."""
     DOC.parent.mkdir(parents=True, exist_ok=True)
     text = DOC.read_text() if DOC.exists() else HEADER
     start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
     stamp = time.strftime("%Y-%m-%d")
     section = (
         f"{start}\n## {title}\n\n_{stamp}, commit {revision()}, {machine()}. "
-        f"Command: `./run bench {name}`._\n\n{body.strip()}\n{end}"
+        f"Command: `{command or './run bench ' + name}`._\n\n{body.strip()}\n{end}"
     )
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     text = (

@@ -139,7 +139,12 @@ def main(argv: list[str] | None = None) -> str:
         if args.dataset == "flights":
             write_section("tuning", "The tuned schedule vs the fixed one", body)
         else:
-            write_section("tuning_gss", "The tuned schedule vs the fixed one: GSS", body)
+            write_section(
+                "tuning_gss",
+                "The tuned schedule vs the fixed one: GSS",
+                body,
+                command="./run bench tuning --dataset gss",
+            )
     return body
 
 
