@@ -6,7 +6,6 @@ matches one computed independently from the stored predictions and the labels.""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +24,12 @@ from pipeline.steps.holdout import training_holdout
 from pipeline.steps.ingest import ingest_frame
 from pipeline.steps.labels import ingest_labels
 from pipeline.steps.registration import register_training_run
+from tests.pipeline.sequential_reference import cs_radius, log_loss_rows
 from training.data import flights
 
 PERMISSIVE = {"min_auc": 0.55, "min_slice_auc": 0.4, "slice_min_rows": 150, "max_auc_drop": 0.05}
 MIN_ROWS = 300
 ROWS = 3000
-
-
-def _loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
-
-
-def _radius(x: np.ndarray, alpha: float, tune: int) -> float:
-    """Howard et al. (2021) eq. (14) with the sample variance, from the raw rows."""
-    n, var = x.size, x.var(ddof=1)
-    rho = tune * var / (-2 * math.log(alpha) + math.log(1 - 2 * math.log(alpha)))
-    return math.sqrt((n * var + rho) * math.log((n * var + rho) / (rho * alpha**2))) / n
 
 
 def test_shadow_then_canary_through_the_flow(
@@ -82,13 +70,14 @@ def test_shadow_then_canary_through_the_flow(
         if i == 0:
             assert scored.canary_rows == 0
             shadow_d.append(
-                _loss(y, rows["shadow_score"].to_numpy()) - _loss(y, rows["score"].to_numpy())
+                log_loss_rows(y, rows["shadow_score"].to_numpy())
+                - log_loss_rows(y, rows["score"].to_numpy())
             )
         else:
             served = (rows["alias"] == CANARY).to_numpy()
             assert 0 < served.sum() == scored.canary_rows
-            arm_c.append(_loss(y[served], rows["score"].to_numpy()[served]))
-            arm_h.append(_loss(y[~served], rows["score"].to_numpy()[~served]))
+            arm_c.append(log_loss_rows(y[served], rows["score"].to_numpy()[served]))
+            arm_h.append(log_loss_rows(y[~served], rows["score"].to_numpy()[~served]))
         review, action = review_canary(env, [batch])
         reviews.append(review)
         again = review
@@ -96,15 +85,15 @@ def test_shadow_then_canary_through_the_flow(
             again, _ = review_canary(env, [batch])
         d = np.concatenate(shadow_d)
         assert review.shadow_rows == again.shadow_rows == d.size
-        r = _radius(d, alpha_each, round(4 * MIN_ROWS / 0.2))
+        r = cs_radius(d, alpha_each, round(4 * MIN_ROWS / 0.2))
         assert review.shadow_interval == pytest.approx((d.mean() - r, d.mean() + r), rel=1e-9)
         if arm_c:
             lc, lh = np.concatenate(arm_c), np.concatenate(arm_h)
             assert review.canary.rows == again.canary.rows == lc.size
             assert review.batches == i
             rc, rh = (
-                _radius(lc, alpha_each / 2, 4 * MIN_ROWS),
-                _radius(lh, alpha_each / 2, 4 * MIN_ROWS),
+                cs_radius(lc, alpha_each / 2, 4 * MIN_ROWS),
+                cs_radius(lh, alpha_each / 2, 4 * MIN_ROWS),
             )
             diff = lc.mean() - lh.mean()
             assert review.interval == pytest.approx((diff - rc - rh, diff + rc + rh), rel=1e-9)

@@ -6,7 +6,6 @@ or lets an equal one through."""
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from pipeline.steps.canary import in_shadow, review_canary
 from pipeline.steps.promotion import apply_review
 from pipeline.steps.promotion_rules import canary_rules
 from pipeline.steps.shadow import evidence_key
+from tests.pipeline.sequential_reference import cs_radius, log_loss_rows
 from tests.pipeline.steps.test_gate_and_canary import (
     SPEC,
     Env,
@@ -30,19 +30,6 @@ from tests.pipeline.steps.test_gate_and_canary import (
 )
 
 MARGIN = 0.02
-
-
-def _loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
-
-
-def _radius(x: np.ndarray, alpha: float, tune: int) -> float:
-    """Howard et al. (2021) eq. (14), written out from the raw rows."""
-    n, var = x.size, x.var(ddof=1)
-    rho = tune * var / (-2 * math.log(alpha) + math.log(1 - 2 * math.log(alpha)))
-    v = n * var
-    return math.sqrt((v + rho) * math.log((v + rho) / (rho * alpha**2))) / n
 
 
 def _batch(rng: np.random.Generator, n: int, canary_noise: float) -> tuple[Any, ...]:
@@ -80,13 +67,13 @@ def test_the_review_accumulates_batches_once_each_and_decides_like_the_reference
         _fake_served(env, batch, "1", "2", served)
         labels = pd.DataFrame({"flight_id": ids, "late": y})
         review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
-        all_c.append(_loss(y[to_canary], canary[to_canary]))
-        all_h.append(_loss(y[~to_canary], champion[~to_canary]))
+        all_c.append(log_loss_rows(y[to_canary], canary[to_canary]))
+        all_h.append(log_loss_rows(y[~to_canary], champion[~to_canary]))
         lc, lh = np.concatenate(all_c), np.concatenate(all_h)
         assert review.canary.rows == lc.size  # the evidence of every batch so far
         assert review.batches == month
         d = lc.mean() - lh.mean()
-        r = _radius(lc, alpha / 2, 4 * 300) + _radius(lh, alpha / 2, 4 * 300)
+        r = cs_radius(lc, alpha / 2, 4 * 300) + cs_radius(lh, alpha / 2, 4 * 300)
         assert review.interval[0] == pytest_approx(d - r)
         assert review.interval[1] == pytest_approx(d + r)
         expected.append(
@@ -122,20 +109,42 @@ def _fake_shadow(env: Env, batch: str, ids: list[str], champion: Any, shadow: An
     put_frame(env.store, key, frame)
 
 
+def _review_shadow(env: Env, rng: np.random.Generator, noise: float) -> tuple[Any, ...]:
+    """A batch of 3,000 shadow rows whose candidate scores are the champion's plus
+    ``noise``, reviewed: ``(y, champion, shadow, review)``."""
+    y, champion, _ = _batch(rng, 3000, 0.12)
+    shadow = np.clip(champion + rng.normal(0, noise, y.size), 0.01, 0.99)
+    ids = [f"s{i}" for i in range(y.size)]
+    _fake_shadow(env, "2014-01", ids, champion, shadow)
+    labels = pd.DataFrame({"flight_id": ids, "late": y})
+    review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
+    return y, champion, shadow, review
+
+
+def _review_served(env: Env, rng: np.random.Generator, batch: str, prefix: str) -> Any:
+    """A batch of 1,000 rows split between canary v2 and champion v1, reviewed."""
+    y, champion, canary = _batch(rng, 1000, 0.15)
+    ids = [f"{prefix}{i}" for i in range(y.size)]
+    to_canary = route_to_canary(ids, 0.5, "s")
+    served = pd.concat(
+        [
+            _served(list(np.array(ids)[to_canary]), canary[to_canary], CANARY, "2"),
+            _served(list(np.array(ids)[~to_canary]), champion[~to_canary], CHAMPION, "1"),
+        ]
+    )
+    _fake_served(env, batch, "1", "2", served)
+    labels = pd.DataFrame({"flight_id": ids, "late": y})
+    return review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
+
+
 def test_a_worse_challenger_is_rolled_back_from_its_shadow(
     mlflow_server: Any, tmp_path: Path
 ) -> None:
     env = Env(mlflow_server.url, tmp_path)
     _canary_at(env, version="2", champion="1")
-    rng = np.random.default_rng(8)
-    y, champion, _ = _batch(rng, 3000, 0.12)
-    worse = np.clip(champion + rng.normal(0, 0.2, y.size), 0.01, 0.99)
-    ids = [f"s{i}" for i in range(y.size)]
-    _fake_shadow(env, "2014-01", ids, champion, worse)
-    labels = pd.DataFrame({"flight_id": ids, "late": y})
-    review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
-    d = _loss(y, worse) - _loss(y, champion)
-    r = _radius(d, 0.025, round(4 * 300 / 0.2))  # alpha / 2 each: shadow and canary
+    y, champion, worse, review = _review_shadow(env, np.random.default_rng(8), 0.2)
+    d = log_loss_rows(y, worse) - log_loss_rows(y, champion)
+    r = cs_radius(d, 0.025, round(4 * 300 / 0.2))  # alpha / 2 each: shadow and canary
     assert d.mean() - r > 0.005, "precondition: the paired CS shows it worse"
     assert review.outcome == "failure", review.describe()
     assert "in shadow" in review.reason
@@ -161,30 +170,14 @@ def test_an_equal_challenger_leaves_its_shadow_early_and_is_promoted_with_that_e
     rules = canary_rules(env.config, SPEC, [3000])
     assert in_shadow(env.store, rules, SPEC.name, env.name, "2")  # before any evidence
     rng = np.random.default_rng(9)
-    y, champion, _ = _batch(rng, 3000, 0.12)
-    same = np.clip(champion + rng.normal(0, 0.005, y.size), 0.01, 0.99)
-    ids = [f"s{i}" for i in range(y.size)]
-    _fake_shadow(env, "2014-01", ids, champion, same)
-    labels = pd.DataFrame({"flight_id": ids, "late": y})
-    review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
+    _, _, _, review = _review_shadow(env, rng, 0.005)
     assert review.outcome == "inconclusive", review.describe()
     assert "non-inferior in shadow" in review.reason
     assert review.shadow_interval[1] < 0.005
     # one batch of 3: the paired evidence ends the shadow; the canary now serves
     assert not in_shadow(env.store, rules, SPEC.name, env.name, "2")
     # its own served rows: enough of them, and no sign of inferiority -> promoted
-    y2, champion2, canary2 = _batch(rng, 1000, 0.15)
-    ids2 = [f"c{i}" for i in range(y2.size)]
-    to_canary = route_to_canary(ids2, 0.5, "s")
-    served = pd.concat(
-        [
-            _served(list(np.array(ids2)[to_canary]), canary2[to_canary], CANARY, "2"),
-            _served(list(np.array(ids2)[~to_canary]), champion2[~to_canary], CHAMPION, "1"),
-        ]
-    )
-    _fake_served(env, "2014-02", "1", "2", served)
-    labels2 = pd.DataFrame({"flight_id": ids2, "late": y2})
-    final = review_canary(env.client, env.store, env.config, SPEC, env.name, labels2)
+    final = _review_served(env, rng, "2014-02", "c")
     assert final.interval[0] <= 0.005 <= final.interval[1], "precondition: split undecided"
     assert final.outcome == "success", final.describe()
     assert "non-inferior in shadow (paired)" in final.reason
@@ -203,17 +196,6 @@ def test_an_undecided_canary_reaches_its_horizon_and_a_person_decides(
     outcomes = []
     for month in (1, 2):
         batch = f"2014-{month:02d}"
-        y, champion, canary = _batch(rng, 1000, 0.15)
-        ids = [f"{batch}-{i}" for i in range(y.size)]
-        to_canary = route_to_canary(ids, 0.5, "s")
-        served = pd.concat(
-            [
-                _served(list(np.array(ids)[to_canary]), canary[to_canary], CANARY, "2"),
-                _served(list(np.array(ids)[~to_canary]), champion[~to_canary], CHAMPION, "1"),
-            ]
-        )
-        _fake_served(env, batch, "1", "2", served)
-        labels = pd.DataFrame({"flight_id": ids, "late": y})
-        outcomes.append(review_canary(env.client, env.store, env.config, SPEC, env.name, labels))
+        outcomes.append(_review_served(env, rng, batch, f"{batch}-"))
     assert [r.outcome for r in outcomes] == ["inconclusive", "needs_decision"]
     assert "undecided after 2 labelled batches (horizon 2)" in outcomes[1].reason
