@@ -23,13 +23,12 @@ import pytest
 from pipeline.base.config import load_config
 from pipeline.base.store import put_frame
 from pipeline.flow.env import Env
-from pipeline.flow.retrain import gate, registered
 from pipeline.steps.aliases import CANARY, CHAMPION, alias_history, current_alias
 from pipeline.steps.canary import route_to_canary
 from pipeline.steps.ingest import flights_frames, ingest_frame
 from pipeline.steps.labels import ingest_labels
-from pipeline.steps.registration import register_training_run
 from tests.pipeline.base.test_alerts import Receiver
+from tests.pipeline.flow.retrain_support import register_and_gate
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = "2013-03"
@@ -127,12 +126,7 @@ def _stage(
             alerts={"webhook_url": hook} if hook else {},
         )
     )
-    versions = []
-    for label in ("a", "b"):
-        run_id = trained_runs[label].run_id
-        reg = register_training_run(env.client, env.store, env.spec, run_id, name=env.model)
-        assert gate(env, registered(reg)).passed
-        versions.append(reg.challenger.version)
+    versions = register_and_gate(env, trained_runs)
     champion, canary = versions
     _, features, labels = flights_frames(env.spec, 3)
     features = features.head(4000).reset_index(drop=True)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline import flow
+from pipeline.flow.env import Env
 from pipeline.flow.records import BatchVersions, Plan, Window
+from pipeline.flow.retrain import gate, registered
+from pipeline.steps.registration import register_training_run
 
 
 def plan() -> Plan:
@@ -43,3 +47,15 @@ def retrain_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: str
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
     return flow.build_env()
+
+
+def register_and_gate(env: Env, trained_runs: Any) -> list[str]:
+    """Register the best of training runs a and b, in that order, each through the
+    flow's gate (which must pass): their versions, a's first."""
+    versions = []
+    for label in ("a", "b"):
+        run_id = trained_runs[label].run_id
+        reg = register_training_run(env.client, env.store, env.spec, run_id, name=env.model)
+        assert gate(env, registered(reg)).passed
+        versions.append(reg.challenger.version)
+    return versions

@@ -14,11 +14,10 @@ import pytest
 from pipeline.base.config import load_config
 from pipeline.flow.approval import decide, evidence
 from pipeline.flow.env import Env
-from pipeline.flow.retrain import gate, registered
 from pipeline.steps.aliases import CANARY, CHAMPION, PREVIOUS, alias_history, current_alias
 from pipeline.steps.approval import APPROVE, REJECT
-from pipeline.steps.registration import register_training_run
 from tests.pipeline.base.test_alerts import Receiver
+from tests.pipeline.flow.retrain_support import register_and_gate
 
 PERMISSIVE = {"min_auc": 0.55, "min_slice_auc": 0.4, "slice_min_rows": 150, "max_auc_drop": 0.05}
 
@@ -48,12 +47,7 @@ def canary(mlflow_server: Any, trained_runs: Any, tmp_path_factory: Any, receive
     """Run a's best is champion, run b's the canary, both through the flow's gate. The
     tests share it in file order: those that move nothing first, the approval last."""
     env = _env(mlflow_server.url, tmp_path_factory.mktemp("home"), receiver.url())
-    versions = []
-    for label in ("a", "b"):
-        run_id = trained_runs[label].run_id
-        reg = register_training_run(env.client, env.store, env.spec, run_id, name=env.model)
-        assert gate(env, registered(reg)).passed
-        versions.append(reg.challenger.version)
+    versions = register_and_gate(env, trained_runs)
     champion, candidate = versions
     assert current_alias(env.client, env.model, CHAMPION) == champion
     assert current_alias(env.client, env.model, CANARY) == candidate
