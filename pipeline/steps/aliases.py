@@ -139,13 +139,7 @@ def move_alias(
             client.set_model_version_tag(name, target, f"alias.{alias}.{key}", value)
     if before is not None and before != target:
         client.set_model_version_tag(name, before, f"alias.{alias}.left_at", move.when)
-    key = join_key(
-        "registry",
-        check_id(name, "model name"),
-        "alias-moves",
-        f"{when:%Y%m%dT%H%M%S%f}-{alias}-{uuid.uuid4().hex[:8]}.json",
-    )
-    put_json(store, key, asdict(move))
+    key = _record(store, name, f"{when:%Y%m%dT%H%M%S%f}-{alias}", move)
     client.set_registered_model_tag(name, "last_alias_move", move.describe()[:5000])
     log.info("alias %s", move.describe())
     return AliasMove(**{**asdict(move), "key": key})
@@ -169,15 +163,21 @@ def record_decision(
         raise RegistryError(f"unknown alias {alias!r}; the pipeline uses {list(ALIASES)}")
     when = _now()
     record = AliasMove(name, alias, current, proposed, who, why, when.isoformat(), action=action)
+    key = _record(store, name, f"{when:%Y%m%dT%H%M%S%f}-{alias}-{action}", record)
+    log.info("alias decision %s", record.describe())
+    return AliasMove(**{**asdict(record), "key": key})
+
+
+def _record(store: ObjectStore, name: str, stem: str, move: AliasMove) -> str:
+    """Write ``move`` to the audit trail of ``name`` as ``<stem>-<random>.json``: its key."""
     key = join_key(
         "registry",
         check_id(name, "model name"),
         "alias-moves",
-        f"{when:%Y%m%dT%H%M%S%f}-{alias}-{action}-{uuid.uuid4().hex[:8]}.json",
+        f"{stem}-{uuid.uuid4().hex[:8]}.json",
     )
-    put_json(store, key, asdict(record))
-    log.info("alias decision %s", record.describe())
-    return AliasMove(**{**asdict(record), "key": key})
+    put_json(store, key, asdict(move))
+    return key
 
 
 def alias_history(store: ObjectStore, name: str) -> list[AliasMove]:
