@@ -275,3 +275,33 @@ def live_stack(home: Path, extra_env: dict[str, str] | None = None) -> Iterator[
         running.stop(grace=10)
         os.environ.clear()
         os.environ.update(old)
+
+
+def start_until_paused(
+    cmd: list[str],
+    marker: Path,
+    pause: str,
+    *,
+    timeout: float,
+    poll: float,
+    env: dict[str, str] | None = None,
+    **popen: Any,
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` with the fault hook ``pause`` (``PHASE@N:SECONDS``, training/checkpoint)
+    writing ``marker``, and wait until it has paused there (asserted): the process, for
+    the test to kill. ``env`` is the child's whole environment (default: this one's)."""
+    from training.checkpoint import FAULT_MARKER_ENV, FAULT_PAUSE_ENV
+
+    child_env = {**(env or os.environ), FAULT_PAUSE_ENV: pause, FAULT_MARKER_ENV: str(marker)}
+    proc = subprocess.Popen(
+        cmd, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen
+    )
+    deadline = time.monotonic() + timeout
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(poll)
+    assert marker.exists(), (
+        "the job never reached the pause",
+        proc.poll(),
+        proc.stderr.read().decode()[-3000:] if proc.stderr and proc.poll() is not None else "",
+    )
+    return proc

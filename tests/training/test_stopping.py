@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import start_until_paused
 from tests.training.helpers import (
     ROOT,
     TINY,
@@ -29,8 +28,6 @@ from tests.training.helpers import (
     same_weights,
 )
 from training.checkpoint import (
-    FAULT_MARKER_ENV,
-    FAULT_PAUSE_ENV,
     CheckpointError,
     load_checkpoint,
     save_checkpoint,
@@ -318,18 +315,9 @@ def test_sigkill_after_a_cycle_end_then_resume_decides_the_same(tmp_path: Path) 
     marker = tmp_path / "marker.jsonl"
     # evaluations at steps 9, 19, 24, 29, 39, 49, 54, 59, 69: the 9th is after cycle 1's
     # end (54) and the checkpoint at step 60; the job pauses there and is killed
-    env = {**os.environ, FAULT_PAUSE_ENV: "evaluation@9:120", FAULT_MARKER_ENV: str(marker)}
-    proc = subprocess.Popen(
-        _cli("victim", tmp_path),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    proc = start_until_paused(
+        _cli("victim", tmp_path), marker, "evaluation@9:120", timeout=120, poll=0.02, cwd=ROOT
     )
-    deadline = time.monotonic() + 120
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert marker.exists(), "the job never reached the pause"
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL

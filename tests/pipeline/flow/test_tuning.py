@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ from tests.pipeline.flow.tuning_support import (
     make_env,
     write_train_yaml,
 )
+from tests.support import start_until_paused
 from training import api
 from training.results import TrainResult
 from training.schedule import CosineSchedule
@@ -327,26 +326,15 @@ def test_a_study_killed_mid_trial_resumes_without_losing_or_repeating_a_trial(
         "updates": updates,
     }
     # the 16th evaluation of the process pauses (a trial has 8-12): mid-trial, not the first
-    child_env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "COSINE_RETRAIN_FAULT_PAUSE": "evaluation@16:300",
-        "COSINE_RETRAIN_FAULT_MARKER": str(marker),
-    }
-    proc = subprocess.Popen(
+    proc = start_until_paused(
         [sys.executable, "-c", KILLED_STUDY, json.dumps(args)],
-        env=child_env,
+        marker,
+        "evaluation@16:300",
+        timeout=240,
+        poll=0.2,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
         start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 240
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert marker.exists(), (
-        proc.poll(),
-        proc.stderr.read().decode()[-3000:] if proc.stderr else "",
     )
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
