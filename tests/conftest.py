@@ -73,23 +73,32 @@ def trained_runs(
     mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, TrainedRun]:
     """Two finished training runs of the flights model (a: calm, b: a hot, noisy peak)."""
+    return train_runs(
+        mlflow_server.url,
+        tmp_path_factory.mktemp("trained"),
+        "registry-tests",
+        {"a": ["schedule.lr_max=0.01"], "b": ["schedule.lr_max=0.03", "runtime.seed=1"]},
+    )
+
+
+def train_runs(
+    url: str, out: Path, experiment: str, extras: dict[str, list[str]]
+) -> dict[str, TrainedRun]:
+    """One tiny training run of the flights model per label, with that label's overrides,
+    logged to the MLflow server at ``url`` under ``experiment``."""
     from tests.training.helpers import TINY
     from training.config import load_config
     from training.trainer import Trainer
 
-    out = tmp_path_factory.mktemp("trained")
     runs = {}
-    for label, extra in {
-        "a": ["schedule.lr_max=0.01"],
-        "b": ["schedule.lr_max=0.03", "runtime.seed=1"],
-    }.items():
+    for label, extra in extras.items():
         config = load_config(
             None,
             [
                 f"run_name={label}",
                 f"output_dir={out}",
-                f"mlflow.tracking_uri={mlflow_server.url}",
-                "mlflow.experiment=registry-tests",
+                f"mlflow.tracking_uri={url}",
+                f"mlflow.experiment={experiment}",
                 *TINY,
                 *extra,
             ],

@@ -12,7 +12,6 @@ Screenshots go to ``test-artifacts/ui/``.
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -34,30 +33,11 @@ COMMENT = "read the card: canary better on every slice"
 
 def _train(url: str, out: Path) -> dict[str, Any]:
     """The two tiny training runs of tests/conftest.py's trained_runs, on this server."""
-    from tests.conftest import TrainedRun
-    from tests.training.helpers import TINY
-    from training.config import load_config
-    from training.trainer import Trainer
+    from tests.conftest import train_runs
 
-    runs = {}
-    for label, extra in {"a": ["schedule.lr_max=0.01"], "b": ["schedule.lr_max=0.03"]}.items():
-        config = load_config(
-            None,
-            [
-                f"run_name={label}",
-                f"output_dir={out}",
-                f"mlflow.tracking_uri={url}",
-                "mlflow.experiment=approval-ui",
-                *TINY,
-                *extra,
-            ],
-        )
-        result = Trainer(config).run()
-        run_dir = Path(result.run_dir)
-        runs[label] = TrainedRun(
-            str(result.mlflow_run_id), run_dir, json.loads((run_dir / "result.json").read_text())
-        )
-    return runs
+    return train_runs(
+        url, out, "approval-ui", {"a": ["schedule.lr_max=0.01"], "b": ["schedule.lr_max=0.03"]}
+    )
 
 
 @pytest.fixture(scope="module")
