@@ -23,14 +23,14 @@ from pipeline.apps import dagkit as kit
     schedule=kit.CONFIG.tune.schedule,
     doc_md=__doc__,
     params={
-        "window": Param(
-            None, type=["null", "string"], description="tuning batches, comma-separated"
-        ),
-        "holdout": Param(
-            None, type=["null", "string"], description="held-out batches, comma-separated"
-        ),
+        "window": kit.batch_list_param("tuning batches, comma-separated"),
+        "holdout": kit.batch_list_param("held-out batches, comma-separated"),
         "trials": Param(
-            None, type=["null", "integer"], minimum=1, description="override tune.n_trials"
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=1000,
+            description="override tune.n_trials (at most 1,000 from the form)",
         ),
     },
 )

@@ -109,6 +109,16 @@ def batch_param(description: str) -> Param:
     return Param(None, type=["null", "string"], pattern=ID_PATTERN, description=description)
 
 
+# batch ids separated by commas (spaces allowed after a comma), each of the store's pattern
+_ONE_ID = ID_PATTERN.strip("^$")
+BATCH_LIST_PATTERN = rf"^{_ONE_ID}(, ?{_ONE_ID}){{0,99}}$"
+
+
+def batch_list_param(description: str) -> Param:
+    """Optional batch ids, comma-separated, each of the store's id pattern."""
+    return Param(None, type=["null", "string"], pattern=BATCH_LIST_PATTERN, description=description)
+
+
 @contextlib.contextmanager
 def permanent() -> Iterator[None]:
     """Turn errors that a retry cannot fix into AirflowFailException (no retry)."""
