@@ -73,3 +73,15 @@ def window_fields(
             "data.labels": str(labels),
         }
     return out
+
+
+def write_dataset_section(bench: str, dataset: str, title: str, body: str) -> None:
+    """The benchmark's section of docs/benchmarks.md: ``bench`` for flights,
+    ``bench_gss`` (title ``: GSS``) for the second example, with its command."""
+    from benchmarks.report import write_section
+
+    if dataset == "flights":
+        write_section(bench, title, body)
+    else:
+        command = f"./run bench {bench} --dataset {dataset}"
+        write_section(f"{bench}_{dataset}", f"{title}: GSS", body, command=command)

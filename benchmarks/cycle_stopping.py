@@ -43,8 +43,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._windows import FLIGHTS, GSS, Run, window_fields
-from benchmarks.report import write_section
+from benchmarks._windows import FLIGHTS, GSS, Run, window_fields, write_dataset_section
 from training.config import StoppingConfig, load_config
 from training.data.dataset import prepare_for
 from training.data.spec import load_spec
@@ -165,17 +164,9 @@ def main(argv: list[str] | None = None) -> str:
     print(body)
     if args.json:
         args.json.write_text(json.dumps([as_record(r) for r in runs.values()], indent=1))
-    if args.no_doc:
-        pass
-    elif args.dataset == "flights":
-        write_section("cycle_stopping", "Cycle-aware stopping vs the fixed schedule", body)
-    else:
-        write_section(
-            "cycle_stopping_gss",
-            "Cycle-aware stopping vs the fixed schedule: GSS",
-            body,
-            command="./run bench cycle_stopping --dataset gss",
-        )
+    if not args.no_doc:
+        title = "Cycle-aware stopping vs the fixed schedule"
+        write_dataset_section("cycle_stopping", args.dataset, title, body)
     return body
 
 

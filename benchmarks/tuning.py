@@ -35,8 +35,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._windows import FLIGHTS, GSS, Run, window_fields
-from benchmarks.report import write_section
+from benchmarks._windows import FLIGHTS, GSS, Run, window_fields, write_dataset_section
 from pipeline.base.sections_tune import TuneConfig
 from pipeline.steps.tuning_study import run_study
 from training import api
@@ -136,15 +135,8 @@ def main(argv: list[str] | None = None) -> str:
         ]
         args.json.write_text(json.dumps({"study": study.model_dump(), "runs": records}, indent=1))
     if not args.no_doc:
-        if args.dataset == "flights":
-            write_section("tuning", "The tuned schedule vs the fixed one", body)
-        else:
-            write_section(
-                "tuning_gss",
-                "The tuned schedule vs the fixed one: GSS",
-                body,
-                command="./run bench tuning --dataset gss",
-            )
+        title = "The tuned schedule vs the fixed one"
+        write_dataset_section("tuning", args.dataset, title, body)
     return body
 
 

@@ -38,6 +38,7 @@ from pipeline.steps.tuning import TuneError, check_space
 from pipeline.steps.tuning_study import StudySummary, TuneInterrupted, log_study, run_study
 
 if TYPE_CHECKING:
+    from pipeline.steps.tuning_store import Verdict
     from training.config import TrainConfig
     from training.results import TrainResult
 
@@ -62,6 +63,11 @@ class VerdictSummary(Record):
     current_auc: float
     current: str
     reason: str
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> VerdictSummary:
+        """The stored verdict's fields that the flow reports."""
+        return cls(**{name: getattr(verdict, name) for name in cls.model_fields})
 
 
 class TuneSummary(Record):
@@ -215,14 +221,7 @@ def judge(
     )
     write_verdict(env.store, env.dataset, verdict)
     log.info("tuned config verdict: %s", reason)
-    return VerdictSummary(
-        version=version,
-        adopted=adopted,
-        tuned_auc=verdict.tuned_auc,
-        current_auc=verdict.current_auc,
-        current=current_name,
-        reason=reason,
-    )
+    return VerdictSummary.of(verdict)
 
 
 def _mlflow_updates(
@@ -317,14 +316,7 @@ def tune(
         env.store.get_file(f"tuning/{env.dataset}/v{version}.yaml", tuned_path)
     done = read_verdict(env.store, env.dataset, version)
     if done is not None:
-        verdict = VerdictSummary(
-            version=version,
-            adopted=done.adopted,
-            tuned_auc=done.tuned_auc,
-            current_auc=done.current_auc,
-            current=done.current,
-            reason=done.reason,
-        )
+        verdict = VerdictSummary.of(done)
     else:
         verdict = judge(
             env,
