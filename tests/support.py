@@ -305,3 +305,20 @@ def start_until_paused(
         proc.stderr.read().decode()[-3000:] if proc.stderr and proc.poll() is not None else "",
     )
     return proc
+
+
+def xcom_values(home: Path, dag_id: str, task_id: str, key: str = "return_value") -> list[Any]:
+    """Every XCom ``key`` that ``dag_id.task_id`` pushed in the home's Airflow database
+    (SQLite, as the demo keeps it), decoded from JSON."""
+    import json
+    import sqlite3
+
+    db = sqlite3.connect(home / "airflow" / "airflow.db")
+    try:
+        rows = db.execute(
+            "SELECT value FROM xcom WHERE dag_id=? AND task_id=? AND key=?",
+            (dag_id, task_id, key),
+        ).fetchall()
+    finally:
+        db.close()
+    return [json.loads(value) for (value,) in rows]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.support import run_demo
+from tests.support import run_demo, xcom_values
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,13 +57,7 @@ def test_the_registry_and_mlflow_hold_the_runs(replay: tuple[Path, str]) -> None
 
 def test_the_training_task_links_to_its_mlflow_run(replay: tuple[Path, str]) -> None:
     home, _ = replay
-    db = sqlite3.connect(home / "airflow" / "airflow.db")
-    rows = db.execute(
-        "SELECT value FROM xcom WHERE dag_id='retrain' AND task_id='train' "
-        "AND key='_link_MlflowRunLink'"
-    ).fetchall()
-    db.close()
-    links = [json.loads(v) for (v,) in rows]
+    links = xcom_values(home, "retrain", "train", "_link_MlflowRunLink")
     assert links, "the train task pushed no MLflow link"
     client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
     run_id = links[-1].rsplit("/runs/", 1)[1]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 
-from tests.support import run_demo
+from tests.support import run_demo, xcom_values
 
 MODEL = "flight_delay"
 SHADOW_ENV = {"COSINE_RETRAIN_DRIFT__SHARE_THRESHOLD": "0.1"}
@@ -177,13 +176,8 @@ def test_the_sequential_review_holds_the_shadows_paired_rows(
     assert "none of these labelled rows was scored" in _line(months["2013-04"], "canary")
 
     # what the canary_review DAG's review task returned names the method and the evidence
-    db = sqlite3.connect(home / "airflow" / "airflow.db")
-    values = db.execute(
-        "SELECT value FROM xcom WHERE dag_id='canary_review' AND task_id='review' "
-        "AND key='return_value'"
-    ).fetchall()
-    db.close()
-    reviewed = [json.loads(v) for (v,) in values if json.loads(v).get("shadow_rows")]
+    values = xcom_values(home, "canary_review", "review")
+    reviewed = [v for v in values if v.get("shadow_rows")]
     assert len(reviewed) == 1, values
     assert reviewed[0]["method"] == "sequential"
     assert reviewed[0]["canary"] == canary
