@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from training.config_schedule import LENGTHS, ScheduleConfig
@@ -23,6 +22,7 @@ from training.config_schedule import ConfigSection as _Section
 from training.config_text import ConfigError, describe_errors, parse_override, set_dotted
 from training.locations import DEFAULT_HOME
 from training.schedule import PlateauRule
+from training.yaml_file import read_yaml
 
 __all__ = ["ConfigError", "ScheduleConfig", "TrainConfig", "load_config", "parse_override"]
 
@@ -354,12 +354,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     where = "defaults"
     if path is not None:
         where = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        loaded = read_yaml(Path(path), "config file", ConfigError)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must be a mapping of sections")
         raw = loaded or {}
