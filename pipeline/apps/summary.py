@@ -42,15 +42,13 @@ def monitor_lines(out: Any, run: Any, failure: Failure) -> None:
     if dr.get("checked"):
         out.steps["drift_share"] = dr["drift_share"]
         # the share counts value drift; a moved null share is its own finding
-        shifts = dr.get("null_shifts", [])
-        moved = {line.split(":", 1)[0] for line in shifts}
-        cols = ", ".join(c for c in dr["drifted_columns"] if c not in moved) or "none"
+        cols = ", ".join(dr["value_drifted"]) or "none"
         out.lines.append(
             f"  drift      {dr['drift_share']:.0%} of columns against reference "
             f"{dr['reference']} (threshold {dr['threshold']:.0%}); values drifted: {cols}"
             + (" (measured before: reused)" if dr.get("reused") else "")
         )
-        for line in shifts:
+        for line in dr["null_shifts"]:
             out.lines.append(f"             null share moved: {line}")
         for skipped in dr.get("skipped", []):
             out.lines.append(f"             not compared: {skipped}")

@@ -184,6 +184,7 @@ def drift(env: Env, batch_id: str, *, alert: bool = True) -> DriftOutcome:
         threshold=summary.share_threshold,
         drifted=summary.drifted,
         drifted_columns=list(summary.drifted_columns),
+        value_drifted=[c.column for c in summary.columns if c.drifted],
         null_shifts=[shift.line() for shift in summary.null_shifts],
         skipped=list(summary.skipped),
         report_uri=summary.report_uri,

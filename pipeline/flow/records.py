@@ -103,6 +103,7 @@ class DriftOutcome(Record):
     threshold: float | None = None
     drifted: bool = False
     drifted_columns: list[str] = []
+    value_drifted: list[str] = []  # the columns whose values drifted (what the share counts)
     null_shifts: list[str] = []  # one line per column whose null share moved
     skipped: list[str] = []
     report_uri: str | None = None
