@@ -63,9 +63,7 @@ def token(staged: Any) -> str:
 
 def _states(stack: Any, token: str, quoted: str) -> dict[str, str]:
     path = f"/api/v2/dags/canary_review/dagRuns/{quoted}/taskInstances"
-    return {
-        t["task_id"]: t["state"] for t in _api(stack, "GET", path, token=token)["task_instances"]
-    }
+    return {t["task_id"]: t["state"] for t in _api(stack, "GET", path)["task_instances"]}
 
 
 def _wait(stack: Any, token: str, quoted: str, done: Any, what: str) -> dict[str, str]:
@@ -84,13 +82,12 @@ def test_a_person_approves_from_required_actions_and_the_champion_moves(
     browser: Any,  # noqa: F811 (the imported fixture)
 ) -> None:
     stack, env, champion, canary = staged
-    _api(stack, "PATCH", "/api/v2/dags/canary_review", {"is_paused": False}, token)
+    _api(stack, "PATCH", "/api/v2/dags/canary_review", {"is_paused": False})
     run = _api(
         stack,
         "POST",
         "/api/v2/dags/canary_review/dagRuns",
         {"logical_date": None, "conf": {"batch_id": BATCH}},
-        token,
     )
     quoted = urllib.parse.quote(run["dag_run_id"], safe="")
     states = _wait(

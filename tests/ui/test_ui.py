@@ -36,7 +36,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _api(stack: Any, method: str, path: str, body: Any = None, token: str = "") -> Any:
+def _api(stack: Any, method: str, path: str, body: Any = None) -> Any:
+    """One REST call as the stack's user (:meth:`pipeline.apps.ui.Stack.api` logs in)."""
     return stack.api(method, path, body)
 
 
@@ -65,15 +66,13 @@ def token(stack: Any) -> str:
 @pytest.fixture(scope="module")
 def retrain_run(stack: Any, token: str) -> dict[str, Any]:
     """A retrain triggered like the UI's form does, run to the end by the scheduler."""
-    _api(stack, "PATCH", "/api/v2/dags/retrain", {"is_paused": False}, token)
+    _api(stack, "PATCH", "/api/v2/dags/retrain", {"is_paused": False})
     conf = {"trigger": "manual", "reason": "UI test: retrain on January to March"}
-    run = _api(
-        stack, "POST", "/api/v2/dags/retrain/dagRuns", {"logical_date": None, "conf": conf}, token
-    )
+    run = _api(stack, "POST", "/api/v2/dags/retrain/dagRuns", {"logical_date": None, "conf": conf})
     run_id = urllib.parse.quote(run["dag_run_id"], safe="")
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        state = _api(stack, "GET", f"/api/v2/dags/retrain/dagRuns/{run_id}", token=token)["state"]
+        state = _api(stack, "GET", f"/api/v2/dags/retrain/dagRuns/{run_id}")["state"]
         if state in ("success", "failed"):
             break
         time.sleep(3)
@@ -85,7 +84,7 @@ def retrain_run(stack: Any, token: str) -> dict[str, Any]:
     # scheduler start a retrain as soon as it runs; that run (one at a time) trained
     # the window first, and ours coalesced into it: that is the run to look at.
     assert states.get("skip") == "success", states
-    runs = _api(stack, "GET", "/api/v2/dags/retrain/dagRuns?limit=50", token=token)["dag_runs"]
+    runs = _api(stack, "GET", "/api/v2/dags/retrain/dagRuns?limit=50")["dag_runs"]
     # the newest first: older ones are the demo's own (dag.test) runs in the same database
     for other in sorted(runs, key=lambda r: r["start_date"] or "", reverse=True):
         quoted = urllib.parse.quote(other["dag_run_id"], safe="")
@@ -98,9 +97,7 @@ def retrain_run(stack: Any, token: str) -> dict[str, Any]:
 
 def _states(stack: Any, token: str, quoted_run_id: str) -> dict[str, str]:
     path = f"/api/v2/dags/retrain/dagRuns/{quoted_run_id}/taskInstances"
-    return {
-        t["task_id"]: t["state"] for t in _api(stack, "GET", path, token=token)["task_instances"]
-    }
+    return {t["task_id"]: t["state"] for t in _api(stack, "GET", path)["task_instances"]}
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +131,7 @@ def _page(browser: Any, stack: Any, token: str) -> Any:
 
 
 def test_airflow_lists_the_dags_without_import_errors(stack: Any, token: str, browser: Any) -> None:
-    assert _api(stack, "GET", "/api/v2/importErrors", token=token)["total_entries"] == 0
+    assert _api(stack, "GET", "/api/v2/importErrors")["total_entries"] == 0
     page = _page(browser, stack, token)
     page.goto(f"{stack.airflow_url}/dags")
     for dag_id in ("canary_review", "drift_monitor", "ingest", "retrain"):
@@ -165,7 +162,7 @@ def test_the_training_task_links_to_its_mlflow_run(
     stack: Any, token: str, browser: Any, retrain_run: dict[str, Any]
 ) -> None:
     path = f"/api/v2/dags/retrain/dagRuns/{retrain_run['quoted']}/taskInstances/train/links"
-    links = _api(stack, "GET", path, token=token)["extra_links"]
+    links = _api(stack, "GET", path)["extra_links"]
     url = links.get("MLflow run")
     assert url, links
     assert url.startswith(f"{stack.mlflow_url}/#/experiments/"), links
