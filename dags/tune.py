@@ -20,7 +20,7 @@ from pipeline.apps import dagkit as kit
 
 @kit.pipeline_dag(
     "tune",
-    schedule=kit.CONFIG.tune.schedule,
+    schedule=kit.cron(kit.CONFIG.tune.schedule),
     doc_md=__doc__,
     params={
         "window": kit.batch_list_param("tuning batches, comma-separated"),

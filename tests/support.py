@@ -252,29 +252,53 @@ def stack_env(
     }
 
 
+# cron schedules that tick every minute: were they on, a stack that runs a minute
+# would start runs of its own
+EVERY_MINUTE = {
+    f"COSINE_RETRAIN_{section}__SCHEDULE": "* * * * *" for section in ("MONITOR", "RETRAIN", "TUNE")
+}
+
+
 @contextlib.contextmanager
-def live_stack(home: Path, extra_env: dict[str, str] | None = None) -> Iterator[Any]:
+def live_stack(
+    home: Path, extra_env: dict[str, str] | None = None, *, schedules: bool = False
+) -> Iterator[Any]:
     """``./run ui``'s stack on ``home`` with every DAG unpaused (the scheduler follows
-    the assets), stopped and the environment restored at the end."""
+    the assets) and, as ``./run ui`` starts it, no cron schedule unless ``schedules``:
+    it runs only what the test drives. Its metadata database is a fresh PostgreSQL
+    database where one is reachable (SQLite, the local default, makes the api-server
+    wait on the writes of four components and the task processes: on two busy cores a
+    request can wait past the lock timeout), else SQLite in the home. Stopped, the
+    database dropped and the environment restored at the end."""
     from pipeline.apps.ui import start_stack
 
     old = dict(os.environ)
-    running = start_stack(
-        home,
-        airflow_port=free_port(),
-        mlflow_port=free_port(),
-        extra_env={
-            **TINY_REPLAY_ENV,
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            **(extra_env or {}),
-        },
-    )
+    db_name, database = (None, None)
+    if postgres_unavailable() is None:
+        db_name, database = create_postgres_database("airflow_stack")
     try:
-        yield running
+        running = start_stack(
+            home,
+            airflow_port=free_port(),
+            mlflow_port=free_port(),
+            schedules=schedules,
+            database=database,
+            extra_env={
+                **TINY_REPLAY_ENV,
+                **EVERY_MINUTE,
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                **(extra_env or {}),
+            },
+        )
+        try:
+            yield running
+        finally:
+            running.stop(grace=10)
     finally:
-        running.stop(grace=10)
         os.environ.clear()
         os.environ.update(old)
+        if db_name is not None:
+            drop_postgres_database(db_name)
 
 
 def start_until_paused(

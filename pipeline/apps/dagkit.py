@@ -22,12 +22,12 @@ from airflow.sdk import (
     AssetOrTimeSchedule,
     BaseOperator,
     BaseOperatorLink,
-    CronTriggerTimetable,
     Param,
     dag,
 )
 
 from pipeline.apps.notifiers import PipelineNotifier, dag_failure_callback
+from pipeline.apps.timetables import NoCatchUpCron
 from pipeline.base.config import load_config
 from pipeline.base.store import ID_PATTERN
 
@@ -42,6 +42,7 @@ __all__ = [
     "approval_answer",
     "approval_task",
     "asset_or_cron",
+    "cron",
     "batch_param",
     "env",
     "events",
@@ -99,9 +100,18 @@ def pipeline_dag(
     )
 
 
-def asset_or_cron(cron: str, asset: Asset) -> AssetOrTimeSchedule:
-    """Run on every event of ``asset``, and on the cron (UTC) too."""
-    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=[asset])
+def cron(expression: str | None) -> NoCatchUpCron | None:
+    """The cron (UTC) of a DAG, whose missed ticks never run (pipeline/apps/timetables.py);
+    None when there is none or ``cron_schedules`` is off."""
+    if expression is None or not CONFIG.cron_schedules:
+        return None
+    return NoCatchUpCron(expression, timezone="UTC")
+
+
+def asset_or_cron(expression: str | None, asset: Asset) -> AssetOrTimeSchedule | list[Asset]:
+    """Run on every event of ``asset``, and on the cron too (when it is on)."""
+    timetable = cron(expression)
+    return [asset] if timetable is None else AssetOrTimeSchedule(timetable=timetable, assets=[asset])
 
 
 def batch_param(description: str) -> Param:

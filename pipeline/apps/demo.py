@@ -107,9 +107,10 @@ def prepare_environment(home: Path, spec: Path | None = None) -> dict[str, str]:
     return env
 
 
-def migrate(home: Path) -> str:
-    """``airflow db migrate`` unless this home already has a database."""
-    if (home / "airflow" / "airflow.db").exists():
+def migrate(home: Path, *, always: bool = False) -> str:
+    """``airflow db migrate`` unless this home already has a database (``always``: the
+    metadata database is elsewhere, e.g. PostgreSQL; migrating is idempotent)."""
+    if not always and (home / "airflow" / "airflow.db").exists():
         return "reused the Airflow database"
     t0 = time.monotonic()
     proc = subprocess.run(

@@ -23,7 +23,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,11 +51,40 @@ class Stack:
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         """One call of Airflow's REST API (``/api/v2/...``) as the stack's user; the
-        JSON answer. Logs in (``/auth/token``) on the first call."""
+        JSON answer. Logs in (``/auth/token``) on the first call. An idempotent call
+        (GET, PATCH, PUT, DELETE, the login) that meets a server error or a dropped
+        connection is tried again until ``API_TIMEOUT``: on a busy machine the
+        api-server answers 500 when its SQLite write waits past the lock timeout. A
+        POST is sent once (:meth:`trigger` makes a run's POST idempotent)."""
         if self.token is None:
             login = {"username": self.user, "password": self.password}
-            self.token = str(self._call("POST", "/auth/token", login, None)["access_token"])
-        return self._call(method, path, body, self.token)
+            answer = _retrying(lambda: self._call("POST", "/auth/token", login, None))
+            self.token = str(answer["access_token"])
+        token = self.token
+        if method == "POST":
+            return self._call(method, path, body, token)
+        return _retrying(lambda: self._call(method, path, body, token))
+
+    def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str | None = None) -> Any:
+        """Start a run of ``dag_id`` with ``conf``; its ``dag_run`` record. The run id
+        is chosen here, so the POST can be retried after a server error: a 409 on a
+        retry means an earlier try created the run, which is read back."""
+        run_id = run_id or f"manual__{time.strftime('%Y%m%dT%H%M%S')}_{secrets.token_hex(4)}"
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        tried = False
+
+        def post() -> Any:
+            nonlocal tried
+            try:
+                return self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
+            except urllib.error.HTTPError as exc:
+                if exc.code != 409 or not tried:
+                    raise
+                return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+            finally:
+                tried = True
+
+        return _retrying(post)
 
     def _call(self, method: str, path: str, body: Any, token: str | None) -> Any:
         headers = {"Content-Type": "application/json"}
@@ -95,6 +126,39 @@ class Stack:
             proc.wait()
 
 
+def _retrying(call: Callable[[], Any], timeout: float = API_TIMEOUT) -> Any:
+    """``call()``, tried again with backoff (1 s doubling to 8 s) while it fails with
+    a server error (5xx) or a dropped connection, until ``timeout``; then its error."""
+    deadline = time.monotonic() + timeout
+    delay = 1.0
+    while True:
+        try:
+            return call()
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 or time.monotonic() + delay > deadline:
+                raise
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 8.0)
+
+
+def _forget_stored_ticks(database: str) -> None:
+    """Clear the next scheduled run each DAG stored at an earlier start (or in a
+    ``dag.test()`` of the demo): the scheduler would start it at once, before the
+    dag-processor re-parses the DAG with this start's schedules and works the next
+    tick out again (pipeline/apps/timetables.py)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE dag SET next_dagrun_create_after = NULL"))
+    finally:
+        engine.dispose()
+
+
 def _password(airflow_home: Path, user: str) -> str:
     path = airflow_home / "passwords.json"
     if path.exists():
@@ -133,9 +197,16 @@ def start_stack(
     mlflow_port: int = 5000,
     user: str = "admin",
     timeout: float = 240.0,
+    schedules: bool = False,
+    database: str | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> Stack:
-    """Start Airflow's four components and an MLflow server; wait until healthy."""
+    """Start Airflow's four components and an MLflow server; wait until healthy.
+
+    ``schedules``: run the DAGs' cron schedules (off by default: a home replays data
+    of another time, and a tick of today's clock would retrain, tune and alert on it;
+    the asset triggers stay live either way). ``database``: the Airflow metadata
+    database's SQLAlchemy URL (default: SQLite in the home)."""
     home = home.resolve()
     prepare_environment(home)
     airflow_home = home / "airflow"
@@ -160,16 +231,19 @@ def start_stack(
         "COSINE_RETRAIN_MLFLOW__UI_URL": mlflow_url,
         # four components and the task processes share one SQLite file: wait for a
         # lock up to 60 s instead of failing a request after sqlite3's default 5 s
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get(
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database
+        or os.environ.get(
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
             f"sqlite:///{airflow_home / 'airflow.db'}?timeout=60",
         ),
+        "COSINE_RETRAIN_CRON_SCHEDULES": "true" if schedules else "false",
         # MLflow's GenAI job runner (~10 worker processes) serves nothing used here
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         **(extra_env or {}),
     }
     os.environ.update({k: v for k, v in env.items() if k.startswith("AIRFLOW")})
-    migrate(home)
+    migrate(home, always=database is not None)
+    _forget_stored_ticks(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     logs = home / "ui"
     logs.mkdir(parents=True, exist_ok=True)
     stack = Stack(home, airflow_url, mlflow_url, user, password)
@@ -247,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", default=str(DEFAULT_HOME), help="local state folder")
     parser.add_argument("--airflow-port", type=int, default=8080)
     parser.add_argument("--mlflow-port", type=int, default=5000)
+    parser.add_argument(
+        "--schedules",
+        action="store_true",
+        help="run the DAGs' cron schedules too (drift_monitor hourly, retrain weekly, tune "
+        "quarterly, by today's clock; ticks from before the start never run). Default: "
+        "off, the DAGs run on their asset events and by hand only",
+    )
     args = parser.parse_args(argv)
     home = Path(args.home).resolve()
     # Ctrl-C, a supervisor's SIGTERM and a closed terminal's SIGHUP all stop every
@@ -256,7 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, _raise_stopped)
     print(f"starting Airflow and MLflow on {home} (about a minute)...", flush=True)
     try:
-        stack = start_stack(home, airflow_port=args.airflow_port, mlflow_port=args.mlflow_port)
+        stack = start_stack(
+            home,
+            airflow_port=args.airflow_port,
+            mlflow_port=args.mlflow_port,
+            schedules=args.schedules,
+        )
     except (RuntimeError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -266,7 +352,16 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n  Airflow  {stack.airflow_url}   login: {stack.user} / {stack.password}"
         f"\n  MLflow   {stack.mlflow_url}   (the training runs, the flight_delay model and its"
-        " aliases)\n\n  logs in " + str(home / "ui") + "; Ctrl-C stops everything\n",
+        " aliases)\n\n  "
+        + (
+            "cron schedules ON: drift_monitor, retrain and tune run at their ticks from now on"
+            if args.schedules
+            else "cron schedules off: runs start only from asset events (an ingest you trigger)"
+            " and by hand; --schedules runs the crons"
+        )
+        + "\n  logs in "
+        + str(home / "ui")
+        + "; Ctrl-C stops everything\n",
         flush=True,
     )
     try:

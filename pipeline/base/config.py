@@ -102,6 +102,12 @@ class PipelineConfig(BaseSettings):
         description="Prometheus Pushgateway the live-quality check pushes the champion's AUC "
         "to (the training job reads the same variable); unset: nothing is pushed",
     )
+    cron_schedules: bool = Field(
+        True,
+        description="run the DAGs' cron schedules (monitor.schedule, retrain.schedule, "
+        "tune.schedule); false: those DAGs run only on their asset events and by hand. "
+        "./run ui sets it false unless --schedules: a demo home's data is not today's",
+    )
     storage: StorageConfig = Field(default_factory=StorageConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)

@@ -227,7 +227,9 @@ class MlflowConfig(Section):
 class RetrainConfig(Section):
     """When and how the retrain DAG trains (DESIGN.md, the flow of one retrain)."""
 
-    schedule: str = Field("0 3 * * 1", description="cron of scheduled retrains (UTC)")
+    schedule: str | None = Field(
+        "0 3 * * 1", description="cron of scheduled retrains (UTC); null: on requests only"
+    )
     window_batches: int = Field(
         3,
         ge=1,
@@ -259,7 +261,9 @@ class RetrainConfig(Section):
 class MonitorConfig(Section):
     """The drift monitor's own schedule (it also runs whenever a batch lands)."""
 
-    schedule: str = Field("0 * * * *", description="cron of the periodic check (UTC)")
+    schedule: str | None = Field(
+        "0 * * * *", description="cron of the periodic check (UTC); null: on landed batches only"
+    )
 
 
 class GateConfig(Section):

@@ -104,7 +104,7 @@ def test_schedules_and_concurrency(parsed: dict) -> None:
     assert dags["retrain"]["timetable"] == "AssetOrTimeSchedule"
     assert dags["canary_review"]["timetable"] == "AssetTriggeredTimetable"
     assert dags["ingest"]["timetable"] == "NullTimetable"
-    assert dags["tune"]["timetable"] == "CronTriggerTimetable"  # quarterly, and manual
+    assert dags["tune"]["timetable"] == "NoCatchUpCron"  # quarterly, and manual
     assert dags["tune"]["max_active_runs"] == 1  # one process holds a study at a time
     for dag_id in ("drift_monitor", "retrain", "canary_review"):
         assert dags[dag_id]["max_active_runs"] == 1, dag_id

@@ -1,9 +1,10 @@
 """The asset chain under a real scheduler (what ``dag.test()`` cannot show).
 
-``./run ui``'s stack (api-server, scheduler, dag-processor, triggerer; SQLite,
-LocalExecutor) on a fresh home. Only ``ingest`` is triggered, through the REST
-API as an uploader would; every other run is the scheduler's own, started by an
-asset event:
+``./run ui``'s stack (api-server, scheduler, dag-processor, triggerer;
+LocalExecutor; PostgreSQL when present) on a fresh home, with every cron set to
+tick each minute but the cron schedules off, as ``./run ui`` starts them: no run
+starts by itself. Only ``ingest`` is triggered, through the REST API as an
+uploader would; every other run is the scheduler's own, started by an asset event:
 
     ingest (features 2013-01) --batch_landed--> drift_monitor
         (no champion yet: retrain) --retrain_request--> retrain (nothing labelled: skip)
@@ -30,9 +31,13 @@ def _api(stack: Any, method: str, path: str, body: Any = None) -> Any:
     return stack.api(method, path, body)
 
 
+DAG_IDS = ("canary_review", "drift_monitor", "ingest", "retrain", "tune")
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     with live_stack(tmp_path_factory.mktemp("asset-chain")) as running:
+        running.started = time.monotonic()  # every DAG is parsed by now
         yield running
 
 
@@ -43,11 +48,7 @@ def _runs(stack: Any, dag_id: str) -> list[dict[str, Any]]:
 def _wait_run(
     stack: Any, dag_id: str, n: int = 1, run_type: str = "asset_triggered", timeout: float = 420
 ) -> dict[str, Any]:
-    """The n-th run of ``dag_id`` of this type (oldest first), once it has finished.
-
-    Unpausing a DAG with a cron and ``catchup=False`` also starts a run for the
-    cron's latest tick (Airflow's CronTriggerTimetable): those are ``scheduled``
-    and not what this test follows."""
+    """The n-th run of ``dag_id`` of this type (oldest first), once it has finished."""
     deadline = time.monotonic() + timeout
     runs: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -68,10 +69,12 @@ def _xcom(stack: Any, dag_id: str, run: dict[str, Any], task: str) -> Any:
 
 
 def _ingest(stack: Any, kind: str) -> dict[str, Any]:
-    conf = {"source": "2013-01", "kind": kind}
-    return dict(
-        _api(stack, "POST", "/api/v2/dags/ingest/dagRuns", {"logical_date": None, "conf": conf})
-    )
+    return dict(stack.trigger("ingest", {"source": "2013-01", "kind": kind}))
+
+
+def test_nothing_runs_before_it_is_asked(stack: Any) -> None:
+    """The scheduler has parsed every DAG (the stack waits for it) and nothing ran."""
+    assert {dag_id: _runs(stack, dag_id) for dag_id in DAG_IDS} == {d: [] for d in DAG_IDS}
 
 
 @pytest.mark.slow
@@ -109,3 +112,21 @@ def test_only_ingest_is_triggered_the_scheduler_follows_the_assets(stack: Any) -
         run_id = urllib.parse.quote(run["dag_run_id"], safe="")
         events = _api(stack, "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents")
         assert {e["name"] for e in events["asset_events"]} == {asset}, events
+
+
+def test_no_run_started_by_itself_once_the_cron_ticks_passed(stack: Any) -> None:
+    """After the chain (and at least one tick of every minute-cron since the stack
+    started): the runs are the two the test triggered and the three their assets
+    started, none scheduled."""
+    wait = 65 - (time.monotonic() - stack.started)
+    if wait > 0:
+        time.sleep(wait)  # the chain usually takes longer: a tick has passed
+    time.sleep(5)  # one scheduler loop after it
+    runs = {dag_id: sorted(r["run_type"] for r in _runs(stack, dag_id)) for dag_id in DAG_IDS}
+    assert runs == {
+        "canary_review": ["asset_triggered"],
+        "drift_monitor": ["asset_triggered"],
+        "ingest": ["manual", "manual"],
+        "retrain": ["asset_triggered"],
+        "tune": [],
+    }

@@ -83,12 +83,7 @@ def test_a_person_approves_from_required_actions_and_the_champion_moves(
 ) -> None:
     stack, env, champion, canary = staged
     _api(stack, "PATCH", "/api/v2/dags/canary_review", {"is_paused": False})
-    run = _api(
-        stack,
-        "POST",
-        "/api/v2/dags/canary_review/dagRuns",
-        {"logical_date": None, "conf": {"batch_id": BATCH}},
-    )
+    run = stack.trigger("canary_review", {"batch_id": BATCH})
     quoted = urllib.parse.quote(run["dag_run_id"], safe="")
     states = _wait(
         stack,

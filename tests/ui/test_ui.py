@@ -68,7 +68,7 @@ def retrain_run(stack: Any, token: str) -> dict[str, Any]:
     """A retrain triggered like the UI's form does, run to the end by the scheduler."""
     _api(stack, "PATCH", "/api/v2/dags/retrain", {"is_paused": False})
     conf = {"trigger": "manual", "reason": "UI test: retrain on January to March"}
-    run = _api(stack, "POST", "/api/v2/dags/retrain/dagRuns", {"logical_date": None, "conf": conf})
+    run = stack.trigger("retrain", conf)
     run_id = urllib.parse.quote(run["dag_run_id"], safe="")
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
