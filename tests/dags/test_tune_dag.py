@@ -31,7 +31,7 @@ RUN = textwrap.dedent(
     run = dag.test(run_conf={"trials": 2})
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     print(json.dumps({"run": str(run.state), "tasks": states,
-                      "schedule": getattr(dag.timetable, "expression", None)}))
+                      "schedule": dag.timetable.summary}))
     """
 )
 
