@@ -42,8 +42,8 @@ __all__ = [
     "approval_answer",
     "approval_task",
     "asset_or_cron",
-    "cron",
     "batch_param",
+    "cron",
     "env",
     "events",
     "permanent",
@@ -111,7 +111,9 @@ def cron(expression: str | None) -> NoCatchUpCron | None:
 def asset_or_cron(expression: str | None, asset: Asset) -> AssetOrTimeSchedule | list[Asset]:
     """Run on every event of ``asset``, and on the cron too (when it is on)."""
     timetable = cron(expression)
-    return [asset] if timetable is None else AssetOrTimeSchedule(timetable=timetable, assets=[asset])
+    if timetable is None:
+        return [asset]
+    return AssetOrTimeSchedule(timetable=timetable, assets=[asset])
 
 
 def batch_param(description: str) -> Param:

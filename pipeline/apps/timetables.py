@@ -17,7 +17,7 @@ in pyproject.toml, so every process with the package installed has it).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow._shared.timezones.timezone import coerce_datetime, utcnow
 from airflow.plugins_manager import AirflowPlugin
@@ -60,4 +60,4 @@ class CosineRetrainPlugin(AirflowPlugin):
     """Registers :class:`NoCatchUpCron` with Airflow (serialised DAGs name it)."""
 
     name = "cosine_retrain"
-    timetables = [NoCatchUpCron]
+    timetables: ClassVar[list[type]] = [NoCatchUpCron]
