@@ -41,7 +41,7 @@ from pipeline.base.config import DriftConfig, ValidationConfig
 from pipeline.base.layout import BatchRef
 from pipeline.base.store import LocalStore
 from pipeline.steps.drift import check_drift, compute_drift
-from pipeline.steps.ingest import ingest_frame
+from pipeline.steps.landing.ingest import ingest_frame
 from pipeline.steps.reference import create_reference, sample_rows
 from pipeline.steps.validation import validate_batch, validate_frame
 from training.data.flights import load_months

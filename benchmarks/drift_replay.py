@@ -38,8 +38,8 @@ from pipeline.base.layout import BatchRef, predictions_key, read_batch, read_lab
 from pipeline.base.store import LocalStore, ObjectStore, put_frame
 from pipeline.steps.decision import RetrainDecision, decide_retrain
 from pipeline.steps.drift import DriftSummary, check_drift
-from pipeline.steps.ingest import flights_batch_id, ingest_flights_month
-from pipeline.steps.labels import ingest_flights_labels
+from pipeline.steps.landing.ingest import flights_batch_id, ingest_flights_month
+from pipeline.steps.landing.labels import ingest_flights_labels
 from pipeline.steps.quality import QualitySummary, check_quality
 from pipeline.steps.reference import create_reference_from_batches
 from pipeline.steps.validation import ValidationFailed, validate_batch

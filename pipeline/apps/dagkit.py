@@ -128,7 +128,7 @@ def permanent() -> Iterator[None]:
     from pipeline.base.store import InvalidKey, ObjectExists
     from pipeline.steps.aliases import RegistryError
     from pipeline.steps.gate import GateFailed
-    from pipeline.steps.sources import IngestError
+    from pipeline.steps.landing.sources import IngestError
     from pipeline.steps.validation import ValidationFailed
     from training.checkpoint import CheckpointError
     from training.config import ConfigError as TrainConfigError

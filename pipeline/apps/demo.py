@@ -153,7 +153,7 @@ def folder_batches(folder: Path, spec_path: Path, incoming: Path) -> list[BatchS
     target) and ``labels.parquet`` (id and target, rows with a target only), which
     is where the ingest DAG may read files from (``ingest.source_roots``)."""
     from pipeline.base.store import InvalidKey, check_id
-    from pipeline.steps.sources import IngestError, load_source, read_source
+    from pipeline.steps.landing.sources import IngestError, load_source, read_source
     from training.atomic import atomic_writer
     from training.data.spec import load_spec
 

@@ -21,7 +21,7 @@ __all__ = [
 
 
 def _landed(result: object) -> Landed:
-    from pipeline.steps.ingest import IngestResult
+    from pipeline.steps.landing.ingest import IngestResult
 
     assert isinstance(result, IngestResult)
     return Landed.of(result, **result.ref.as_dict())
@@ -41,8 +41,8 @@ def land(
     ``trusted`` (a person at a shell): the file may lie outside
     ``ingest.source_roots``; a DAG run's ``source`` param is never trusted.
     """
-    from pipeline.steps import ingest
-    from pipeline.steps import labels as label_steps
+    from pipeline.steps.landing import ingest
+    from pipeline.steps.landing import labels as label_steps
 
     month = ingest.parse_month(source) if not Path(source).exists() else None
     if month is not None:

@@ -110,7 +110,7 @@ def create_reference(
     Snapshots are immutable: the same content again is a no-op; different
     content under an existing name is refused.
     """
-    from pipeline.steps.sources import frame_fingerprint
+    from pipeline.steps.landing.sources import frame_fingerprint
 
     dataset = check_id(spec.name, "dataset name")
     check_id(snapshot_id, "reference snapshot id")

@@ -40,9 +40,9 @@ from pipeline.base.layout import (
 from pipeline.base.records import Stored
 from pipeline.base.sections import ValidationConfig
 from pipeline.base.store import ObjectStore, frame_to_parquet, get_frame, join_key, put_json
-from pipeline.steps.ingest import commit_version
+from pipeline.steps.landing.ingest import commit_version
+from pipeline.steps.landing.sources import BatchExists, IngestError, normalise
 from pipeline.steps.reference import reference_categories
-from pipeline.steps.sources import BatchExists, IngestError, normalise
 from pipeline.steps.validation import ValidationFailed, ValidationSummary, validate_frame
 from training.data.spec import DatasetSpec
 

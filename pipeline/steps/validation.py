@@ -54,7 +54,7 @@ from pipeline.base.store import (
     upload_tree,
 )
 from pipeline.steps.gx_results import FailedExpectation, summarise
-from pipeline.steps.ingest import quarantine_batch
+from pipeline.steps.landing.ingest import quarantine_batch
 from pipeline.steps.reference import reference_categories
 from pipeline.steps.suite import build_suite, prepare_frame, run_suite, suite_fingerprint
 from training.data.spec import DataError, DatasetSpec

@@ -13,7 +13,7 @@ __all__ = ["PARSERS"]
 
 
 def _is_month(source: str) -> bool:
-    from pipeline.steps.ingest import parse_month
+    from pipeline.steps.landing.ingest import parse_month
 
     return not Path(source).exists() and parse_month(source) is not None
 

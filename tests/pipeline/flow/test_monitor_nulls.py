@@ -13,7 +13,7 @@ import pytest
 from pipeline.apps.summary import monitor_lines
 from pipeline.base.config import load_config
 from pipeline.flow import Env, decide, drift
-from pipeline.steps.ingest import ingest_frame
+from pipeline.steps.landing.ingest import ingest_frame
 from pipeline.steps.reference import create_reference
 from tests.pipeline import loans
 

@@ -14,8 +14,8 @@ from pipeline.base.layout import BatchRef, predictions_key
 from pipeline.base.store import LocalStore, put_frame
 from pipeline.steps.decision import decide_retrain
 from pipeline.steps.drift import ColumnDrift, DriftSummary, check_drift, compute_drift
-from pipeline.steps.ingest import ingest_frame
-from pipeline.steps.labels import ingest_labels
+from pipeline.steps.landing.ingest import ingest_frame
+from pipeline.steps.landing.labels import ingest_labels
 from pipeline.steps.quality import QualitySummary, check_quality, live_quality
 from pipeline.steps.reference import create_reference, sample_rows
 from training.data.spec import DataError, categories_as_str

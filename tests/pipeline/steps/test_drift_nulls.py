@@ -16,7 +16,7 @@ from pipeline.base.layout import BatchRef
 from pipeline.base.store import LocalStore
 from pipeline.steps.decision import decide_retrain
 from pipeline.steps.drift import DriftSummary, check_drift, compute_drift
-from pipeline.steps.ingest import ingest_frame
+from pipeline.steps.landing.ingest import ingest_frame
 from pipeline.steps.reference import create_reference
 from pipeline.steps.validation import validate_frame
 from tests.pipeline import loans

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.base.layout import BatchNotFound, BatchRef, committed_versions, resolve_batch
 from pipeline.base.store import LocalStore
-from pipeline.steps.ingest import ingest_frame
+from pipeline.steps.landing.ingest import ingest_frame
 from pipeline.steps.reference import create_reference
 from pipeline.steps.suite import SuiteError, build_suite, prepare_frame
 from pipeline.steps.validation import ValidationFailed, validate_batch, validate_frame

@@ -50,7 +50,7 @@ from pipeline.base.store import (
     join_key,
     put_json,
 )
-from pipeline.steps.sources import (
+from pipeline.steps.landing.sources import (
     BatchExists,
     IngestError,
     Source,

@@ -26,14 +26,14 @@ from pipeline.base.store import (
     frame_to_parquet,
     join_key,
 )
-from pipeline.steps.ingest import (
+from pipeline.steps.landing.ingest import (
     IngestResult,
     _existing,
     commit_version,
     flights_batch_id,
     flights_frames,
 )
-from pipeline.steps.sources import (
+from pipeline.steps.landing.sources import (
     BatchExists,
     IngestError,
     UnreadableSource,
