@@ -129,7 +129,7 @@ def permanent() -> Iterator[None]:
     from pipeline.steps.aliases import RegistryError
     from pipeline.steps.gate import GateFailed
     from pipeline.steps.landing.sources import IngestError
-    from pipeline.steps.validation import ValidationFailed
+    from pipeline.steps.quality.validation import ValidationFailed
     from training.checkpoint import CheckpointError
     from training.config import ConfigError as TrainConfigError
     from training.data.spec import DataError

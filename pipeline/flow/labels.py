@@ -32,11 +32,11 @@ def predictions(env: Env, batch_id: str) -> Any:
 
 
 def quality_summary(env: Env, batch_id: str) -> Any:
-    """The steps' :class:`~pipeline.steps.quality.QualitySummary` of the champion on
+    """The steps' :class:`~pipeline.steps.quality.live.QualitySummary` of the champion on
     the batch's labelled rows it served, or None when nothing was scored."""
     from pipeline.base.layout import latest_labels
     from pipeline.steps.aliases import CHAMPION
-    from pipeline.steps.quality import live_quality
+    from pipeline.steps.quality.live import live_quality
 
     scored = predictions(env, batch_id)
     if scored is None:
@@ -56,7 +56,7 @@ def quality_summary(env: Env, batch_id: str) -> Any:
 def quality(env: Env, batch_id: str) -> QualityOutcome:
     """Live AUC of the champion on the labelled rows it served; below the SLO it
     requests a retrain (the label-side trigger), with the one decision's reason."""
-    from pipeline.steps.decision import decide_retrain
+    from pipeline.steps.quality.decision import decide_retrain
 
     summary = quality_summary(env, batch_id)
     if summary is None:

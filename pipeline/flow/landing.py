@@ -137,7 +137,7 @@ def reference(env: Env, snapshot: str, batch_ids: list[str]) -> tuple[Any, list[
     """Store a reference snapshot from the newest version of each named batch; the
     snapshot and the batch versions it was made from."""
     from pipeline.base.layout import resolve_batch
-    from pipeline.steps.reference import create_reference_from_batches
+    from pipeline.steps.quality.reference import create_reference_from_batches
 
     refs = [resolve_batch(env.store, env.dataset, b) for b in batch_ids]
     snap = create_reference_from_batches(

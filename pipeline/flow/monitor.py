@@ -51,16 +51,16 @@ def validation(
     reference: str | None = CHAMPION_REFERENCE,
     alert: bool = True,
 ) -> Any:
-    """The steps' :class:`~pipeline.steps.validation.ValidationSummary` of the spec's
+    """The steps' :class:`~pipeline.steps.quality.validation.ValidationSummary` of the spec's
     Great Expectations suite on the batch. A failure quarantines the batch, sends a
     ``validation_failed`` alert (unless ``alert`` is false) and raises
-    :class:`~pipeline.steps.validation.ValidationFailed` (nothing downstream runs).
+    :class:`~pipeline.steps.quality.validation.ValidationFailed` (nothing downstream runs).
 
     ``reference``: the snapshot whose categories the unseen-category checks use
     (default: the champion's; None skips those checks).
     """
     from pipeline.base.layout import resolve_batch
-    from pipeline.steps.validation import ValidationFailed, validate_batch
+    from pipeline.steps.quality.validation import ValidationFailed, validate_batch
 
     ref = resolve_batch(env.store, env.dataset, batch_id, version)
     try:
@@ -98,12 +98,12 @@ def revalidate(
     """Re-check a quarantined version of the batch (default: the newest quarantined one)
     against the current spec; when it passes, release it as the batch's next version and
     store that version's validation report. The steps'
-    :class:`~pipeline.steps.release.Release`; a batch that still fails raises
-    :class:`~pipeline.steps.release.StillRefused` (a ValidationFailed) and stays
+    :class:`~pipeline.steps.quality.release.Release`; a batch that still fails raises
+    :class:`~pipeline.steps.quality.release.StillRefused` (a ValidationFailed) and stays
     quarantined. ``who``: default :func:`~pipeline.steps.aliases.actor`."""
     from pipeline.base.layout import BatchNotFound, BatchRef, committed_versions
     from pipeline.steps.aliases import actor
-    from pipeline.steps.release import release_batch
+    from pipeline.steps.quality.release import release_batch
 
     held = committed_versions(env.store, env.dataset, batch_id, "quarantine")
     if version is None:
@@ -139,10 +139,10 @@ def validate(env: Env, batch_id: str) -> Validated:
 def drift_summary(
     env: Env, batch_id: str, *, version: int | None = None, reference: str | None = None
 ) -> Any:
-    """The steps' :class:`~pipeline.steps.drift.DriftSummary` of the batch against
+    """The steps' :class:`~pipeline.steps.quality.drift.DriftSummary` of the batch against
     ``reference`` (default: the champion's), or None when there is no reference."""
     from pipeline.base.layout import resolve_batch
-    from pipeline.steps.drift import check_drift
+    from pipeline.steps.quality.drift import check_drift
 
     snapshot = reference if reference is not None else champion_reference(env)
     if snapshot is None:
@@ -153,7 +153,7 @@ def drift_summary(
 
 def drift(env: Env, batch_id: str, *, alert: bool = True) -> DriftOutcome:
     """Evidently drift of the batch against the champion's reference snapshot."""
-    from pipeline.steps.drift import DriftSummary
+    from pipeline.steps.quality.drift import DriftSummary
 
     summary = drift_summary(env, batch_id)
     if summary is None:
@@ -225,9 +225,9 @@ def retrain_request(env: Env, trigger: Trigger, reason: str, batch_id: str) -> D
 
 def decide(env: Env, batch_id: str, drift_outcome: DriftOutcome) -> Decision:
     """Request a retrain when the batch drifted (or there is no champion yet): the one
-    decision (:func:`pipeline.steps.decision.decide_retrain`) on the stored summary."""
+    decision (:func:`pipeline.steps.quality.decision.decide_retrain`) on the stored summary."""
     from pipeline.steps.aliases import CHAMPION, current_alias
-    from pipeline.steps.decision import decide_retrain
+    from pipeline.steps.quality.decision import decide_retrain
 
     if not drift_outcome.checked:
         has_champion = current_alias(env.client, env.model, CHAMPION) is not None

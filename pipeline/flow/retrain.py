@@ -407,7 +407,7 @@ def register(env: Env, plan: Plan, trained: TrainSummary) -> Registered:
     """Register the run's cycle bests; store the window's sample as the reference
     snapshot the model carries (drift is measured against it once it is champion)."""
     from pipeline.base.layout import BatchRef
-    from pipeline.steps.reference import (
+    from pipeline.steps.quality.reference import (
         ReferenceNotFound,
         create_reference_from_batches,
         reference_manifest,

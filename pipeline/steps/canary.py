@@ -52,7 +52,7 @@ from pipeline.base.layout import predictions_key
 from pipeline.base.store import ObjectStore, check_id, get_frame, join_key, put_frame
 from pipeline.steps.aliases import CANARY, CHAMPION, RegistryError, current_alias
 from pipeline.steps.promotion_rules import canary_rules
-from pipeline.steps.quality import PREDICTION_COLUMN
+from pipeline.steps.quality.live import PREDICTION_COLUMN
 from pipeline.steps.sequential import Moments, judge
 from pipeline.steps.shadow import (
     SHADOW_COLUMN,

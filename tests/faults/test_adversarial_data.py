@@ -342,7 +342,7 @@ def test_adversarial_file_is_refused_or_judged_and_loses_nothing(
     else:
         assert code == 0, (code, out, err)
         from pipeline.base.config import ValidationConfig
-        from pipeline.steps.validation import ValidationFailed, validate_batch
+        from pipeline.steps.quality.validation import ValidationFailed, validate_batch
 
         ref = BatchRef("flights", "b1", 2)
         # Data Docs (HTML) cost seconds per case: long mode renders them, quick does not

@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mlflow.exceptions import MlflowException
 
     from pipeline.steps.aliases import RegistryError
-    from pipeline.steps.validation import ValidationFailed
+    from pipeline.steps.quality.validation import ValidationFailed
     from training.config import ConfigError as TrainConfigError
 
     try:

@@ -170,7 +170,7 @@ def _drift(args: argparse.Namespace, lazy: Lazy) -> int:
     Compare a stored batch with a reference snapshot and decide on a retrain.
     """
     from pipeline.flow.monitor import drift_summary
-    from pipeline.steps.decision import decide_retrain
+    from pipeline.steps.quality.decision import decide_retrain
 
     summary = drift_summary(lazy.env, args.batch, version=args.version, reference=args.reference)
     decision = decide_retrain(summary)
@@ -191,7 +191,7 @@ def _check(args: argparse.Namespace, lazy: Lazy) -> int:
     reference snapshot and decide on a retrain.
     """
     from pipeline.flow.monitor import drift_summary, validation
-    from pipeline.steps.decision import decide_retrain
+    from pipeline.steps.quality.decision import decide_retrain
 
     env = lazy.env
     valid = validation(env, args.batch, version=args.version, reference=args.reference, alert=False)
@@ -218,8 +218,8 @@ def _quality(args: argparse.Namespace, lazy: Lazy) -> int:
     Join predictions/<dataset>/<batch>/<model>/predictions.parquet (id, score) with the
     batch's labels and compare the AUC with quality.slo.
     """
-    from pipeline.steps.decision import decide_retrain
-    from pipeline.steps.quality import check_quality
+    from pipeline.steps.quality.decision import decide_retrain
+    from pipeline.steps.quality.live import check_quality
 
     env = lazy.env
     summary = check_quality(

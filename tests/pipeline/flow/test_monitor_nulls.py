@@ -14,7 +14,7 @@ from pipeline.apps.summary import monitor_lines
 from pipeline.base.config import load_config
 from pipeline.flow import Env, decide, drift
 from pipeline.steps.landing.ingest import ingest_frame
-from pipeline.steps.reference import create_reference
+from pipeline.steps.quality.reference import create_reference
 from tests.pipeline import loans
 
 

@@ -19,8 +19,8 @@ from pipeline.base.layout import (
 )
 from pipeline.base.store import ObjectStore, get_json
 from pipeline.steps.landing.ingest import ingest_frame
-from pipeline.steps.release import StillRefused, release_batch, spec_fingerprint
-from pipeline.steps.validation import ValidationFailed, validate_batch
+from pipeline.steps.quality.release import StillRefused, release_batch, spec_fingerprint
+from pipeline.steps.quality.validation import ValidationFailed, validate_batch
 from tests.pipeline import loans
 
 

@@ -39,10 +39,10 @@ from pipeline.steps.aliases import (
 )
 from pipeline.steps.gate import GateFailed, gate_version
 from pipeline.steps.holdout import training_holdout
+from pipeline.steps.quality.validation import validate_frame
 from pipeline.steps.registration import register_training_run
 from pipeline.steps.scoring import describe_serving_error, load_scorer, predict_probability
 from pipeline.steps.smoke import UNSEEN, synthetic_batch
-from pipeline.steps.validation import validate_frame
 from pipeline.steps.versions import MODEL_CODE, TRAINING_CODE
 from tests.pipeline.cli_support import clear_pipeline_env
 from training.data.spec import DatasetSpec, load_spec

@@ -36,7 +36,7 @@ from pipeline.base.layout import BatchRef, drift_prefix, read_batch
 from pipeline.base.records import Stored
 from pipeline.base.sections import DriftConfig
 from pipeline.base.store import ObjectStore, get_json, join_key, put_json
-from pipeline.steps.reference import read_reference, reference_manifest, sample_rows
+from pipeline.steps.quality.reference import read_reference, reference_manifest, sample_rows
 from training.data.spec import DataError, DatasetSpec, categories_as_str
 
 __all__ = [

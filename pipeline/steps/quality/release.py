@@ -42,8 +42,8 @@ from pipeline.base.sections import ValidationConfig
 from pipeline.base.store import ObjectStore, frame_to_parquet, get_frame, join_key, put_json
 from pipeline.steps.landing.ingest import commit_version
 from pipeline.steps.landing.sources import BatchExists, IngestError, normalise
-from pipeline.steps.reference import reference_categories
-from pipeline.steps.validation import ValidationFailed, ValidationSummary, validate_frame
+from pipeline.steps.quality.reference import reference_categories
+from pipeline.steps.quality.validation import ValidationFailed, ValidationSummary, validate_frame
 from training.data.spec import DatasetSpec
 
 __all__ = ["NotReleasable", "Release", "StillRefused", "release_batch", "spec_fingerprint"]

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.steps.suite import _CONTAINERS, TYPE_WORDS, Check
+from pipeline.steps.quality.suite import _CONTAINERS, TYPE_WORDS, Check
 
 __all__ = ["FailedExpectation", "summarise"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pipeline.steps.drift import DriftSummary
-from pipeline.steps.quality import QualitySummary
+from pipeline.steps.quality.drift import DriftSummary
+from pipeline.steps.quality.live import QualitySummary
 
 __all__ = ["NO_CHAMPION", "RetrainDecision", "decide_retrain"]
 

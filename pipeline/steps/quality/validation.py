@@ -13,7 +13,7 @@ The suite is built from the spec (:func:`build_suite`), never written by hand:
 
 Categories are compared as text (:func:`training.data.spec.categories_as_str`),
 so ``3``, ``3.0`` and ``"3"`` are one category everywhere; the suite itself is
-built in :mod:`pipeline.steps.suite`.
+built in :mod:`pipeline.steps.quality.suite`.
 
 :func:`validate_batch` stores the summary, GX's full result and the Data Docs
 (HTML) for every run under ``reports/``. A failing batch is moved to
@@ -53,10 +53,10 @@ from pipeline.base.store import (
     put_json,
     upload_tree,
 )
-from pipeline.steps.gx_results import FailedExpectation, summarise
 from pipeline.steps.landing.ingest import quarantine_batch
-from pipeline.steps.reference import reference_categories
-from pipeline.steps.suite import build_suite, prepare_frame, run_suite, suite_fingerprint
+from pipeline.steps.quality.gx_results import FailedExpectation, summarise
+from pipeline.steps.quality.reference import reference_categories
+from pipeline.steps.quality.suite import build_suite, prepare_frame, run_suite, suite_fingerprint
 from training.data.spec import DataError, DatasetSpec
 
 __all__ = [
