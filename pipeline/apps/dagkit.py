@@ -126,10 +126,10 @@ def permanent() -> Iterator[None]:
 
     from pipeline.base.config import ConfigError
     from pipeline.base.store import InvalidKey, ObjectExists
-    from pipeline.steps.aliases import RegistryError
     from pipeline.steps.gate import GateFailed
     from pipeline.steps.landing.sources import IngestError
     from pipeline.steps.quality.validation import ValidationFailed
+    from pipeline.steps.registry.aliases import RegistryError
     from training.checkpoint import CheckpointError
     from training.config import ConfigError as TrainConfigError
     from training.data.spec import DataError

@@ -222,14 +222,14 @@ class Replay:
         return out
 
     def alias(self, alias: str) -> str | None:
-        from pipeline.steps.aliases import current_alias
+        from pipeline.steps.registry.aliases import current_alias
 
         return current_alias(self.env.client, self.env.model, alias)
 
     def write_report(self, title: str) -> Path:
         """``<home>/reports/replay.html``: drift and live quality per batch, every run's
         curves, the registered versions and the alias history."""
-        from pipeline.steps.aliases import alias_history
+        from pipeline.steps.registry.aliases import alias_history
         from pipeline.steps.report import ReplayMonth, ReplayRun, write_report
 
         months = [

@@ -22,9 +22,9 @@ def decide(
 ) -> ApprovalOutcome:
     """Record a person's answer (``who`` None: nobody answered in time) and act on it;
     the version's card gets a revision with the approval."""
-    from pipeline.steps.aliases import CANARY, CHAMPION, current_alias
     from pipeline.steps.approval import Answer
     from pipeline.steps.approval import decide as act
+    from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias
 
     answer = Answer(chosen=chosen, who=who, comment=comment)
     result = act(env.client, env.store, env.config, env.model, str(version), answer)

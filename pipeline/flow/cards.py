@@ -18,7 +18,7 @@ __all__ = ["after", "publish", "render"]
 
 def render(env: Env, version: str, *, fmt: Literal["md", "html"] = "md") -> str:
     """The card of ``version`` as it would be rendered now (nothing is logged)."""
-    from pipeline.steps.model_card import collect_card, render_html, render_markdown
+    from pipeline.steps.registry.model_card import collect_card, render_html, render_markdown
 
     card = collect_card(env.client, env.store, env.model, str(version), reason="rendered on demand")
     return render_html(card) if fmt == "html" else render_markdown(card)
@@ -26,7 +26,7 @@ def render(env: Env, version: str, *, fmt: Literal["md", "html"] = "md") -> str:
 
 def publish(env: Env, version: str | None, reason: str) -> Any:
     """A new card revision of ``version`` (None: nothing to do); the steps' CardRef or None."""
-    from pipeline.steps.model_card import publish_quietly
+    from pipeline.steps.registry.model_card import publish_quietly
 
     if version is None:
         return None

@@ -35,8 +35,8 @@ def quality_summary(env: Env, batch_id: str) -> Any:
     """The steps' :class:`~pipeline.steps.quality.live.QualitySummary` of the champion on
     the batch's labelled rows it served, or None when nothing was scored."""
     from pipeline.base.layout import latest_labels
-    from pipeline.steps.aliases import CHAMPION
     from pipeline.steps.quality.live import live_quality
+    from pipeline.steps.registry.aliases import CHAMPION
 
     scored = predictions(env, batch_id)
     if scored is None:
@@ -113,7 +113,7 @@ def review_canary(env: Env, batch_ids: list[str], *, hold: bool = False) -> tupl
 
 def review(env: Env, batch_ids: list[str], *, hold: bool = False) -> ReviewOutcome:
     """:func:`review_canary` as the canary review's record."""
-    from pipeline.steps.aliases import CANARY, CHAMPION, current_alias
+    from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias
 
     result, action = review_canary(env, batch_ids, hold=hold)
     return ReviewOutcome(

@@ -23,8 +23,8 @@ def register_run(
     env: Env, run_id: str, *, lineage: dict[str, str] | None = None, ensemble: bool = True
 ) -> Any:
     """Register a finished training run's cycle bests (idempotent): the steps'
-    :class:`~pipeline.steps.registration.Registration`."""
-    from pipeline.steps.registration import register_training_run
+    :class:`~pipeline.steps.registry.registration.Registration`."""
+    from pipeline.steps.registry.registration import register_training_run
 
     return register_training_run(
         env.client, env.store, env.spec, run_id, name=env.model, lineage=lineage, ensemble=ensemble
@@ -34,9 +34,9 @@ def register_run(
 def gate_version(env: Env, version: str | None = None, *, holdout_run: str | None = None) -> Any:
     """The SLO gate for ``version`` (default: the challenger) on the holdout of its own
     run (or of ``holdout_run``); returns the steps' GateResult, raises GateFailed."""
-    from pipeline.steps.aliases import CHALLENGER, RegistryError, current_alias
     from pipeline.steps.gate import gate_version as gate
-    from pipeline.steps.holdout import training_holdout
+    from pipeline.steps.registry.aliases import CHALLENGER, RegistryError, current_alias
+    from pipeline.steps.registry.holdout import training_holdout
 
     version = version or current_alias(env.client, env.model, CHALLENGER)
     if version is None:
@@ -81,7 +81,7 @@ def list_models(env: Env) -> ModelListing:
     """Aliases, versions with their gate and canary status, and the alias history."""
     from mlflow.exceptions import MlflowException
 
-    from pipeline.steps.aliases import RegistryError, alias_history
+    from pipeline.steps.registry.aliases import RegistryError, alias_history
 
     try:
         model = env.client.get_registered_model(env.model)

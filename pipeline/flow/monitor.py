@@ -31,7 +31,7 @@ CHAMPION_REFERENCE = "champion"
 
 def champion_reference(env: Env) -> str | None:
     """The reference snapshot stored with the champion (its training sample)."""
-    from pipeline.steps.aliases import CHAMPION, current_alias
+    from pipeline.steps.registry.aliases import CHAMPION, current_alias
 
     champion = current_alias(env.client, env.model, CHAMPION)
     if champion is None:
@@ -100,10 +100,10 @@ def revalidate(
     store that version's validation report. The steps'
     :class:`~pipeline.steps.quality.release.Release`; a batch that still fails raises
     :class:`~pipeline.steps.quality.release.StillRefused` (a ValidationFailed) and stays
-    quarantined. ``who``: default :func:`~pipeline.steps.aliases.actor`."""
+    quarantined. ``who``: default :func:`~pipeline.steps.registry.aliases.actor`."""
     from pipeline.base.layout import BatchNotFound, BatchRef, committed_versions
-    from pipeline.steps.aliases import actor
     from pipeline.steps.quality.release import release_batch
+    from pipeline.steps.registry.aliases import actor
 
     held = committed_versions(env.store, env.dataset, batch_id, "quarantine")
     if version is None:
@@ -226,8 +226,8 @@ def retrain_request(env: Env, trigger: Trigger, reason: str, batch_id: str) -> D
 def decide(env: Env, batch_id: str, drift_outcome: DriftOutcome) -> Decision:
     """Request a retrain when the batch drifted (or there is no champion yet): the one
     decision (:func:`pipeline.steps.quality.decision.decide_retrain`) on the stored summary."""
-    from pipeline.steps.aliases import CHAMPION, current_alias
     from pipeline.steps.quality.decision import decide_retrain
+    from pipeline.steps.registry.aliases import CHAMPION, current_alias
 
     if not drift_outcome.checked:
         has_champion = current_alias(env.client, env.model, CHAMPION) is not None

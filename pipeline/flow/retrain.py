@@ -66,7 +66,7 @@ def plan_retrain(env: Env, request: RetrainRequest, *, until: str | None = None)
     trained (and registered) is not trained again.
     """
     from pipeline.base.layout import committed_versions, labelled_batches
-    from pipeline.steps.aliases import CANARY, current_alias
+    from pipeline.steps.registry.aliases import CANARY, current_alias
     from pipeline.steps.spend import check_spend
 
     trigger, reasons = request.trigger, list(request.reasons)
@@ -318,8 +318,8 @@ def _run_named(env: Env, run_name: str, *, finished: bool = False) -> Any:
 
 def train_result_from_mlflow(env: Env, plan: Plan) -> TrainSummary:
     """The result of a run trained elsewhere (the GPU pod), read back from MLflow."""
-    from pipeline.steps.aliases import RegistryError
-    from pipeline.steps.holdout import download_artifact
+    from pipeline.steps.registry.aliases import RegistryError
+    from pipeline.steps.registry.holdout import download_artifact
     from training.results import ResultError, TrainResult
 
     run_name = plan.require_run()
@@ -383,7 +383,9 @@ def _health(env: Env, result: TrainResult) -> list[Finding]:
     if not result.mlflow_run_id or result.status != "completed":
         return []
     try:
-        from pipeline.steps.health import run_health  # imports torch: only when there is a run
+        from pipeline.steps.registry.health import (
+            run_health,  # imports torch: only when there is a run
+        )
 
         findings = run_health(env.client, result.mlflow_run_id, result)
     except Exception:
@@ -412,7 +414,7 @@ def register(env: Env, plan: Plan, trained: TrainSummary) -> Registered:
         create_reference_from_batches,
         reference_manifest,
     )
-    from pipeline.steps.registration import register_training_run
+    from pipeline.steps.registry.registration import register_training_run
 
     snapshot = plan.require_run()
     refs = [BatchRef(env.dataset, b, v.features) for b, v in plan.versions.items()]
@@ -469,9 +471,9 @@ def registered(reg: Any) -> Registered:
 def gate(env: Env, registration: Registered) -> GateOutcome:
     """The SLO gate for the challenger on its run's holdout; raises GateFailed (after
     recording the evidence and alerting) when it refuses."""
-    from pipeline.steps.aliases import CANARY, CHAMPION, current_alias
     from pipeline.steps.gate import gate_version
-    from pipeline.steps.holdout import training_holdout
+    from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias
+    from pipeline.steps.registry.holdout import training_holdout
 
     holdout = training_holdout(env.client, registration.run_id, env.spec, store=env.store)
     with after(env, registration.challenger, "gate decided"):  # its card, pass or fail

@@ -27,9 +27,15 @@ from typing import TYPE_CHECKING, Literal
 
 from pipeline.base.alerts import AlertKind, raise_alert
 from pipeline.base.store import ObjectStore
-from pipeline.steps.aliases import CANARY, CHAMPION, AliasMove, current_alias, record_decision
-from pipeline.steps.model_card import collect_card, render_markdown
 from pipeline.steps.promotion import PromotionResult, promote
+from pipeline.steps.registry.aliases import (
+    CANARY,
+    CHAMPION,
+    AliasMove,
+    current_alias,
+    record_decision,
+)
+from pipeline.steps.registry.model_card import collect_card, render_markdown
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -50,9 +50,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.base.layout import predictions_key
 from pipeline.base.store import ObjectStore, check_id, get_frame, join_key, put_frame
-from pipeline.steps.aliases import CANARY, CHAMPION, RegistryError, current_alias
 from pipeline.steps.promotion_rules import canary_rules
 from pipeline.steps.quality.live import PREDICTION_COLUMN
+from pipeline.steps.registry.aliases import CANARY, CHAMPION, RegistryError, current_alias
 from pipeline.steps.sequential import Moments, judge
 from pipeline.steps.shadow import (
     SHADOW_COLUMN,
@@ -160,7 +160,7 @@ def score_batch(
     """
     import pandas as pd
 
-    from pipeline.steps.scoring import load_scorer, predict_probability
+    from pipeline.steps.registry.scoring import load_scorer, predict_probability
 
     champion = current_alias(client, name, CHAMPION)
     if champion is None:

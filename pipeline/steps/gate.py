@@ -4,7 +4,7 @@ Checks (thresholds in ``config.gate``), all evaluated now on one holdout:
 
 - ``serving_smoke``: the version, loaded from the registry, scores a synthetic
   spec-valid batch that exercises every column's allowed domain
-  (:mod:`pipeline.steps.smoke`). It runs first; when it fails, the version
+  (:mod:`pipeline.steps.registry.smoke`). It runs first; when it fails, the version
   cannot serve, no other check is run, and the check's detail holds the whole
   error (e.g. the signature refusing a column);
 - ``auc``: ROC AUC on the holdout >= ``min_auc``;
@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.base.alerts import AlertKind, raise_alert
 from pipeline.base.store import ObjectStore, check_id, join_key, put_json
-from pipeline.steps.aliases import (
+from pipeline.steps.promotion_rules import gate_rules
+from pipeline.steps.registry.aliases import (
     CANARY,
     CHALLENGER,
     CHAMPION,
@@ -49,9 +50,8 @@ from pipeline.steps.aliases import (
     current_alias,
     move_alias,
 )
-from pipeline.steps.promotion_rules import gate_rules
-from pipeline.steps.scoring import load_scorer, predict_probability
-from pipeline.steps.smoke import serving_smoke_test
+from pipeline.steps.registry.scoring import load_scorer, predict_probability
+from pipeline.steps.registry.smoke import serving_smoke_test
 
 if TYPE_CHECKING:
     import pandas as pd

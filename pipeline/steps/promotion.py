@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pipeline.base.alerts import AlertKind, raise_alert
 from pipeline.base.store import ObjectStore, check_id, join_key, put_json
-from pipeline.steps.aliases import (
+from pipeline.steps.canary import CanaryReview
+from pipeline.steps.registry.aliases import (
     CANARY,
     CHAMPION,
     PREVIOUS,
@@ -24,7 +25,6 @@ from pipeline.steps.aliases import (
     current_alias,
     move_alias,
 )
-from pipeline.steps.canary import CanaryReview
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -103,7 +103,7 @@ def write_report(
     """Write the replay's page to ``out`` (one self-contained HTML file); returns it.
 
     ``versions``: the model's registered versions (MLflow ModelVersion); ``moves``:
-    its alias history (:class:`~pipeline.steps.aliases.AliasMove`).
+    its alias history (:class:`~pipeline.steps.registry.aliases.AliasMove`).
     """
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline.base.store import ObjectNotFound, ObjectStore, check_id, get_json, join_key, put_json
-from pipeline.steps.aliases import alias_lock
+from pipeline.steps.registry.aliases import alias_lock
 from pipeline.steps.sequential import Interval, Moments, paired_interval
 
 if TYPE_CHECKING:

@@ -102,8 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     lazy = Lazy(args.config)
     from mlflow.exceptions import MlflowException
 
-    from pipeline.steps.aliases import RegistryError
     from pipeline.steps.quality.validation import ValidationFailed
+    from pipeline.steps.registry.aliases import RegistryError
     from training.config import ConfigError as TrainConfigError
 
     try:
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except MlflowException as exc:
         # whole, never its first line: a schema error's first line is part of the rows
-        from pipeline.steps.scoring import describe_serving_error
+        from pipeline.steps.registry.scoring import describe_serving_error
 
         first = describe_serving_error(exc)
         where = "local"

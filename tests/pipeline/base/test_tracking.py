@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from pipeline.base.store import LocalStore
 from pipeline.base.tracking import mlflow_uris
-from pipeline.steps.registration import register_training_run
+from pipeline.steps.registry.registration import register_training_run
 from training.data.spec import load_spec
 
 SPEC = load_spec("configs/datasets/flights.yaml")

@@ -11,7 +11,7 @@ from pipeline import flow
 from pipeline.flow.env import Env
 from pipeline.flow.records import BatchVersions, Plan, Window
 from pipeline.flow.retrain import gate, registered
-from pipeline.steps.registration import register_training_run
+from pipeline.steps.registry.registration import register_training_run
 
 
 def plan() -> Plan:

@@ -18,12 +18,12 @@ from pipeline.base.layout import latest_labels
 from pipeline.base.store import get_frame
 from pipeline.flow.env import Env
 from pipeline.flow.labels import review_canary
-from pipeline.steps.aliases import CANARY, current_alias
 from pipeline.steps.gate import gate_version
-from pipeline.steps.holdout import training_holdout
 from pipeline.steps.landing.ingest import ingest_frame
 from pipeline.steps.landing.labels import ingest_labels
-from pipeline.steps.registration import register_training_run
+from pipeline.steps.registry.aliases import CANARY, current_alias
+from pipeline.steps.registry.holdout import training_holdout
+from pipeline.steps.registry.registration import register_training_run
 from tests.pipeline.sequential_reference import cs_radius, log_loss_rows
 from training.data import flights
 

@@ -29,7 +29,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
 
 
 def test_a_filled_up_column_requests_a_retrain_through_the_monitor(env: Env) -> None:
-    from pipeline.steps.aliases import CHAMPION, move_alias
+    from pipeline.steps.registry.aliases import CHAMPION, move_alias
 
     jan = loans.batch("2024-01", 800, seed=1, region_nulls=1.0)
     create_reference(env.store, env.spec, jan, "jan")

@@ -16,7 +16,7 @@ from pipeline import flow
 from pipeline.apps.summary import retrain_lines
 from pipeline.base.config import resolve_path
 from pipeline.flow.retrain import pod_command, train_config
-from pipeline.steps.health import run_health
+from pipeline.steps.registry.health import run_health
 from tests.pipeline.flow.retrain_support import plan, retrain_env, window
 from tests.training.helpers import TINY
 from training.cli import _load_train_config, build_parser

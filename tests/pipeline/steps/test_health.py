@@ -8,7 +8,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from pipeline.steps.health import HEALTH_TAG, run_health
+from pipeline.steps.registry.health import HEALTH_TAG, run_health
 from tests.training.helpers import TINY
 from training import api
 from training.config import load_config

@@ -17,7 +17,7 @@ import pytest
 from pipeline.base.config import load_config
 from pipeline.base.store import LocalStore
 from pipeline.base.tracking import build_client
-from pipeline.steps.aliases import (
+from pipeline.steps.registry.aliases import (
     CANARY,
     CHAMPION,
     PREVIOUS,

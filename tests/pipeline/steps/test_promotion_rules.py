@@ -18,7 +18,6 @@ import pytest
 from pipeline.base.config import load_config
 from pipeline.base.store import LocalStore, put_frame
 from pipeline.base.tracking import build_client
-from pipeline.steps.aliases import CANARY, CHAMPION, move_alias
 from pipeline.steps.canary import review_canary, route_to_canary
 from pipeline.steps.promotion_rules import (
     MIN_ROWS_FLOOR,
@@ -27,6 +26,7 @@ from pipeline.steps.promotion_rules import (
     derived_min_rows,
     gate_rules,
 )
+from pipeline.steps.registry.aliases import CANARY, CHAMPION, move_alias
 from tests import spec_support
 from training.data.spec import DatasetSpec
 

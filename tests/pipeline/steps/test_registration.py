@@ -17,9 +17,9 @@ from sklearn.metrics import roc_auc_score
 from pipeline.base.config import load_config
 from pipeline.base.store import LocalStore
 from pipeline.base.tracking import build_client
-from pipeline.steps.aliases import CHALLENGER, RegistryError, alias_history, current_alias
-from pipeline.steps.holdout import training_holdout
-from pipeline.steps.registration import register_training_run
+from pipeline.steps.registry.aliases import CHALLENGER, RegistryError, alias_history, current_alias
+from pipeline.steps.registry.holdout import training_holdout
+from pipeline.steps.registry.registration import register_training_run
 from training.checkpoint import load_checkpoint
 from training.data.spec import load_spec
 from training.model import TabularMLP

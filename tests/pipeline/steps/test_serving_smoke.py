@@ -29,7 +29,9 @@ from pipeline.base.config import load_config
 from pipeline.base.layout import BatchRef
 from pipeline.base.store import LocalStore, get_json
 from pipeline.base.tracking import build_client
-from pipeline.steps.aliases import (
+from pipeline.steps.gate import GateFailed, gate_version
+from pipeline.steps.quality.validation import validate_frame
+from pipeline.steps.registry.aliases import (
     CANARY,
     CHALLENGER,
     CHAMPION,
@@ -37,13 +39,11 @@ from pipeline.steps.aliases import (
     current_alias,
     move_alias,
 )
-from pipeline.steps.gate import GateFailed, gate_version
-from pipeline.steps.holdout import training_holdout
-from pipeline.steps.quality.validation import validate_frame
-from pipeline.steps.registration import register_training_run
-from pipeline.steps.scoring import describe_serving_error, load_scorer, predict_probability
-from pipeline.steps.smoke import UNSEEN, synthetic_batch
-from pipeline.steps.versions import MODEL_CODE, TRAINING_CODE
+from pipeline.steps.registry.holdout import training_holdout
+from pipeline.steps.registry.registration import register_training_run
+from pipeline.steps.registry.scoring import describe_serving_error, load_scorer, predict_probability
+from pipeline.steps.registry.smoke import UNSEEN, synthetic_batch
+from pipeline.steps.registry.versions import MODEL_CODE, TRAINING_CODE
 from tests.pipeline.cli_support import clear_pipeline_env
 from training.data.spec import DatasetSpec, load_spec
 from training.serving import Scorer

@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline.steps.scoring import describe_serving_error, predict_probability
+from pipeline.steps.registry.scoring import describe_serving_error, predict_probability
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -14,7 +14,7 @@ reports, code revision). When the mean of the cycle
 bests' probabilities (a snapshot ensemble) beats the best single one on the
 holdout, it becomes a version of its own. The best version of the run gets the
 ``challenger`` alias. Every new version gets its first model card
-(:mod:`pipeline.steps.model_card`), linked from its description.
+(:mod:`pipeline.steps.registry.model_card`), linked from its description.
 
 Registration is idempotent: a version is found again by the tags
 ``training_run_id`` + ``candidate`` before anything is created, so a retried
@@ -40,16 +40,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.base.store import ObjectStore
-from pipeline.steps.aliases import (
+from pipeline.steps.registry.aliases import (
     CHALLENGER,
     RegistryError,
     current_alias,
     move_alias,
     version_tags,
 )
-from pipeline.steps.holdout import download_artifact, training_holdout, workdir
-from pipeline.steps.model_card import publish_quietly
-from pipeline.steps.versions import RegisteredVersion, ensure_model, register_candidate
+from pipeline.steps.registry.holdout import download_artifact, training_holdout, workdir
+from pipeline.steps.registry.model_card import publish_quietly
+from pipeline.steps.registry.versions import RegisteredVersion, ensure_model, register_candidate
 from training.results import REGISTRABLE, ResultError, TrainResult
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.base.store import ObjectStore
-from pipeline.steps.aliases import RegistryError
+from pipeline.steps.registry.aliases import RegistryError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pipeline.base.tracking import mlflow_uris
-from pipeline.steps.aliases import RegistryError
+from pipeline.steps.registry.aliases import RegistryError
 
 if TYPE_CHECKING:
     import pandas as pd

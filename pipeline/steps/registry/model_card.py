@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline.base.store import ObjectStore, check_id, get_json, join_key
-from pipeline.steps.aliases import AliasMove, alias_history
-from pipeline.steps.holdout import download_artifact, workdir
+from pipeline.steps.registry.aliases import AliasMove, alias_history
+from pipeline.steps.registry.holdout import download_artifact, workdir
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.base.tracking import mlflow_uris
-from pipeline.steps.aliases import RegistryError
+from pipeline.steps.registry.aliases import RegistryError
 from training.locations import PROJECT_ROOT
 
 if TYPE_CHECKING:
