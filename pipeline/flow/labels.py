@@ -98,8 +98,8 @@ def review_canary(env: Env, batch_ids: list[str], *, hold: bool = False) -> tupl
     import pandas as pd
 
     from pipeline.base.layout import latest_labels
-    from pipeline.steps.canary import review_canary as judge
-    from pipeline.steps.promotion import apply_review
+    from pipeline.steps.canary.review import apply_review
+    from pipeline.steps.canary.review import review_canary as judge
 
     labels = pd.concat(
         [latest_labels(env.store, env.dataset, b) for b in batch_ids], ignore_index=True

@@ -34,7 +34,7 @@ def register_run(
 def gate_version(env: Env, version: str | None = None, *, holdout_run: str | None = None) -> Any:
     """The SLO gate for ``version`` (default: the challenger) on the holdout of its own
     run (or of ``holdout_run``); returns the steps' GateResult, raises GateFailed."""
-    from pipeline.steps.gate import gate_version as gate
+    from pipeline.steps.promotion.gate import gate_version as gate
     from pipeline.steps.registry.aliases import CHALLENGER, RegistryError, current_alias
     from pipeline.steps.registry.holdout import training_holdout
 
@@ -49,7 +49,7 @@ def gate_version(env: Env, version: str | None = None, *, holdout_run: str | Non
 
 def promote(env: Env, version: str, *, why: str) -> Any:
     """A person decides: canary ``version`` becomes champion."""
-    from pipeline.steps.promotion import promote as act
+    from pipeline.steps.promotion.actions import promote as act
 
     with after(env, version, "promoted by a person"):
         return act(env.client, env.store, env.config, env.model, version, why=why)
@@ -57,7 +57,7 @@ def promote(env: Env, version: str, *, why: str) -> Any:
 
 def reject(env: Env, version: str, *, why: str) -> Any:
     """A person decides: canary ``version`` is rolled back."""
-    from pipeline.steps.promotion import reject_canary
+    from pipeline.steps.promotion.actions import reject_canary
 
     with after(env, version, "rejected by a person"):
         return reject_canary(env.client, env.store, env.config, env.model, version, why=why)
@@ -65,7 +65,7 @@ def reject(env: Env, version: str, *, why: str) -> Any:
 
 def rollback(env: Env, *, why: str) -> Any:
     """``champion`` returns to ``previous_champion``."""
-    from pipeline.steps.promotion import rollback_champion
+    from pipeline.steps.promotion.actions import rollback_champion
 
     return rollback_champion(env.client, env.store, env.config, env.model, why=why)
 

@@ -196,9 +196,9 @@ def drift(env: Env, batch_id: str, *, alert: bool = True) -> DriftOutcome:
 
 def scoring(env: Env, batch_id: str) -> Any:
     """Champion and canary score the batch (routing by a stable hash of the row id);
-    the steps' :class:`~pipeline.steps.canary.ScoringSummary`."""
+    the steps' :class:`~pipeline.steps.canary.routing.ScoringSummary`."""
     from pipeline.base.layout import read_batch, resolve_batch
-    from pipeline.steps.canary import score_batch
+    from pipeline.steps.canary.routing import score_batch
 
     ref = resolve_batch(env.store, env.dataset, batch_id)
     return score_batch(

@@ -471,7 +471,7 @@ def registered(reg: Any) -> Registered:
 def gate(env: Env, registration: Registered) -> GateOutcome:
     """The SLO gate for the challenger on its run's holdout; raises GateFailed (after
     recording the evidence and alerting) when it refuses."""
-    from pipeline.steps.gate import gate_version
+    from pipeline.steps.promotion.gate import gate_version
     from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias
     from pipeline.steps.registry.holdout import training_holdout
 

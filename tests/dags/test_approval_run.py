@@ -23,7 +23,7 @@ import pytest
 from pipeline.base.config import load_config
 from pipeline.base.store import put_frame
 from pipeline.flow.env import Env
-from pipeline.steps.canary import route_to_canary
+from pipeline.steps.canary.routing import route_to_canary
 from pipeline.steps.landing.ingest import flights_frames, ingest_frame
 from pipeline.steps.landing.labels import ingest_labels
 from pipeline.steps.registry.aliases import CANARY, CHAMPION, alias_history, current_alias

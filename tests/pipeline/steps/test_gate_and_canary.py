@@ -22,9 +22,10 @@ from sklearn.metrics import roc_auc_score
 from pipeline.base.config import load_config
 from pipeline.base.store import LocalStore, get_json, put_frame
 from pipeline.base.tracking import build_client
-from pipeline.steps.canary import review_canary, route_to_canary, score_batch
-from pipeline.steps.gate import GateFailed, evaluate_gate, gate_version
-from pipeline.steps.promotion import apply_review, promote, reject_canary, rollback_champion
+from pipeline.steps.canary.review import apply_review, review_canary
+from pipeline.steps.canary.routing import route_to_canary, score_batch
+from pipeline.steps.promotion.actions import promote, reject_canary, rollback_champion
+from pipeline.steps.promotion.gate import GateFailed, evaluate_gate, gate_version
 from pipeline.steps.registry.aliases import (
     CANARY,
     CHALLENGER,

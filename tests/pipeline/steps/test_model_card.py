@@ -18,7 +18,7 @@ from pipeline.base.store import get_json
 from pipeline.flow.env import Env
 from pipeline.flow.retrain import gate as flow_gate
 from pipeline.flow.retrain import registered
-from pipeline.steps.gate import GateFailed, apply_gate, evaluate_gate
+from pipeline.steps.promotion.gate import GateFailed, apply_gate, evaluate_gate
 from pipeline.steps.registry.holdout import training_holdout
 from pipeline.steps.registry.model_card import CARD_MARK, publish_card
 from pipeline.steps.registry.registration import register_training_run

@@ -29,7 +29,7 @@ from pipeline.base.config import load_config
 from pipeline.base.layout import BatchRef
 from pipeline.base.store import LocalStore, get_json
 from pipeline.base.tracking import build_client
-from pipeline.steps.gate import GateFailed, gate_version
+from pipeline.steps.promotion.gate import GateFailed, gate_version
 from pipeline.steps.quality.validation import validate_frame
 from pipeline.steps.registry.aliases import (
     CANARY,

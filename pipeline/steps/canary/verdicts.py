@@ -2,16 +2,22 @@
 
 :func:`fixed_verdict` is today's fixed-sample test (Welch, one look);
 :func:`sequential_verdict` the anytime-valid one (confidence sequences over every
-labelled batch since the canary started, :mod:`pipeline.steps.sequential`, with the
-shadow's paired evidence, :mod:`pipeline.steps.shadow`).
+labelled batch since the canary started, :mod:`pipeline.steps.canary.sequential`, with the
+shadow's paired evidence, :mod:`pipeline.steps.canary.shadow`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipeline.steps.sequential import Interval, Moments, fixed_interval, judge, split_interval
-from pipeline.steps.shadow import Evidence, alpha_each
+from pipeline.steps.canary.sequential import (
+    Interval,
+    Moments,
+    fixed_interval,
+    judge,
+    split_interval,
+)
+from pipeline.steps.canary.shadow import Evidence, alpha_each
 
 if TYPE_CHECKING:
     from pipeline.base.sections import CanaryConfig

@@ -1,14 +1,14 @@
 """A person approves a promotion to champion (``canary.require_approval``).
 
 When approval is required, a canary review that would promote returns ``held``
-instead (:func:`pipeline.steps.promotion.apply_review`); the canary keeps serving
+instead (:func:`pipeline.steps.canary.review.apply_review`); the canary keeps serving
 and its version is tagged ``approval.status=pending``. The request shows
 :func:`evidence`: what is asked, then the version's model card (gate checks,
 shadow and canary evidence, known limitations). The answer goes to
 :func:`decide`:
 
 - **approved**: the approval is recorded in the alias audit trail (who, when, the
-  comment), then :func:`~pipeline.steps.promotion.promote` moves ``champion``
+  comment), then :func:`~pipeline.steps.promotion.actions.promote` moves ``champion``
   (compare-and-set under the alias lock, refusing a version that failed its gate or
   canary) with the approver as its ``who`` and the comment in its ``why``;
 - **rejected**: recorded the same way; nothing moves;
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pipeline.base.alerts import AlertKind, raise_alert
 from pipeline.base.store import ObjectStore
-from pipeline.steps.promotion import PromotionResult, promote
+from pipeline.steps.promotion.actions import PromotionResult, promote
 from pipeline.steps.registry.aliases import (
     CANARY,
     CHAMPION,

@@ -8,14 +8,11 @@ expect (compare-and-set): of two racing promotions exactly one wins.
 
 from __future__ import annotations
 
-import re
-import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from pipeline.base.alerts import AlertKind, raise_alert
-from pipeline.base.store import ObjectStore, check_id, join_key, put_json
-from pipeline.steps.canary import CanaryReview
+from pipeline.base.store import ObjectStore
 from pipeline.steps.registry.aliases import (
     CANARY,
     CHAMPION,
@@ -31,7 +28,7 @@ if TYPE_CHECKING:
 
     from pipeline.base.config import PipelineConfig
 
-__all__ = ["PromotionResult", "apply_review", "promote", "reject_canary", "rollback_champion"]
+__all__ = ["PromotionResult", "promote", "reject_canary", "rollback_champion"]
 
 
 @dataclass(frozen=True)
@@ -161,52 +158,3 @@ def rollback_champion(
         {"model": name, "from": current, "to": previous},
     )
     return PromotionResult("rolled_back", name, previous, f"v{current} -> v{previous}: {why}")
-
-
-def _stamp(iso: str) -> str:
-    """A timestamp as one key-safe component."""
-    return re.sub(r"[^0-9A-Za-z]", "", iso)[:26] or "t"
-
-
-def apply_review(
-    client: MlflowClient,
-    store: ObjectStore,
-    config: PipelineConfig,
-    review: CanaryReview,
-    *,
-    hold: bool = False,
-) -> PromotionResult:
-    """Act on a review (and record it in the store and on the canary version).
-
-    ``hold``: a ``success`` promotes nothing and returns ``held``: a person approves
-    first (``canary.require_approval``, :mod:`pipeline.steps.approval`)."""
-    if review.canary is None:
-        return PromotionResult("kept", review.model, None, review.reason)
-    version = review.canary.version
-    key = join_key(
-        "reports",
-        "canary",
-        check_id(review.model, "model name"),
-        f"v{version}-{_stamp(review.reviewed_at)}-{uuid.uuid4().hex[:8]}.json",
-    )
-    put_json(store, key, asdict(review))
-    client.set_model_version_tag(review.model, version, "canary.last_review", store.uri(key))
-    client.set_model_version_tag(review.model, version, "canary.last_outcome", review.outcome)
-    if review.outcome == "success" and hold:
-        client.set_model_version_tag(review.model, version, "approval.status", "pending")
-        return PromotionResult("held", review.model, version, f"awaiting approval: {review.reason}")
-    if review.outcome == "success":
-        return promote(client, store, config, review.model, version, why=review.reason)
-    if review.outcome == "failure":
-        return reject_canary(client, store, config, review.model, version, why=review.reason)
-    if review.outcome == "needs_decision":
-        raise_alert(
-            config,
-            store,
-            AlertKind.CANARY_UNDECIDED,
-            f"{review.model}-v{version}",
-            f"canary {review.model} v{version} needs a decision",
-            review.describe(),
-            {"model": review.model, "version": version, "age_hours": review.canary_age_hours},
-        )
-    return PromotionResult("kept", review.model, version, review.reason)

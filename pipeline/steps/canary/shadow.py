@@ -6,7 +6,7 @@ the challenger scores every row too, unserved; its probability is stored beside 
 champion's (column ``shadow_score``, key ``champion-v<X>_shadow-v<Y>``). When the
 labels arrive both are judged on the same rows: per row
 ``d = loss(shadow_score) - loss(score)``, a paired comparison
-(:func:`pipeline.steps.sequential.paired_interval`). The shadow ends early when its
+(:func:`pipeline.steps.canary.sequential.paired_interval`). The shadow ends early when its
 confidence sequence already shows non-inferiority; one that shows inferiority rolls
 the candidate back before it ever serves.
 
@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline.base.store import ObjectNotFound, ObjectStore, check_id, get_json, join_key, put_json
+from pipeline.steps.canary.sequential import Interval, Moments, paired_interval
 from pipeline.steps.registry.aliases import alias_lock
-from pipeline.steps.sequential import Interval, Moments, paired_interval
 
 if TYPE_CHECKING:
     from pipeline.base.sections import CanaryConfig

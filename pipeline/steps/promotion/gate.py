@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.base.alerts import AlertKind, raise_alert
 from pipeline.base.store import ObjectStore, check_id, join_key, put_json
-from pipeline.steps.promotion_rules import gate_rules
+from pipeline.steps.promotion.rules import gate_rules
 from pipeline.steps.registry.aliases import (
     CANARY,
     CHALLENGER,

@@ -1,14 +1,4 @@
-"""Canary scoring and review: promote, roll back, or wait for more labels.
-
-**Routing.** A row goes to the canary when ``blake2b(salt, row id)`` read as a
-fraction of 2**64 is below the canary's share: stable across runs, machines and
-Python versions, so a row re-scored after a retry lands on the same model,
-and independent of row order. Every prediction records the version that made
-it and the alias it served under.
-
-**Shadow.** After its gate, a new canary first scores ``shadow_batches`` whole
-batches unserved beside the champion (:mod:`pipeline.steps.shadow`); its paired
-evidence rolls it back before it serves, or ends the shadow early.
+"""The canary review: promote, roll back, or wait for more labels; and acting on it.
 
 **Review.** When labels arrive, the rows each model served while the canary
 was live are compared on per-row log loss (``d`` = canary mean minus champion
@@ -22,226 +12,61 @@ mean), against the non-inferiority ``margin``:
 - ``inconclusive`` otherwise, or when an arm has fewer than ``min_rows``
   labelled rows (share and ``min_rows`` per data set: the config, the spec's
   ``promotion:``, else derived from the batch sizes seen, see
-  :mod:`pipeline.steps.promotion_rules`): the canary keeps its share; after
+  :mod:`pipeline.steps.promotion.rules`): the canary keeps its share; after
   ``max_wait_hours`` (or, sequential, ``horizon_batches``) a person decides
   (``canary_needs_decision`` alert), with ``python -m pipeline canary promote|reject``.
 
 ``canary.test: sequential`` (the default) builds the interval as a confidence
 sequence over every labelled batch since the canary started, valid however often
-it is reviewed (:mod:`pipeline.steps.sequential`; rules in
-:func:`pipeline.steps.verdicts.sequential_verdict`); ``fixed`` is the test before
+it is reviewed (:mod:`pipeline.steps.canary.sequential`; rules in
+:func:`pipeline.steps.canary.verdicts.sequential_verdict`); ``fixed`` is the test before
 it: Welch's interval on the rows of the batches under review alone.
 
 Alias changes happen under the model's lock in the store and re-check what
 they expect (compare-and-set): of two racing promotions exactly one wins.
 ``champion`` never points at a version that failed its gate or its canary:
-:func:`pipeline.steps.promotion.promote` refuses such a version whatever the
+:func:`pipeline.steps.promotion.actions.promote` refuses such a version whatever the
 caller says.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-from dataclasses import dataclass
+import re
+import uuid
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pipeline.base.layout import predictions_key
-from pipeline.base.store import ObjectStore, check_id, get_frame, join_key, put_frame
-from pipeline.steps.promotion_rules import canary_rules
-from pipeline.steps.quality.live import PREDICTION_COLUMN
-from pipeline.steps.registry.aliases import CANARY, CHAMPION, RegistryError, current_alias
-from pipeline.steps.sequential import Moments, judge
-from pipeline.steps.shadow import (
+from pipeline.base.alerts import AlertKind, raise_alert
+from pipeline.base.store import ObjectStore, check_id, get_frame, join_key, put_json
+from pipeline.steps.canary.routing import served_keys
+from pipeline.steps.canary.sequential import Moments, judge
+from pipeline.steps.canary.shadow import (
     SHADOW_COLUMN,
     evidence_key,
-    load_evidence,
     record_batches,
     shadow_interval,
-    shadow_name,
-    shadowed_batches,
 )
-from pipeline.steps.verdicts import fixed_verdict, sequential_verdict
+from pipeline.steps.canary.verdicts import fixed_verdict, sequential_verdict
+from pipeline.steps.promotion.actions import PromotionResult, promote, reject_canary
+from pipeline.steps.promotion.rules import canary_rules
+from pipeline.steps.quality.live import PREDICTION_COLUMN
+from pipeline.steps.registry.aliases import CANARY, CHAMPION, RegistryError, current_alias
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
     from mlflow import MlflowClient
 
     from pipeline.base.config import PipelineConfig
     from training.data.spec import DatasetSpec
 
-__all__ = [
-    "Arm",
-    "CanaryReview",
-    "Outcome",
-    "ScoringSummary",
-    "review_canary",
-    "route_to_canary",
-    "score_batch",
-]
+__all__ = ["Arm", "CanaryReview", "Outcome", "apply_review", "review_canary"]
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["success", "failure", "inconclusive", "needs_decision", "no_canary"]
-
-
-def route_to_canary(ids: Any, share: float, salt: str) -> np.ndarray:
-    """Boolean mask: True where a row id is served by the canary."""
-    import numpy as np
-
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"canary share must be in [0, 1], got {share}")
-    cut = int(share * 2**64)
-    prefix = salt.encode() + b"\x00"
-    return np.fromiter(
-        (
-            int.from_bytes(hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest(), "big")
-            < cut
-            for i in ids
-        ),
-        dtype=bool,
-        count=len(ids),
-    )
-
-
-# ------------------------------------------------------------------------------ scoring
-
-
-@dataclass(frozen=True)
-class ScoringSummary:
-    dataset: str
-    batch_id: str
-    rows: int
-    champion_version: str | None
-    canary_version: str | None
-    canary_rows: int
-    key: str | None
-    reused: bool
-    shadow_rows: int = 0  # rows the canary scored unserved (its shadow phase)
-
-    def describe(self) -> str:
-        if self.champion_version is None:
-            return f"{self.batch_id}: no champion yet, nothing scored"
-        canary = (
-            f", canary v{self.canary_version} scored {self.canary_rows}"
-            if self.canary_version
-            else ""
-        )
-        if self.shadow_rows:
-            canary = f", v{self.canary_version} scored all {self.shadow_rows} in shadow (unserved)"
-        again = " (already scored: reused)" if self.reused else ""
-        return (
-            f"{self.batch_id}: {self.rows} rows, champion v{self.champion_version}{canary}{again}"
-        )
-
-
-def _scoring_name(champion: str, canary: str | None) -> str:
-    return f"champion-v{champion}" + (f"_canary-v{canary}" if canary else "")
-
-
-def score_batch(
-    client: MlflowClient,
-    store: ObjectStore,
-    config: PipelineConfig,
-    spec: DatasetSpec,
-    name: str,
-    batch_id: str,
-    features: pd.DataFrame,
-) -> ScoringSummary:
-    """Score a batch with the champion and (for its share of rows) the canary; while
-    the canary is in its shadow phase (:func:`in_shadow`) the champion serves every
-    row and the canary scores every row unserved (``shadow_score``).
-
-    Keyed by batch and by the serving versions: scoring the same batch again
-    with the same models reuses what was written (a retried task).
-    """
-    import pandas as pd
-
-    from pipeline.steps.registry.scoring import load_scorer, predict_probability
-
-    champion = current_alias(client, name, CHAMPION)
-    if champion is None:
-        return ScoringSummary(spec.name, batch_id, len(features), None, None, 0, None, False)
-    canary = current_alias(client, name, CANARY)
-    names = [_scoring_name(champion, canary)] + ([shadow_name(champion, canary)] if canary else [])
-    for done_key in (predictions_key(spec.name, batch_id, n) for n in names):
-        if store.exists(done_key):
-            done = get_frame(store, done_key)
-            canary_rows = int((done["alias"] == CANARY).sum())
-            shadow_rows = int(done[SHADOW_COLUMN].notna().sum()) if SHADOW_COLUMN in done else 0
-            return ScoringSummary(
-                spec.name, batch_id, len(done), champion, canary, canary_rows, done_key, True,
-                shadow_rows,
-            )  # fmt: skip
-    ids = features[spec.id_column].astype(str).to_numpy()
-    rules = canary_rules(config, spec, [len(features)])
-    if canary and in_shadow(store, rules, spec.name, name, canary):
-        key = predictions_key(spec.name, batch_id, shadow_name(champion, canary))
-        stamp = datetime.now(UTC).isoformat()
-        uri = client.tracking_uri
-        frame = pd.DataFrame(
-            {
-                spec.id_column: ids,
-                PREDICTION_COLUMN: predict_probability(load_scorer(name, champion, uri), features),
-                "model_version": champion,
-                "alias": CHAMPION,
-                "scored_at": stamp,
-                SHADOW_COLUMN: predict_probability(load_scorer(name, canary, uri), features),
-                "shadow_version": canary,
-            }
-        )
-        put_frame(store, key, frame)
-        log.info("scored %s: %d rows, canary v%s in shadow", batch_id, len(frame), canary)
-        return ScoringSummary(
-            spec.name, batch_id, len(frame), champion, canary, 0, key, False, len(frame)
-        )
-    key = predictions_key(spec.name, batch_id, _scoring_name(champion, canary))
-    to_canary = (
-        route_to_canary(ids, rules.share, rules.salt)
-        if canary
-        else pd.Series(False, index=features.index).to_numpy()
-    )
-    probability = pd.Series(0.0, index=features.index)
-    uri = client.tracking_uri
-    for version, mask in ((champion, ~to_canary), (canary, to_canary)):
-        if version is None or not mask.any():
-            continue
-        model = load_scorer(name, version, uri)
-        probability.loc[mask] = predict_probability(model, features.loc[mask])
-    frame = pd.DataFrame(
-        {
-            spec.id_column: ids,
-            PREDICTION_COLUMN: probability.to_numpy(),
-            "model_version": [canary if c else champion for c in to_canary],
-            "alias": [CANARY if c else CHAMPION for c in to_canary],
-            "scored_at": datetime.now(UTC).isoformat(),
-        }
-    )
-    put_frame(store, key, frame)
-    log.info("scored %s: %d rows (%d by canary v%s)", batch_id, len(frame), to_canary.sum(), canary)
-    return ScoringSummary(
-        spec.name, batch_id, len(frame), champion, canary, int(to_canary.sum()), key, False
-    )
-
-
-def in_shadow(store: ObjectStore, rules: Any, dataset: str, name: str, canary: str) -> bool:
-    """Whether ``canary`` still waits in shadow: a shadow is configured, it has scored
-    fewer than ``shadow_batches`` batches in shadow, its paired evidence does not yet
-    show non-inferiority, and it has not served yet (once serving, never back)."""
-    if rules.shadow_batches <= 0:
-        return False
-    if len(shadowed_batches(store, dataset, canary)) >= rules.shadow_batches:
-        return False
-    if _served_keys(store, dataset, canary, shadow=False):
-        return False
-    interval = shadow_interval(load_evidence(store, name, canary), rules)
-    return interval is None or judge(interval, rules.margin) != "non_inferior"
-
-
-# ------------------------------------------------------------------------------ review
 
 
 @dataclass(frozen=True)
@@ -293,15 +118,6 @@ class CanaryReview:
         return f"difference {self.shadow_difference:+.4f}, CS [{lo:+.4f}, {hi:+.4f}]"
 
 
-def _served_keys(store: ObjectStore, dataset: str, canary: str, *, shadow: bool) -> list[str]:
-    """Predictions keys of the batches scored while ``canary`` served (or shadowed)."""
-    prefix = join_key("predictions", check_id(dataset, "dataset name"))
-    marker = f"_{'shadow' if shadow else 'canary'}-v{canary}/"
-    return sorted(
-        k for k in store.list(prefix) if marker in k and k.endswith("predictions.parquet")
-    )
-
-
 def _served_rows(
     store: ObjectStore, dataset: str, canary: str, id_column: str = ""
 ) -> tuple[pd.DataFrame, list[int]]:
@@ -312,7 +128,7 @@ def _served_rows(
 
     frames = []
     for phase in ("shadow", "canary"):
-        for k in _served_keys(store, dataset, canary, shadow=phase == "shadow"):
+        for k in served_keys(store, dataset, canary, shadow=phase == "shadow"):
             frame = get_frame(store, k)
             frame["batch_id"] = k.split("/")[-3]  # predictions/<dataset>/<batch>/<pair>/...
             frame["phase"] = phase
@@ -451,3 +267,55 @@ def review_canary(
         rows = (arm_c.rows, arm_h.rows)
         return result(*fixed_verdict(rows, loss_c, loss_h, canary, c))
     return result(*sequential_verdict(evidence, shadow, c))
+
+
+# ------------------------------------------------------------------------------ acting
+
+
+def _stamp(iso: str) -> str:
+    """A timestamp as one key-safe component."""
+    return re.sub(r"[^0-9A-Za-z]", "", iso)[:26] or "t"
+
+
+def apply_review(
+    client: MlflowClient,
+    store: ObjectStore,
+    config: PipelineConfig,
+    review: CanaryReview,
+    *,
+    hold: bool = False,
+) -> PromotionResult:
+    """Act on a review (and record it in the store and on the canary version).
+
+    ``hold``: a ``success`` promotes nothing and returns ``held``: a person approves
+    first (``canary.require_approval``, :mod:`pipeline.steps.promotion.approval`)."""
+    if review.canary is None:
+        return PromotionResult("kept", review.model, None, review.reason)
+    version = review.canary.version
+    key = join_key(
+        "reports",
+        "canary",
+        check_id(review.model, "model name"),
+        f"v{version}-{_stamp(review.reviewed_at)}-{uuid.uuid4().hex[:8]}.json",
+    )
+    put_json(store, key, asdict(review))
+    client.set_model_version_tag(review.model, version, "canary.last_review", store.uri(key))
+    client.set_model_version_tag(review.model, version, "canary.last_outcome", review.outcome)
+    if review.outcome == "success" and hold:
+        client.set_model_version_tag(review.model, version, "approval.status", "pending")
+        return PromotionResult("held", review.model, version, f"awaiting approval: {review.reason}")
+    if review.outcome == "success":
+        return promote(client, store, config, review.model, version, why=review.reason)
+    if review.outcome == "failure":
+        return reject_canary(client, store, config, review.model, version, why=review.reason)
+    if review.outcome == "needs_decision":
+        raise_alert(
+            config,
+            store,
+            AlertKind.CANARY_UNDECIDED,
+            f"{review.model}-v{version}",
+            f"canary {review.model} v{version} needs a decision",
+            review.describe(),
+            {"model": review.model, "version": version, "age_hours": review.canary_age_hours},
+        )
+    return PromotionResult("kept", review.model, version, review.reason)
