@@ -1,6 +1,6 @@
 """The tuned schedule against the fixed one: tuned on 2013 months 1-3, judged on 4-6 and 7-9.
 
-1. A study (:func:`pipeline.steps.tuning_study.run_study`, the ``tune`` command's own
+1. A study (:func:`pipeline.steps.tuning.study.run_study`, the ``tune`` command's own
    study: TPE, the median pruner at cycle ends, the shipped ``tune.space``) trains
    ``--trials`` trials on months 1-3 of the bundled flights, ``configs/flights.yaml``
    otherwise as shipped with ``stopping.enabled=false`` (the fixed schedule: the
@@ -37,7 +37,7 @@ import torch
 
 from benchmarks._windows import FLIGHTS, GSS, Run, window_fields, write_dataset_section
 from pipeline.base.sections_tune import TuneConfig
-from pipeline.steps.tuning_study import run_study
+from pipeline.steps.tuning.study import run_study
 from training import api
 from training.data.dataset import prepare_for
 from training.data.spec import load_spec

@@ -229,8 +229,8 @@ class Replay:
     def write_report(self, title: str) -> Path:
         """``<home>/reports/replay.html``: drift and live quality per batch, every run's
         curves, the registered versions and the alias history."""
+        from pipeline.steps.ops.report import ReplayMonth, ReplayRun, write_report
         from pipeline.steps.registry.aliases import alias_history
-        from pipeline.steps.report import ReplayMonth, ReplayRun, write_report
 
         months = [
             ReplayMonth(

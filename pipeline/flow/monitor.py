@@ -213,7 +213,7 @@ def score(env: Env, batch_id: str) -> Scored:
 
 def retrain_request(env: Env, trigger: Trigger, reason: str, batch_id: str) -> Decision:
     """A retrain request for ``trigger``, unless the monthly budget pauses it."""
-    from pipeline.steps.spend import check_spend
+    from pipeline.steps.ops.spend import check_spend
 
     _, spend = check_spend(
         trigger, env.config, client=env.client, experiment=env.experiment, store=env.store

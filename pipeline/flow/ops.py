@@ -21,7 +21,7 @@ def spend(
     the steps' SpendSummary (``month``: YYYY-MM, default this month)."""
     from mlflow import MlflowClient
 
-    from pipeline.steps.spend import month_of, monthly_spend, spend_experiments
+    from pipeline.steps.ops.spend import month_of, monthly_spend, spend_experiments
 
     label = month_of(month) if month else month_of(datetime.now(UTC))
     client = MlflowClient(tracking_uri) if tracking_uri else env.client

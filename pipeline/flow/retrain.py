@@ -66,8 +66,8 @@ def plan_retrain(env: Env, request: RetrainRequest, *, until: str | None = None)
     trained (and registered) is not trained again.
     """
     from pipeline.base.layout import committed_versions, labelled_batches
+    from pipeline.steps.ops.spend import check_spend
     from pipeline.steps.registry.aliases import CANARY, current_alias
-    from pipeline.steps.spend import check_spend
 
     trigger, reasons = request.trigger, list(request.reasons)
     batches = [b for b in labelled_batches(env.store, env.dataset) if until is None or b <= until]
@@ -179,8 +179,8 @@ def export_window(env: Env, plan: Plan) -> Window:
 def train_config(env: Env, plan: Plan, window: Window, *, remote: bool = False) -> TrainConfig:
     """The training job's config for this window: the shipped ``retrain.train_config``
     with the window's data, the run name and MLflow set (typed, validated); a tuned
-    version of it once one won its held-out verdict (pipeline/steps/tuning_store.py)."""
-    from pipeline.steps.tuning_store import train_config_path
+    version of it once one won its held-out verdict (pipeline/steps/tuning/configs.py)."""
+    from pipeline.steps.tuning.configs import train_config_path
     from training import api
 
     shipped = resolve_path(env.config.retrain.train_config)

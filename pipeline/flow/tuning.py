@@ -8,11 +8,11 @@
    ``sqlite:///<home>/tuning.db``) whose trials train the tuning window through
    :func:`training.api.train`, each an MLflow run nested under the study's parent
    run, each closed cycle's best val AUC reported at the cycle's index and the trial
-   pruned there when the pruner says so (:class:`~pipeline.steps.tuning.CyclePruner`).
+   pruned there when the pruner says so (:class:`~pipeline.steps.tuning.space.CyclePruner`).
    It stops at ``tune.n_trials`` finished trials, or before a trial that would take
    the summed trial costs past ``tune.budget_usd`` (priced as the dearest so far);
 3. the best trial's config is written as ``tuning/<dataset>/v<N>.yaml``
-   (:mod:`pipeline.steps.tuning_store`);
+   (:mod:`pipeline.steps.tuning.configs`);
 4. :func:`judge`: the config in use now and the tuned one train the held-out window
    (same seed); the tuned one is adopted (later retrains start from it) only when its
    best val AUC beats the current one's by more than ``tune.adopt_min_gain``.
@@ -34,11 +34,11 @@ from pipeline.base.config import resolve_path
 from pipeline.base.sections_tune import TuneConfig
 from pipeline.flow.env import Env
 from pipeline.flow.records import BatchVersions, Plan, Record
-from pipeline.steps.tuning import TuneError, check_space
-from pipeline.steps.tuning_study import StudySummary, TuneInterrupted, log_study, run_study
+from pipeline.steps.tuning.space import TuneError, check_space
+from pipeline.steps.tuning.study import StudySummary, TuneInterrupted, log_study, run_study
 
 if TYPE_CHECKING:
-    from pipeline.steps.tuning_store import Verdict
+    from pipeline.steps.tuning.configs import Verdict
     from training.config import TrainConfig
     from training.results import TrainResult
 
@@ -96,7 +96,7 @@ def study_name(env: Env) -> str:
 def base_config_path(env: Env) -> Path:
     """The config the study starts from and the verdict compares with: what a retrain
     uses now (the adopted tuned version, else ``retrain.train_config``)."""
-    from pipeline.steps.tuning_store import train_config_path
+    from pipeline.steps.tuning.configs import train_config_path
 
     shipped = resolve_path(env.config.retrain.train_config)
     return train_config_path(env.store, env.dataset, shipped, env.home)
@@ -176,7 +176,7 @@ def judge(
     """Train the config in use (``current``) and the tuned one on the held-out window
     (same seed, same data); adopt the tuned one only when it wins by more than
     ``tune.adopt_min_gain``. The verdict is written beside the version, adopted or not."""
-    from pipeline.steps.tuning_store import Verdict, write_verdict
+    from pipeline.steps.tuning.configs import Verdict, write_verdict
     from training import api
 
     results: dict[str, TrainResult] = {}
@@ -252,7 +252,7 @@ def tune(
 ) -> TuneSummary:
     """Study, versioned config, verdict (the module's steps 1-4); safe to run again
     after a kill: each step continues or returns what it already wrote."""
-    from pipeline.steps.tuning_store import (
+    from pipeline.steps.tuning.configs import (
         file_sha256,
         read_verdict,
         read_version,

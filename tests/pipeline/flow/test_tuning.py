@@ -20,15 +20,15 @@ from pipeline.base.sections_tune import TuneConfig
 from pipeline.flow import Plan, Window
 from pipeline.flow.retrain import train_config
 from pipeline.flow.tuning import _export, judge, tune
-from pipeline.steps.tuning import TuneError, check_space
-from pipeline.steps.tuning_store import (
+from pipeline.steps.tuning.configs import (
     file_sha256,
     read_verdict,
     train_config_path,
     tuned_versions,
     write_version,
 )
-from pipeline.steps.tuning_study import run_study
+from pipeline.steps.tuning.space import TuneError, check_space
+from pipeline.steps.tuning.study import run_study
 from tests.pipeline.flow.tuning_support import (
     SPACE,
     SPACE_WITHOUT_START,
@@ -299,7 +299,7 @@ KILLED_STUDY = """
 import json, sys
 from pathlib import Path
 from pipeline.base.sections_tune import TuneConfig
-from pipeline.steps.tuning_study import run_study
+from pipeline.steps.tuning.study import run_study
 from training import api
 a = json.loads(sys.argv[1])
 run_study(TuneConfig.model_validate(a["tune"]), api.load_config(a["config"]),
@@ -427,7 +427,7 @@ def test_the_tune_command_runs_a_study_and_prints_its_verdict(
 
 
 def test_the_start_config_is_trial_zero_only_when_the_space_holds_it(tmp_path: Path) -> None:
-    from pipeline.steps.tuning_study import start_values
+    from pipeline.steps.tuning.study import start_values
 
     base = api.load_config(write_train_yaml(tmp_path / "t.yaml", 0.01))
     assert start_values(TuneConfig(space=SPACE), base) is not None
@@ -470,8 +470,8 @@ def test_a_trial_preempted_by_sigterm_stops_the_study_and_resumes_from_its_check
 ) -> None:
     import optuna
 
-    from pipeline.steps import tuning_study
-    from pipeline.steps.tuning_study import TuneInterrupted
+    from pipeline.steps.tuning import study as tuning_study
+    from pipeline.steps.tuning.study import TuneInterrupted
 
     env = make_env(tmp_path, monkeypatch)
     base, updates = _study_inputs(env, tmp_path)

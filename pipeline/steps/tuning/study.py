@@ -2,7 +2,7 @@
 
 :func:`run_study` runs (or continues) one study in an RDB storage: a TPE sampler,
 each trial's values on top of a base training config, trained by
-:func:`training.api.train` with :class:`~pipeline.steps.tuning.CyclePruner` as
+:func:`training.api.train` with :class:`~pipeline.steps.tuning.space.CyclePruner` as
 its cycle hook (each closed cycle's best val AUC is the intermediate value at the
 cycle's index; the pruner may end the run there), each trial an MLflow run nested
 under the study's parent run. It stops at ``tune.n_trials`` finished (complete or
@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.base.sections_tune import TuneConfig
-from pipeline.steps.tuning import CyclePruner, build_pruner, build_sampler, check_space, suggest
+from pipeline.steps.tuning.space import (
+    CyclePruner,
+    build_pruner,
+    build_sampler,
+    check_space,
+    suggest,
+)
 
 if TYPE_CHECKING:
     import optuna
