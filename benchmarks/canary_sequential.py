@@ -103,7 +103,7 @@ def _fit_predict(spec: DatasetSpec, train: pd.DataFrame, test: pd.DataFrame) -> 
 
 def _pool(name: str, spec: DatasetSpec, batches: list[pd.DataFrame]) -> Pool:
     """Champion: batches[:-2]; challenger: batches[:-1]; both scored on batches[-1]."""
-    from training.metrics import roc_auc
+    from training.engine.metrics import roc_auc
 
     test = batches[-1]
     champion = _fit_predict(spec, pd.concat(batches[:-2]), test)

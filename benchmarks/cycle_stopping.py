@@ -44,11 +44,11 @@ from typing import Any
 import torch
 
 from benchmarks._windows import FLIGHTS, GSS, Run, window_fields, write_dataset_section
-from training.config import StoppingConfig, load_config
+from training.config.train import StoppingConfig, load_config
 from training.data.dataset import prepare_for
 from training.data.spec import load_spec
-from training.stopping import StopRule, StopState
-from training.trainer import Trainer
+from training.engine.stopping import StopRule, StopState
+from training.engine.trainer import Trainer
 
 CONFIG = "configs/flights.yaml"
 WINDOWS = FLIGHTS

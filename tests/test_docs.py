@@ -18,9 +18,9 @@ import pytest
 from pydantic import BaseModel
 
 from pipeline.base.config import ConfigError, PipelineConfig, load_config
-from training.config import ConfigError as TrainConfigError
-from training.config import TrainConfig
-from training.config import load_config as load_train_config
+from training.config.train import ConfigError as TrainConfigError
+from training.config.train import TrainConfig
+from training.config.train import load_config as load_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]

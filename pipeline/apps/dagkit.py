@@ -130,11 +130,8 @@ def permanent() -> Iterator[None]:
     from pipeline.steps.promotion.gate import GateFailed
     from pipeline.steps.quality.validation import ValidationFailed
     from pipeline.steps.registry.aliases import RegistryError
-    from training.checkpoint import CheckpointError
-    from training.config import ConfigError as TrainConfigError
-    from training.data.spec import DataError
-    from training.nan_guard import TrainingDiverged
-    from training.results import ResultError
+    from training.api import CheckpointError, DataError, ResultError, TrainingDiverged
+    from training.api import ConfigError as TrainConfigError
 
     try:
         yield

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.locations import PROJECT_ROOT
+from training.api import PROJECT_ROOT
 
 __all__ = ["DAGS", "BatchSource", "Month", "Replay", "RunResult"]
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from pipeline.base.store import ObjectStore
-    from training.data.spec import DatasetSpec
+    from training.api import DatasetSpec
 
 __all__ = ["Env", "build_env"]
 
@@ -36,7 +36,7 @@ class Env:
 
     @functools.cached_property
     def spec(self) -> DatasetSpec:
-        from training.data.spec import load_spec
+        from training.api import load_spec
 
         return load_spec(resolve_path(self.config.dataset_spec))
 

@@ -85,7 +85,7 @@ def _push(env: Env, summary: Any) -> None:
     url = env.config.pushgateway_url
     if not url or summary.value is None:
         return
-    from training.pushgateway import push_live_quality
+    from training.api import push_live_quality
 
     if push_live_quality(url, auc=summary.value, slo=summary.slo, rows=summary.rows):
         log.info("live quality of %s pushed to %s", summary.model_version, url)

@@ -1,7 +1,7 @@
 """The retrain: plan -> export_window -> train -> register -> gate.
 
 The training job is called through its typed API (:mod:`training.api`): on the
-local backend in this process with a :class:`~training.config.TrainConfig` built
+local backend in this process with a :class:`~training.config.train.TrainConfig` built
 from the shipped one; on the Kubernetes backend as the pod's command line,
 produced from the same typed config by :func:`training.api.train_argv`.
 """
@@ -34,8 +34,7 @@ from pipeline.flow.records import (
 )
 
 if TYPE_CHECKING:
-    from training.config import TrainConfig
-    from training.results import TrainResult
+    from training.api import TrainConfig, TrainResult
 
 __all__ = [
     "PodCommand",
@@ -142,7 +141,7 @@ def export_window(env: Env, plan: Plan) -> Window:
 
     from pipeline.base.layout import BatchRef, read_batch, read_labels
     from pipeline.base.store import join_key
-    from training.atomic import atomic_writer
+    from training.api import atomic_writer
 
     run_name = plan.require_run()
     folder = _work_dir(env, run_name)
@@ -259,7 +258,7 @@ def train(env: Env, plan: Plan, window: Window) -> TrainSummary:
     result): the run name is the window's key.
     """
     from training import api
-    from training.nan_guard import TrainingDiverged
+    from training.api import TrainingDiverged
 
     config = train_config(env, plan, window)
     try:
@@ -287,7 +286,7 @@ def diverged(env: Env, run_name: str, reason: str, details: dict[str, Any] | Non
 def alert_if_diverged(env: Env, plan: Plan) -> bool:
     """After the GPU pod failed: when its MLflow run says it diverged (the trainer tags
     it), send the ``nan_detected`` alert; whether it did."""
-    from training.nan_guard import DIVERGED_TAG
+    from training.api import DIVERGED_TAG
 
     run = _run_named(env, plan.require_run())
     if run is None or run.data.tags.get(DIVERGED_TAG) != "diverged":
@@ -320,7 +319,7 @@ def train_result_from_mlflow(env: Env, plan: Plan) -> TrainSummary:
     """The result of a run trained elsewhere (the GPU pod), read back from MLflow."""
     from pipeline.steps.registry.aliases import RegistryError
     from pipeline.steps.registry.holdout import download_artifact
-    from training.results import ResultError, TrainResult
+    from training.api import ResultError, TrainResult
 
     run_name = plan.require_run()
     found = _run_named(env, run_name)

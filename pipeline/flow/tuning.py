@@ -39,8 +39,7 @@ from pipeline.steps.tuning.study import StudySummary, TuneInterrupted, log_study
 
 if TYPE_CHECKING:
     from pipeline.steps.tuning.configs import Verdict
-    from training.config import TrainConfig
-    from training.results import TrainResult
+    from training.api import TrainConfig, TrainResult
 
 __all__ = [
     "StudySummary",

@@ -623,7 +623,7 @@ def _assert_whole(client: Any, name: str, run_id: str, tmp: Path) -> list[Any]:
     candidate, and every alias points at one of them."""
     import mlflow
 
-    from training.checkpoint import load_checkpoint
+    from training.checkpoint.files import load_checkpoint
 
     versions, aliases = _state(client, name, run_id)
     candidates = [v.tags["candidate"] for v in versions]

@@ -219,7 +219,8 @@ def test_a_champion_below_its_slo_fires_the_alert(
 def nan_run(monitoring: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A training run with non-finite steps and a budget it spends, pushing as the job
     pushes (the gateway URL from the environment, as the pod's Secret sets it)."""
-    from training import api, pushgateway
+    from training import api
+    from training.telemetry import pushgateway
 
     out = tmp_path_factory.mktemp("nan-run")
     config = api.load_config(

@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from tests.training.helpers import TINY
-from training.checkpoint import MAGIC, CheckpointError, load_checkpoint, save_checkpoint
-from training.cli import main
-from training.config import TrainConfig
+from training.checkpoint.files import MAGIC, CheckpointError, load_checkpoint, save_checkpoint
+from training.cli.main import main
+from training.config.train import TrainConfig
 from training.data import flights
-from training.trainer import Trainer
+from training.engine.trainer import Trainer
 
 Tiny = Callable[..., TrainConfig]
 

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from training.data.spec import DataError
+    from training.api import DataError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:  # its own parser; it configures Airflow before importing it
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from pipeline.steps.quality.validation import ValidationFailed
     from pipeline.steps.registry.aliases import RegistryError
-    from training.config import ConfigError as TrainConfigError
+    from training.api import ConfigError as TrainConfigError
 
     try:
         return int(args.func(args, lazy))

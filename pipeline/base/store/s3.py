@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.base.store.keys import ObjectExists, ObjectNotFound, StorageError, check_key
-from training.atomic import atomic_writer
+from training.api import atomic_writer
 
 if TYPE_CHECKING:
     from pipeline.base.config import StorageConfig

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from pipeline.base.config import PipelineConfig
-    from training.data.spec import DatasetSpec
+    from training.api import DatasetSpec
 
 __all__ = ["Arm", "CanaryReview", "Outcome", "apply_review", "review_canary"]
 
@@ -155,7 +155,7 @@ def _losses(frame: pd.DataFrame, target: str, column: str = PREDICTION_COLUMN) -
 def _arm(frame: pd.DataFrame, version: str, target: str) -> tuple[Arm, Any]:
     import numpy as np
 
-    from training.metrics import roc_auc
+    from training.api import roc_auc
 
     y = frame[target].to_numpy(dtype=np.float64)
     p = frame[PREDICTION_COLUMN].to_numpy(dtype=np.float64)

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from pipeline.base.config import PipelineConfig
-    from training.data.spec import DatasetSpec
+    from training.api import DatasetSpec
 
 __all__ = ["ScoringSummary", "in_shadow", "route_to_canary", "score_batch", "served_keys"]
 

@@ -64,7 +64,7 @@ from pipeline.steps.landing.sources import (
     normalise,
     read_source,
 )
-from training.data.spec import DatasetSpec
+from training.api import DatasetSpec
 
 if TYPE_CHECKING:
     from pipeline.base.sections import StorageConfig
@@ -329,7 +329,7 @@ def flights_frames(spec: DatasetSpec, month: int | str) -> tuple[int, pd.DataFra
             f"the bundled 2013 months fit the flights spec, not {spec.name!r}; "
             "ingest a file for this dataset instead"
         )
-    from training.data.flights import load_months
+    from training.api import load_months
 
     features, labels = load_months([number])
     return number, features, labels

@@ -42,7 +42,7 @@ from pipeline.steps.landing.sources import (
     max_batch_rows,
     read_source,
 )
-from training.data.spec import DatasetSpec
+from training.api import DatasetSpec
 
 __all__ = ["check_labels", "ingest_flights_labels", "ingest_labels", "ingest_labels_file"]
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from training.data.spec import DataError, DatasetSpec
+from training.api import DataError, DatasetSpec
 
 if TYPE_CHECKING:
     from pipeline.base.sections import StorageConfig

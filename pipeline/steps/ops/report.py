@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.atomic import atomic_write_text
+from training.api import atomic_write_text
 
 __all__ = ["ReplayMonth", "ReplayRun", "write_report"]
 

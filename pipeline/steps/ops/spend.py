@@ -340,7 +340,7 @@ def check_spend(
         client = tracking.build_client(config)
     if experiment is None:
         from pipeline.base.config import resolve_path
-        from training.data.spec import load_spec
+        from training.api import load_spec
 
         spec = load_spec(resolve_path(config.dataset_spec))
         experiment = tracking.experiment_name(config, spec)

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from pipeline.base.config import PipelineConfig
-    from training.data.spec import DatasetSpec
+    from training.api import DatasetSpec
 
 __all__ = [
     "GateCheck",
@@ -128,7 +128,7 @@ class GateResult:
 
 
 def _auc(y: Any, p: Any) -> float:
-    from training.metrics import roc_auc
+    from training.api import roc_auc
 
     return roc_auc(y, p)
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pipeline.base.config import PipelineConfig
     from pipeline.base.sections import CanaryConfig, GateConfig
-    from training.data.spec import DatasetSpec
+    from training.api import DatasetSpec
 
 __all__ = [
     "MIN_ROWS_FLOOR",

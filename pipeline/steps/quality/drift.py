@@ -37,7 +37,7 @@ from pipeline.base.records import Stored
 from pipeline.base.sections import DriftConfig
 from pipeline.base.store import ObjectStore, get_json, join_key, put_json
 from pipeline.steps.quality.reference import read_reference, reference_manifest, sample_rows
-from training.data.spec import DataError, DatasetSpec, categories_as_str
+from training.api import DataError, DatasetSpec, categories_as_str
 
 __all__ = [
     "P_VALUE_METHODS",

@@ -1,6 +1,6 @@
 """Live quality: the champion's stored predictions joined with the labels that arrived.
 
-ROC AUC (:func:`training.metrics.roc_auc`, the same implementation the gate and
+ROC AUC (:func:`training.engine.metrics.roc_auc`, the same implementation the gate and
 the training job use) below ``quality.slo`` on at least ``quality.min_rows``
 labelled rows is the label-side trigger of a retrain.
 """
@@ -15,8 +15,7 @@ import pandas as pd
 from pipeline.base.layout import committed_versions, predictions_key, read_labels
 from pipeline.base.sections import QualityConfig
 from pipeline.base.store import ObjectNotFound, ObjectStore, get_frame
-from training.data.spec import DataError, DatasetSpec
-from training.metrics import roc_auc
+from training.api import DataError, DatasetSpec, roc_auc
 
 __all__ = ["PREDICTION_COLUMN", "QualitySummary", "check_quality", "live_quality"]
 

@@ -35,7 +35,7 @@ from pipeline.base.store import (
     join_key,
     put_json,
 )
-from training.data.spec import DataError, DatasetSpec, categories_as_str
+from training.api import DataError, DatasetSpec, categories_as_str
 
 __all__ = [
     "ReferenceNotFound",

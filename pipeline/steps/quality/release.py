@@ -44,7 +44,7 @@ from pipeline.steps.landing.ingest import commit_version
 from pipeline.steps.landing.sources import BatchExists, IngestError, normalise
 from pipeline.steps.quality.reference import reference_categories
 from pipeline.steps.quality.validation import ValidationFailed, ValidationSummary, validate_frame
-from training.data.spec import DatasetSpec
+from training.api import DatasetSpec
 
 __all__ = ["NotReleasable", "Release", "StillRefused", "release_batch", "spec_fingerprint"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.data.spec import DataError, DatasetSpec, categories_as_str
+from training.api import DataError, DatasetSpec, categories_as_str
 
 __all__ = [
     "Check",

@@ -57,7 +57,7 @@ from pipeline.steps.landing.ingest import quarantine_batch
 from pipeline.steps.quality.gx_results import FailedExpectation, summarise
 from pipeline.steps.quality.reference import reference_categories
 from pipeline.steps.quality.suite import build_suite, prepare_frame, run_suite, suite_fingerprint
-from training.data.spec import DataError, DatasetSpec
+from training.api import DataError, DatasetSpec
 
 __all__ = [
     "FailedExpectation",

@@ -2,7 +2,7 @@
 
 The trainer logs ``train_loss`` every step; this module reads that history (the
 same for the local and the Kubernetes backend), rebuilds the run's cycle starts
-from its schedule, runs :func:`training.health.diagnose`, tags the MLflow run
+from its schedule, runs :func:`training.telemetry.health.diagnose`, tags the MLflow run
 (``cosine_retrain.health`` = ``ok`` or the finding kinds, one
 ``cosine_retrain.health.<kind>`` tag per finding with its message) and returns
 the findings so the caller can send one ``training_unhealthy`` alert.
@@ -14,9 +14,7 @@ import logging
 
 from mlflow import MlflowClient
 
-from training.health import Finding, HealthThresholds, diagnose
-from training.results import TrainResult
-from training.schedule import CosineSchedule
+from training.api import CosineSchedule, Finding, HealthThresholds, TrainResult, diagnose
 
 __all__ = ["HEALTH_TAG", "run_health"]
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
 
-    from training.data.spec import DatasetSpec
+    from training.api import DatasetSpec
 
 __all__ = ["download_artifact", "training_holdout", "workdir"]
 
@@ -56,8 +56,7 @@ def training_holdout(
     Training files that lie in ``store`` are read through it (the pipeline's own
     credentials and endpoint), not through the job's default AWS chain.
     """
-    from training.config import TrainConfig
-    from training.data.dataset import prepare_for
+    from training.api import TrainConfig, prepare_for
 
     with workdir(work) as folder:
         resolved = json.loads(

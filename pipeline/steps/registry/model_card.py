@@ -383,7 +383,7 @@ def collect_card(
     client: MlflowClient, store: ObjectStore, name: str, version: str, *, reason: str
 ) -> ModelCard:
     """Everything recorded about ``name`` v``version``, as a card."""
-    from training.results import ResultError, TrainResult
+    from training.api import ResultError, TrainResult
 
     version = str(version)
     mv = client.get_model_version(name, version)

@@ -4,7 +4,7 @@ A training run (``python -m training train``, or :func:`training.api.train`) lea
 in MLflow one checkpoint per cosine cycle (``checkpoints/best-cycle-NN.ckpt``) and
 ``result.json``.
 :func:`register_training_run` turns each into a version of the spec's model
-(``flight_delay``): an MLflow pyfunc (:class:`training.serving.TabularPyfunc`,
+(``flight_delay``): an MLflow pyfunc (:class:`training.model.serving.TabularPyfunc`,
 logged "from code", so nothing is pickled) that carries its preprocessing and
 scores raw rows, with a signature built from the spec's roles (categorical columns
 as nullable strings, numeric ones as nullable doubles; never inferred from the
@@ -50,13 +50,13 @@ from pipeline.steps.registry.aliases import (
 from pipeline.steps.registry.holdout import download_artifact, training_holdout, workdir
 from pipeline.steps.registry.model_card import publish_quietly
 from pipeline.steps.registry.versions import RegisteredVersion, ensure_model, register_candidate
-from training.results import REGISTRABLE, ResultError, TrainResult
+from training.api import REGISTRABLE, ResultError, TrainResult
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
 
-    from training.data.spec import DatasetSpec
+    from training.api import DatasetSpec
 
 __all__ = ["RegisteredVersion", "Registration", "register_training_run", "run_result"]
 
@@ -107,7 +107,7 @@ def run_result(client: MlflowClient, run_id: str, work: Path) -> TrainResult:
 
 
 def _scores(scorer: Any, holdout: pd.DataFrame, target: str) -> tuple[Any, float, float]:
-    from training.metrics import log_loss, roc_auc
+    from training.api import log_loss, roc_auc
 
     prob = scorer.predict_proba(holdout)
     y = holdout[target].to_numpy()
@@ -146,8 +146,7 @@ def register_training_run(
         ensure_model(client, name, spec)
         base = _base_tags(result, run_id, lineage or {})
 
-        from training.payload import BestPayload
-        from training.serving import Scorer
+        from training.api import BestPayload, Scorer
 
         def register(
             candidate: str, files: list[Path], tags: dict[str, str], description: str, **about: Any
@@ -197,7 +196,7 @@ def register_training_run(
         if ensemble and len(probs) >= 2:
             import numpy as np
 
-            from training.metrics import log_loss, roc_auc
+            from training.api import log_loss, roc_auc
 
             y = holdout[spec.target].to_numpy()
             mean = np.mean([probs[c] for c in sorted(probs)], axis=0)

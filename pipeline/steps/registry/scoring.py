@@ -25,7 +25,7 @@ def predict_probability(model: Any, frame: pd.DataFrame) -> Any:
     """The pyfunc's probabilities for ``frame``.
 
     Only the signature's columns are passed, each in the signature's type
-    (:func:`training.serving.as_model_input`: string columns as categories, double
+    (:func:`training.model.serving.as_model_input`: string columns as categories, double
     columns as floats), so a batch read with other dtypes (integer categories, an
     all-null column) is scored; a value the type cannot hold is refused by MLflow,
     and its error is raised again with the reason first (:func:`describe_serving_error`).
@@ -34,7 +34,7 @@ def predict_probability(model: Any, frame: pd.DataFrame) -> Any:
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import ErrorCode
 
-    from training.serving import as_model_input
+    from training.api import as_model_input
 
     schema = model.metadata.get_input_schema()
     if schema is not None:

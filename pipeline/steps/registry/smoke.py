@@ -34,7 +34,7 @@ from pipeline.steps.registry.scoring import describe_serving_error, predict_prob
 if TYPE_CHECKING:
     import pandas as pd
 
-    from training.data.spec import ColumnSpec, DatasetSpec
+    from training.api import ColumnSpec, DatasetSpec
 
 __all__ = ["UNSEEN", "SmokeResult", "serving_smoke_test", "synthetic_batch"]
 

@@ -17,21 +17,21 @@ from typing import TYPE_CHECKING
 
 from pipeline.base.tracking import mlflow_uris
 from pipeline.steps.registry.aliases import RegistryError
-from training.locations import PROJECT_ROOT
+from training.api import PROJECT_ROOT
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-    from training.data.spec import DatasetSpec
+    from training.api import DatasetSpec
 
 __all__ = ["RegisteredVersion", "ensure_model", "register_candidate"]
 
 log = logging.getLogger(__name__)
 
-MODEL_CODE = PROJECT_ROOT / "training" / "mlflow_model.py"
-TRAINING_CODE = MODEL_CODE.parent
+MODEL_CODE = PROJECT_ROOT / "training" / "model" / "mlflow_model.py"
+TRAINING_CODE = PROJECT_ROOT / "training"  # the package travels with the model (code_paths)
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def _log_model(
     import mlflow
     import pandas as pd
 
-    from training.serving import Scorer, as_model_input, model_signature
+    from training.api import Scorer, as_model_input, model_signature
 
     scorer = Scorer.from_files(checkpoints)
     # the signature comes from the spec's roles (kept in the preprocessing), never from

@@ -25,8 +25,7 @@ from pipeline.base.sections_tune import TUNABLE, TuneConfig
 if TYPE_CHECKING:
     import optuna
 
-    from training.config import TrainConfig
-    from training.hooks import CycleEndEvent
+    from training.api import CycleEndEvent, TrainConfig
 
 __all__ = ["CyclePruner", "TuneError", "build_pruner", "build_sampler", "check_space", "suggest"]
 

@@ -39,8 +39,7 @@ if TYPE_CHECKING:
     import optuna
     from mlflow import MlflowClient
 
-    from training.config import TrainConfig
-    from training.results import TrainResult
+    from training.api import TrainConfig, TrainResult
 
 __all__ = [
     "StudySummary",

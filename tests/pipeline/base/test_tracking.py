@@ -52,8 +52,8 @@ def test_registering_needs_no_global_tracking_uri(
     in-process: MLflow's registry store then resolves the logged model through the
     *global* tracking URI (./mlflow.db here); registration must not depend on it."""
     from tests.training.helpers import TINY
-    from training.config import load_config
-    from training.trainer import Trainer
+    from training.config.train import load_config
+    from training.engine.trainer import Trainer
 
     uri = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
     (tmp_path / "home").mkdir()

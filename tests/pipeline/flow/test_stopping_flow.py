@@ -19,10 +19,10 @@ from pipeline.flow.retrain import pod_command, train_config
 from pipeline.steps.registry.health import run_health
 from tests.pipeline.flow.retrain_support import plan, retrain_env, window
 from tests.training.helpers import TINY
-from training.cli import _load_train_config, build_parser
-from training.config import load_config
+from training.cli.main import _load_train_config, build_parser
+from training.config.train import load_config
+from training.engine.trainer import Trainer
 from training.results import TrainResult
-from training.trainer import Trainer
 
 STOP = ["stopping.enabled=true", "stopping.min_delta=0.5", "stopping.patience=1"]
 

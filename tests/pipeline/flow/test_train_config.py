@@ -9,7 +9,7 @@ import pytest
 from pipeline.base.config import resolve_path
 from pipeline.flow.retrain import pod_command, train_config
 from tests.pipeline.flow.retrain_support import plan, retrain_env, window
-from training.cli import _load_train_config, build_parser
+from training.cli.main import _load_train_config, build_parser
 
 
 def test_the_pipelines_artifact_location_reaches_the_job(

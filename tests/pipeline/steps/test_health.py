@@ -11,7 +11,7 @@ from mlflow.entities import Metric
 from pipeline.steps.registry.health import HEALTH_TAG, run_health
 from tests.training.helpers import TINY
 from training import api
-from training.config import load_config
+from training.config.train import load_config
 from training.results import TrainResult
 
 

@@ -46,7 +46,7 @@ from pipeline.steps.registry.smoke import UNSEEN, synthetic_batch
 from pipeline.steps.registry.versions import MODEL_CODE, TRAINING_CODE
 from tests.pipeline.cli_support import clear_pipeline_env
 from training.data.spec import DatasetSpec, load_spec
-from training.serving import Scorer
+from training.model.serving import Scorer
 
 GRADES = ["A", "B", "C", "D", "E"]
 SPEC_YAML = {
@@ -208,8 +208,8 @@ class Env:
 @pytest.fixture(scope="module")
 def loans_run(mlflow_server: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One training run of the real job on 3,000 loans whose ``region`` is all null."""
-    from training.config import load_config as train_config
-    from training.trainer import Trainer
+    from training.config.train import load_config as train_config
+    from training.engine.trainer import Trainer
 
     folder = tmp_path_factory.mktemp("loans")
     spec_path = write_spec(folder)

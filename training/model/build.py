@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from training.model import TabularMLP
+from training.model.network import TabularMLP
 
 if TYPE_CHECKING:
-    from training.config import ModelConfig, OptimConfig
+    from training.config.train import ModelConfig, OptimConfig
     from training.data.preprocess import Preprocessor
 
 __all__ = ["build_model", "build_optimizer"]

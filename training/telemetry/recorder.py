@@ -112,7 +112,7 @@ class Telemetry:
             self._append_file([r for r in pending if r[0] > last_file])
         if not self._tracking_uri:
             return
-        package_root = str(Path(__file__).resolve().parent.parent)
+        package_root = str(Path(__file__).resolve().parents[2])  # the folder that holds training/
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(
@@ -123,7 +123,7 @@ class Telemetry:
             [
                 sys.executable,
                 "-m",
-                "training.telemetry_sender",
+                "training.telemetry.sender",
                 str(os.getpid()),
                 str(self._max_wait_s),
             ],

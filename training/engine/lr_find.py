@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.build import build_model, build_optimizer
-from training.config import TrainConfig
+from training.config.train import TrainConfig
 from training.data.dataset import prepare_for
 from training.data.spec import DataError, load_spec
+from training.model.build import build_model, build_optimizer
 
 
 @dataclass(frozen=True)

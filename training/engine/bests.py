@@ -13,8 +13,8 @@ from dataclasses import asdict
 
 import numpy as np
 
-from training.metrics import log_loss, roc_auc
-from training.nan_guard import LoopState
+from training.engine.metrics import log_loss, roc_auc
+from training.engine.nan_guard import LoopState
 from training.results import CycleBest
 
 __all__ = ["CycleBests", "metrics_from_logits"]

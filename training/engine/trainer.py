@@ -1,10 +1,10 @@
 """The training job: cosine-scheduled, resumable, best checkpoint per cycle.
 
-:class:`Trainer` composes the parts: :class:`~training.runtime.Runtime` (device,
-AMP, seeds), :class:`~training.loop.StepRunner` (one optimizer step, no host sync
-on accelerators), :class:`~training.nan_guard.NanGuard` (non-finite steps and
-rollbacks), :class:`~training.bests.CycleBests` (one best checkpoint per cycle),
-the checkpoint payloads of :mod:`training.payload`, telemetry (MLflow and
+:class:`Trainer` composes the parts: :class:`~training.engine.runtime.Runtime` (device,
+AMP, seeds), :class:`~training.engine.loop.StepRunner` (one optimizer step, no host sync
+on accelerators), :class:`~training.engine.nan_guard.NanGuard` (non-finite steps and
+rollbacks), :class:`~training.engine.bests.CycleBests` (one best checkpoint per cycle),
+the checkpoint payloads of :mod:`training.checkpoint.payload`, telemetry (MLflow and
 ``metrics.jsonl``), the cost meter, progress, and the checkpoint hooks (the
 Pushgateway). The loop steps the cosine schedule once per optimizer step; every
 ``nan_guard.check_every_steps`` steps (and before evaluations and checkpoints)
@@ -26,35 +26,35 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from training.bests import CycleBests, metrics_from_logits
-from training.build import build_model, build_optimizer
-from training.checkpoint import CheckpointError, fault_point, save_checkpoint
-from training.config import TrainConfig
-from training.cost import CostMeter
+from training.checkpoint.files import CheckpointError, fault_point, save_checkpoint
+from training.checkpoint.payload import BestPayload, Identity, LastPayload
+from training.config.locations import code_revision
+from training.config.train import TrainConfig
 from training.data.dataset import PreparedData, prepare_for
 from training.data.preprocess import Preprocessor
 from training.data.spec import DataError, DatasetSpec, load_spec
-from training.distributed import DistContext
-from training.hooks import CheckpointEvent, CheckpointHook, CycleEndEvent, CycleHook
-from training.locations import code_revision
-from training.loop import StepRecord, StepRunner
-from training.nan_guard import LoopState, NanGuard, TrainingDiverged, diverged_tags
-from training.payload import BestPayload, Identity, LastPayload
-from training.progress import Progress
-from training.results import CycleBest, TrainResult
-from training.resume import last_payload, load_last, restore, resume_point
-from training.run_info import open_telemetry, publish, run_params, run_tags
-from training.runtime import Runtime
+from training.engine.bests import CycleBests, metrics_from_logits
+from training.engine.distributed import DistContext
+from training.engine.loop import StepRecord, StepRunner
+from training.engine.nan_guard import LoopState, NanGuard, TrainingDiverged, diverged_tags
+from training.engine.resume import last_payload, load_last, restore, resume_point
+from training.engine.run_info import open_telemetry, publish, run_params, run_tags
+from training.engine.runtime import Runtime
+from training.engine.stopping import StopRule, StopState, summarize
+from training.model.build import build_model, build_optimizer
+from training.results import CheckpointEvent, CycleBest, CycleEndEvent, TrainResult
 from training.schedule import CosineAnnealingScheduler
-from training.stopping import StopRule, StopState, summarize
+from training.telemetry.cost import CostMeter
+from training.telemetry.progress import Progress
 
-__all__ = ["EXIT_PREEMPTED", "TrainResult", "Trainer", "TrainingDiverged"]
+if TYPE_CHECKING:
+    from training.results import CheckpointHook, CycleHook
+
+__all__ = ["Trainer"]
 
 log = logging.getLogger(__name__)
-
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM after a checkpoint; retry resumes
 
 
 class Trainer:
@@ -74,7 +74,7 @@ class Trainer:
         self.ctx = ctx or DistContext()
         self._data, self._spec = data, spec
         if hooks is None:
-            from training.pushgateway import ProgressPusher
+            from training.telemetry.pushgateway import ProgressPusher
 
             hooks = [ProgressPusher(config)]
         self.hooks, self.cycle_hooks = list(hooks), list(cycle_hooks)

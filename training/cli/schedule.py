@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
-from training.locations import DEFAULT_HOME
+from training.cli import UsageError
+from training.config.locations import DEFAULT_HOME
+from training.config.text import read_yaml
 from training.schedule import CosineSchedule
-from training.usage import UsageError
-from training.yaml_file import read_yaml
 
 __all__ = ["add_schedule_parser", "cmd_schedule"]
 
@@ -127,7 +127,7 @@ def _run_schedule(args: argparse.Namespace) -> CosineSchedule:
     """The schedule a ``train`` run of this config builds: the config read as ``train``
     reads it (every form: epochs, ``--set``), its steps per epoch from the data as the
     job prepares it (unless ``--steps-per-epoch``), so the fingerprint is the run's."""
-    from training.config import ConfigError, load_config
+    from training.config.train import ConfigError, load_config
 
     overrides = list(args.set or [])
     for name in [*_SCHEDULE_FIELDS, *_EPOCH_FIELDS]:
@@ -210,7 +210,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         print(f"fingerprint: {schedule.fingerprint()[:16]}")
 
     if not args.no_png:
-        from training.plots import plot_schedule  # matplotlib only when drawing
+        from training.telemetry.plots import plot_schedule  # matplotlib only when drawing
 
         png = plot_schedule(schedule, total, args.png, log_scale=args.log)
         print(f"wrote {png}", file=sys.stderr)

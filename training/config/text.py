@@ -1,18 +1,32 @@
-"""The text around the training config: ``--set`` items in, error lines out.
+"""The text a person writes around a config: YAML files and ``--set`` items in,
+error lines out.
 
-Split from :mod:`training.config` (the models): parsing one ``key.sub=value``
-item, and turning a pydantic ``ValidationError`` into one ``field.path: what is
-wrong`` line per error, naming a section's valid fields for a typo.
+Reading a YAML file with one message for each way it can be wrong (the training
+config, the pipeline's config, a dataset spec); parsing one ``key.sub=value`` item;
+turning a pydantic ``ValidationError`` into one ``field.path: what is wrong`` line
+per error, naming a section's valid fields for a typo.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
+
+
+def read_yaml(path: Path, what: str, error: type[Exception]) -> Any:
+    """The content of ``path``; a missing file or invalid YAML raises ``error`` with
+    one line naming ``what`` (e.g. "config file") and the path."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path} is not valid YAML: {exc}") from None
 
 
 class ConfigError(ValueError):

@@ -17,12 +17,11 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from training.config_schedule import LENGTHS, ScheduleConfig
-from training.config_schedule import ConfigSection as _Section
-from training.config_text import ConfigError, describe_errors, parse_override, set_dotted
-from training.locations import DEFAULT_HOME
+from training.config.locations import DEFAULT_HOME
+from training.config.schedule import LENGTHS, ScheduleConfig
+from training.config.schedule import ConfigSection as _Section
+from training.config.text import ConfigError, describe_errors, parse_override, read_yaml, set_dotted
 from training.schedule import PlateauRule
-from training.yaml_file import read_yaml
 
 __all__ = ["ConfigError", "ScheduleConfig", "TrainConfig", "load_config", "parse_override"]
 
@@ -156,7 +155,7 @@ class PlateauConfig(_Section):
 
 
 class StoppingConfig(_Section):
-    """Cycle-aware stopping (training/stopping.py): at a cycle end, start no further cycle
+    """Cycle-aware stopping (training/engine/stopping.py): at a cycle end, start no further cycle
     after ``patience`` cycles in a row whose best did not beat the best so far."""
 
     enabled: bool = Field(False, description="stop at a cycle end when later cycles stop winning")
@@ -241,7 +240,7 @@ class MlflowConfig(_Section):
 
 
 class PushgatewayConfig(_Section):
-    """Optional Prometheus Pushgateway for live run metrics (training/pushgateway.py)."""
+    """Optional Prometheus Pushgateway for live run metrics (training/telemetry/pushgateway.py)."""
 
     url: str | None = Field(
         None,

@@ -1,6 +1,6 @@
 """What is inside a checkpoint: a typed, versioned mapping, loaded strictly.
 
-Two kinds (:mod:`training.checkpoint` is the file format around them):
+Two kinds (:mod:`training.checkpoint.files` is the file format around them):
 
 - ``last`` (:class:`LastPayload`): everything to resume the run exactly: model,
   optimizer, scheduler, grad scaler, RNG states, the loop's counters and the
@@ -11,11 +11,11 @@ Two kinds (:mod:`training.checkpoint` is the file format around them):
 Both carry the run's identity (:class:`Identity`: the config's definition and its
 hash, the data fingerprint, the model signature, the spec, the preprocessing).
 ``from_mapping`` is strict, as Lightning Fabric's loading is: a missing or an
-unknown key is a :class:`~training.checkpoint.CheckpointError` that names it, so
+unknown key is a :class:`~training.checkpoint.files.CheckpointError` that names it, so
 a checkpoint of another kind, version or program is refused before use.
 
 Versions: 2 added ``LastPayload.stopping`` (the cycle-aware stopping rule's state,
-:mod:`training.stopping`). A version-1 checkpoint still loads: a ``best`` one is
+:mod:`training.engine.stopping`). A version-1 checkpoint still loads: a ``best`` one is
 unchanged, a ``last`` one is migrated with ``stopping=None`` (the trainer rebuilds
 the state by replaying the rule over the checkpoint's closed cycles). A version
 this job does not know is refused with the version named.
@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from training.checkpoint import CheckpointError, load_checkpoint
+from training.checkpoint.files import CheckpointError, load_checkpoint
 
 __all__ = ["PAYLOAD_VERSION", "BestPayload", "Identity", "LastPayload", "load_payload"]
 
@@ -117,9 +117,9 @@ class LastPayload(_Payload):
     scheduler: dict[str, Any]
     scaler: dict[str, Any] | None
     rng: dict[str, Any]
-    trainer: dict[str, Any]  # the loop's counters (training.nan_guard.LoopState)
+    trainer: dict[str, Any]  # the loop's counters (training.engine.nan_guard.LoopState)
     telemetry_pending: list[Any]
-    # the stopping rule's state (training.stopping.StopState.to_dict); None: migrated
+    # the stopping rule's state (training.engine.stopping.StopState.to_dict); None: migrated
     # from version 1, rebuilt from the closed cycles
     stopping: dict[str, Any] | None
 

@@ -7,22 +7,22 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.atomic import atomic_write_text
-from training.locations import artifact_location, code_revision, tracking_uri
-from training.telemetry import Telemetry, read_metrics
+from training.checkpoint.atomic import atomic_write_text
+from training.config.locations import artifact_location, code_revision, tracking_uri
+from training.telemetry.recorder import Telemetry, read_metrics
 
 if TYPE_CHECKING:
-    from training.config import TrainConfig
+    from training.config.train import TrainConfig
     from training.data.dataset import PreparedData
     from training.data.spec import DatasetSpec
-    from training.nan_guard import LoopState
+    from training.engine.nan_guard import LoopState
+    from training.engine.runtime import Runtime
     from training.results import TrainResult
-    from training.runtime import Runtime
     from training.schedule import CosineSchedule
 
 __all__ = ["cycle_ends", "open_telemetry", "plot_curves", "publish", "run_params", "run_tags"]
 
-log = logging.getLogger("training.trainer")
+log = logging.getLogger("training.engine.trainer")
 
 
 def run_tags(
@@ -84,7 +84,7 @@ def plot_curves(
     stop_step: int | None = None,
 ) -> Path | None:
     """The run's lr trace with its cycle boundaries, losses and validation curves."""
-    from training.plots import plot_training_curves
+    from training.telemetry.plots import plot_training_curves
 
     steps = [r for r in records if "lr" in r]
     if not steps:

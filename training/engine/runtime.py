@@ -11,8 +11,8 @@ import torch
 from training.data.spec import DataError
 
 if TYPE_CHECKING:
-    from training.config import RuntimeConfig
-    from training.distributed import DistContext
+    from training.config.train import RuntimeConfig
+    from training.engine.distributed import DistContext
 
 __all__ = ["Runtime"]
 

@@ -16,19 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from training.checkpoint import CheckpointError, load_latest
-from training.config import TrainConfig, diff_definitions
-from training.nan_guard import LoopState
-from training.payload import Identity, LastPayload
+from training.checkpoint.files import CheckpointError, load_latest
+from training.checkpoint.payload import Identity, LastPayload
+from training.config.train import TrainConfig, diff_definitions
+from training.engine.nan_guard import LoopState
 from training.schedule import ScheduleMismatchError
 
 if TYPE_CHECKING:
-    from training.loop import StepRunner
+    from training.engine.loop import StepRunner
     from training.schedule import CosineAnnealingScheduler
 
 __all__ = ["last_payload", "load_last", "restore", "resume_point"]
 
-log = logging.getLogger("training.trainer")
+log = logging.getLogger("training.engine.trainer")
 
 
 def load_last(path: Path) -> tuple[LastPayload, Path]:

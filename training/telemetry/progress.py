@@ -8,7 +8,7 @@ from typing import Any
 
 __all__ = ["Progress"]
 
-log = logging.getLogger("training.trainer")
+log = logging.getLogger("training.engine.trainer")
 
 
 class Progress:

@@ -3,6 +3,6 @@ into the model and runs it at load time; the checkpoints are the model's artifac
 
 import mlflow
 
-from training.serving import TabularPyfunc
+from training.model.serving import TabularPyfunc
 
 mlflow.models.set_model(TabularPyfunc())

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.cli_schedule import add_schedule_parser, cmd_schedule
-from training.locations import DEFAULT_HOME
+from training.cli import EXIT_PREEMPTED, UsageError
+from training.cli.schedule import add_schedule_parser, cmd_schedule
+from training.config.locations import DEFAULT_HOME
 from training.schedule import ScheduleError
-from training.usage import UsageError
 
 __all__ = ["UsageError", "build_parser", "main"]
 
@@ -36,7 +36,7 @@ log = logging.getLogger("training")
 
 
 def _load_train_config(args: argparse.Namespace) -> Any:
-    from training.config import load_config
+    from training.config.train import load_config
 
     overrides = list(args.set or [])
     if getattr(args, "run_name", None) is not None:
@@ -58,9 +58,8 @@ def _load_train_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from training import api
-    from training.distributed import init_from_env, shutdown
-    from training.nan_guard import TrainingDiverged
-    from training.trainer import EXIT_PREEMPTED
+    from training.engine.distributed import init_from_env, shutdown
+    from training.engine.nan_guard import TrainingDiverged
 
     config = _load_train_config(args)
     if (args.resume or args.resume_if_present) and not config.run_name:
@@ -143,7 +142,7 @@ def _add_train_parser(sub: Any) -> None:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    from training.lr_find import lr_find
+    from training.engine.lr_find import lr_find
 
     config = _load_train_config(args)
     result = lr_find(
@@ -230,8 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("alembic", "mlflow", "urllib3", "botocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from training.checkpoint import CheckpointError
-    from training.config import ConfigError
+    from training.checkpoint.files import CheckpointError
+    from training.config.train import ConfigError
     from training.data.spec import DataError
 
     try:

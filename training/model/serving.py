@@ -6,9 +6,9 @@ mean of its members'). Each checkpoint carries its preprocessing state and the
 model's signature, so scoring applies exactly the transforms of training.
 
 :class:`TabularPyfunc` is the MLflow ``python_function`` model the registry
-logs ("models from code": ``training/mlflow_model.py`` is the model's code,
+logs ("models from code": ``training/model/mlflow_model.py`` is the model's code,
 the checkpoints are its artifacts, and nothing is pickled). Loading goes
-through :func:`training.checkpoint.load_checkpoint`, i.e. checksum first and
+through :func:`training.checkpoint.files.load_checkpoint`, i.e. checksum first and
 ``torch.load(weights_only=True)``.
 """
 
@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from training.checkpoint import CheckpointError, load_checkpoint
+from training.checkpoint.files import CheckpointError, load_checkpoint
 from training.data.preprocess import Preprocessor
 from training.data.spec import as_double, categories_as_str
-from training.model import TabularMLP
+from training.model.network import TabularMLP
 
 PROBABILITY = "probability"
 STRING, DOUBLE = "string", "double"

@@ -29,11 +29,11 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from training.checkpoint import CheckpointError
+from training.checkpoint.files import CheckpointError
 from training.results import CycleBest, StoppingSummary
 
 if TYPE_CHECKING:
-    from training.config import StoppingConfig
+    from training.config.train import StoppingConfig
     from training.schedule import CosineSchedule
 
 __all__ = ["STATE_VERSION", "CycleDecision", "StopRule", "StopState", "summarize"]

@@ -1,6 +1,6 @@
-"""The MLflow sender process of :mod:`training.telemetry`.
+"""The MLflow sender process of :mod:`training.telemetry.recorder`.
 
-``python -m training.telemetry_sender PARENT_PID`` reads one JSON message per
+``python -m training.telemetry.sender PARENT_PID`` reads one JSON message per
 line on stdin (``["start", {...}]``, ``["metrics", [...]]``, ``["tags", {...}]``,
 ``["artifact", [path, dir]]``, ``["finish", status]``) and answers on stdout
 (``["run_id", id]``, ``["done", failed_calls]``). It owns the MLflow client, runs
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.telemetry import (
+from training.telemetry.recorder import (
     MAX_METRICS_PER_CALL,
     MAX_PARAMS_PER_CALL,
     RUN_KEY_TAG,
@@ -29,7 +29,7 @@ from training.telemetry import (
     read_metrics,
 )
 
-log = logging.getLogger("training.telemetry")
+log = logging.getLogger("training.telemetry.recorder")
 
 
 def _die_with_parent(parent: int) -> None:

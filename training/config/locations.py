@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 DEFAULT_HOME = Path(".cosine-retrain")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # training/config/locations.py
 
 
 def tracking_uri(configured: str | None, home: str | os.PathLike[str]) -> str:

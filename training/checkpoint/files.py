@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from training.atomic import atomic_writer
+from training.checkpoint.atomic import atomic_writer
 
 MAGIC = b"COSINE-RETRAIN-CKPT\n"
 FORMAT = "cosine-retrain/checkpoint/v1"

@@ -53,8 +53,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from training.config import TrainConfig
-    from training.hooks import CheckpointEvent
+    from training.config.train import TrainConfig
+    from training.results import CheckpointEvent
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ DEFAULT_TIMEOUT_S = 2.0
 RETRY_AFTER_S = 30.0  # after a failed push, leave that URL alone this long
 
 PREFIX = "cosine_retrain_"
-# Telemetry key (MLflow name, training/telemetry.py) -> the pushed gauge.
+# Telemetry key (MLflow name, training/telemetry/recorder.py) -> the pushed gauge.
 FROM_TELEMETRY = {
     "lr": "cosine_retrain_lr",
     "train_loss": "cosine_retrain_train_loss",
@@ -368,7 +368,7 @@ def push_progress(
 
 
 class ProgressPusher:
-    """The trainer's checkpoint hook (:mod:`training.hooks`): the run's latest values to
+    """The trainer's checkpoint hook (:mod:`training.results`): the run's latest values to
     the Pushgateway, queued (returns at once; nothing without a configured URL)."""
 
     def __init__(self, config: TrainConfig) -> None:

@@ -1,6 +1,6 @@
 """The NaN guard: count non-finite steps, and decide when to roll the run back.
 
-A non-finite step is skipped where it happens (:mod:`training.loop`); this counts
+A non-finite step is skipped where it happens (:mod:`training.engine.loop`); this counts
 them once per window, when the window's values reach the host, and records each
 step's telemetry. ``nan_guard.max_consecutive`` bad steps in a row ask for a
 rollback: the run returns to its last good checkpoint with the peak rate lowered
@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from training.loop import StepRecord
+from training.engine.loop import StepRecord
 
 if TYPE_CHECKING:
-    from training.config import NanGuardConfig
+    from training.config.train import NanGuardConfig
 
 __all__ = ["DIVERGED_TAG", "LoopState", "NanGuard", "TrainingDiverged", "diverged_tags"]
 

@@ -5,7 +5,7 @@ position in it), forward/backward over the micro-batches (DDP syncs gradients
 only on the last), clip, decide whether the step is finite, let the optimizer
 apply or skip it. The loss, gradient norm and skip flag are returned as a
 :class:`StepRecord`: host values on the CPU (reading a CPU tensor is no sync),
-device tensors on an accelerator, which :class:`training.nan_guard.NanGuard`
+device tensors on an accelerator, which :class:`training.engine.nan_guard.NanGuard`
 copies to the host once per window, the only place the loop waits for the device.
 """
 
@@ -20,14 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from training.checkpoint import fault_point
+from training.checkpoint.files import fault_point
 
 if TYPE_CHECKING:
-    from training.config import TrainConfig
+    from training.config.train import TrainConfig
     from training.data.dataset import PreparedData
-    from training.distributed import DistContext
-    from training.model import TabularMLP
-    from training.runtime import Runtime
+    from training.engine.distributed import DistContext
+    from training.engine.runtime import Runtime
+    from training.model.network import TabularMLP
     from training.schedule import CosineAnnealingScheduler
 
 __all__ = ["StepRecord", "StepRunner"]
