@@ -15,7 +15,7 @@ and :func:`load_config` is the one parser (:mod:`training.config.updates`).
 A lazy map, as ``airflow.sdk`` is: ``from training.api import DatasetSpec`` imports
 the module that defines it on first use and nothing else, so the door costs nothing
 to a DAG file or a task that needs one name (torch comes with the names that need
-it: :func:`train`, :class:`Scorer`, :class:`TrainingDiverged`...). The pipeline
+it: :func:`train`, :class:`Scorer`...). The pipeline
 imports nothing of training/ but this module (.importlinter, "One door").
 """
 
@@ -38,6 +38,7 @@ _HOME = {
     ),
     "training.engine.run": ("finished", "has_checkpoint", "run_dir", "train"),
     "training.results": (
+        "DIVERGED_TAG",
         "REGISTRABLE",
         "CycleBest",
         "CycleEndEvent",
@@ -45,6 +46,7 @@ _HOME = {
         "ResultError",
         "StoppingSummary",
         "TrainResult",
+        "TrainingDiverged",
     ),
     "training.data.spec": (
         "ColumnSpec",
@@ -59,7 +61,6 @@ _HOME = {
     "training.checkpoint.files": ("CheckpointError",),
     "training.checkpoint.payload": ("BestPayload",),
     "training.engine.metrics": ("log_loss", "roc_auc"),
-    "training.engine.nan_guard": ("DIVERGED_TAG", "TrainingDiverged"),
     "training.engine.distributed": ("DistContext",),
     "training.model.serving": ("Scorer", "as_model_input", "model_signature"),
     "training.telemetry.health": ("Finding", "HealthThresholds", "diagnose"),

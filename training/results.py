@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 __all__ = [
+    "DIVERGED_TAG",
     "REGISTRABLE",
     "CheckpointEvent",
     "CheckpointHook",
@@ -39,16 +40,27 @@ __all__ = [
     "ResultError",
     "StoppingSummary",
     "TrainResult",
+    "TrainingDiverged",
 ]
 
 Status = Literal["completed", "budget_exhausted", "preempted", "pruned"]  # pruned: a cycle hook
 REGISTRABLE = ("completed", "budget_exhausted")  # runs whose cycle bests may be registered
+# read as a field of a pydantic model (pydantic's config of a dataclass): no unknown keys
+STRICT = {"extra": "forbid"}
 
 T = TypeVar("T")
 
 
 class ResultError(ValueError):
     """A result file is missing, not JSON, or not a result of this job."""
+
+
+class TrainingDiverged(RuntimeError):
+    """Non-finite steps persisted through every allowed rollback (the NaN guard's verdict;
+    the run ends without a result, its MLflow run tagged :data:`DIVERGED_TAG`)."""
+
+
+DIVERGED_TAG = "failure"  # its value "diverged" on the MLflow run of a diverged job
 
 
 def _strict(cls: type[T], data: Any, what: str) -> T:
@@ -74,6 +86,8 @@ def _strict(cls: type[T], data: Any, what: str) -> T:
 class CycleBest:
     """The best evaluation of one cosine cycle and its checkpoint (``final``: the
     cycle ended, so this is the cycle's best for good)."""
+
+    __pydantic_config__ = STRICT
 
     cycle: int
     step: int
@@ -101,6 +115,8 @@ class StoppingSummary:
     decided: one decision per closed cycle, and what a stop saved. ``usd_saved`` is
     ``steps_saved`` at the run's own average cost per step (``usd_per_step``);
     ``losing_cycles``: the cycles without a win that made the run stop."""
+
+    __pydantic_config__ = STRICT
 
     enabled: bool
     stopped: bool
@@ -136,6 +152,11 @@ class StoppingSummary:
 
 @dataclass(frozen=True)
 class TrainResult:
+    """What a finished run says about itself (``result.json``); :meth:`load` reads it
+    strictly, and so does a pydantic model that holds one (the pipeline's XCom)."""
+
+    __pydantic_config__ = STRICT
+
     status: Status
     stop_reason: str
     run_name: str

@@ -34,8 +34,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from training.checkpoint.atomic import atomic_writer
 
 MAGIC = b"COSINE-RETRAIN-CKPT\n"
@@ -104,6 +102,8 @@ def save_checkpoint(
     ``keep_previous``: the current file becomes ``<name>.prev`` just before the new
     one is renamed into place (both durable: the data is fsynced first).
     """
+    import torch  # here, not above: CheckpointError is caught where no torch is needed
+
     path = Path(path)
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **payload}, buffer)
@@ -179,6 +179,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"modified): the header says sha256 {digest[:16]}..., the {len(data)} payload "
             f"bytes hash to {actual[:16]}..."
         )
+    import torch
+
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # the checksum matched, so this is a foreign or unsafe payload

@@ -18,18 +18,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from training.engine.loop import StepRecord
+from training.results import DIVERGED_TAG, TrainingDiverged
 
 if TYPE_CHECKING:
     from training.config.train import NanGuardConfig
 
 __all__ = ["DIVERGED_TAG", "LoopState", "NanGuard", "TrainingDiverged", "diverged_tags"]
-
-
-class TrainingDiverged(RuntimeError):
-    """Non-finite steps persisted through every allowed rollback."""
-
-
-DIVERGED_TAG = "failure"  # its value "diverged" on the MLflow run of a diverged job
 
 
 def diverged_tags(exc: TrainingDiverged, state: LoopState) -> dict[str, str]:
