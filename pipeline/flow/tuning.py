@@ -27,25 +27,36 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import yaml
 
 from pipeline.base import tracking
 from pipeline.base.config import resolve_path
+from pipeline.base.layout import committed_versions, labelled_batches
 from pipeline.base.sections_tune import TuneConfig
 from pipeline.flow.env import Env
 from pipeline.flow.records import BatchVersions, Plan, Record
+from pipeline.flow.retrain import export_window
+from pipeline.steps.tuning.configs import (
+    Verdict,
+    file_sha256,
+    read_verdict,
+    read_version,
+    train_config_path,
+    tuned_versions,
+    write_verdict,
+    write_version,
+)
 from pipeline.steps.tuning.space import TuneError, check_space
 from pipeline.steps.tuning.study import StudySummary, TuneInterrupted, log_study, run_study
-
-if TYPE_CHECKING:
-    from pipeline.steps.tuning.configs import Verdict
-    from training.api import TrainConfig, TrainResult
+from training import api
+from training.api import TrainConfig, TrainResult
 
 __all__ = [
     "StudySummary",
     "TuneError",
     "TuneSummary",
-    "VerdictSummary",
     "judge",
     "storage_url",
     "tune",
@@ -55,26 +66,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class VerdictSummary(Record):
-    version: int
-    adopted: bool
-    tuned_auc: float
-    current_auc: float
-    current: str
-    reason: str
-
-    @classmethod
-    def of(cls, verdict: Verdict) -> VerdictSummary:
-        """The stored verdict's fields that the flow reports."""
-        return cls(**{name: getattr(verdict, name) for name in cls.model_fields})
-
-
 class TuneSummary(Record):
     study: StudySummary
     window: list[str]
     holdout: list[str]
     version: int | None
-    verdict: VerdictSummary | None
+    verdict: Verdict | None  # the held-out verdict as stored beside the version
 
 
 # ------------------------------------------------------------------------------ settings
@@ -95,8 +92,6 @@ def study_name(env: Env) -> str:
 def base_config_path(env: Env) -> Path:
     """The config the study starts from and the verdict compares with: what a retrain
     uses now (the adopted tuned version, else ``retrain.train_config``)."""
-    from pipeline.steps.tuning.configs import train_config_path
-
     shipped = resolve_path(env.config.retrain.train_config)
     return train_config_path(env.store, env.dataset, shipped, env.home)
 
@@ -109,8 +104,6 @@ def tune_windows(
 ) -> tuple[list[str], list[str]]:
     """(tuning window, held-out window): as given, else the latest ``holdout_batches``
     labelled batches held out and the ``window_batches`` before them tuned on."""
-    from pipeline.base.layout import labelled_batches
-
     t = env.config.tune
     batches = labelled_batches(env.store, env.dataset)
     for given in (window or [], holdout or []):
@@ -130,9 +123,6 @@ def tune_windows(
 
 
 def _export(env: Env, batches: list[str], run_name: str) -> dict[str, str]:
-    from pipeline.base.layout import committed_versions
-    from pipeline.flow.retrain import export_window
-
     versions = {
         b: BatchVersions(
             features=committed_versions(env.store, env.dataset, b)[-1],
@@ -171,13 +161,10 @@ def judge(
     holdout: list[str],
     parent: str | None,
     experiment: str,
-) -> VerdictSummary:
+) -> Verdict:
     """Train the config in use (``current``) and the tuned one on the held-out window
     (same seed, same data); adopt the tuned one only when it wins by more than
     ``tune.adopt_min_gain``. The verdict is written beside the version, adopted or not."""
-    from pipeline.steps.tuning.configs import Verdict, write_verdict
-    from training import api
-
     results: dict[str, TrainResult] = {}
     for which, path in (("current", current), ("tuned", tuned)):
         updates = {
@@ -220,7 +207,7 @@ def judge(
     )
     write_verdict(env.store, env.dataset, verdict)
     log.info("tuned config verdict: %s", reason)
-    return VerdictSummary.of(verdict)
+    return verdict
 
 
 def _mlflow_updates(
@@ -251,15 +238,6 @@ def tune(
 ) -> TuneSummary:
     """Study, versioned config, verdict (the module's steps 1-4); safe to run again
     after a kill: each step continues or returns what it already wrote."""
-    from pipeline.steps.tuning.configs import (
-        file_sha256,
-        read_verdict,
-        read_version,
-        tuned_versions,
-        write_version,
-    )
-    from training import api
-
     settings = env.config.tune
     if n_trials is not None:
         settings = TuneConfig.model_validate({**settings.model_dump(), "n_trials": n_trials})
@@ -315,7 +293,7 @@ def tune(
         env.store.get_file(f"tuning/{env.dataset}/v{version}.yaml", tuned_path)
     done = read_verdict(env.store, env.dataset, version)
     if done is not None:
-        verdict = VerdictSummary.of(done)
+        verdict = done
     else:
         verdict = judge(
             env,
@@ -334,8 +312,6 @@ def tune(
 
 
 def _yaml(config: TrainConfig, study: str, trial: int, window: list[str]) -> str:
-    import yaml
-
     data = config.model_dump(mode="json", exclude={"run_name"})
     head = (
         f"# Tuned by study {study}, trial {trial}, on the window {','.join(window)}\n"

@@ -85,7 +85,7 @@ def _canary(args: argparse.Namespace, lazy: Lazy) -> int:
 
     action = args.canary_action
     if action == "score":
-        summary = monitor.scoring(lazy.env, args.batch)
+        summary = monitor.score(lazy.env, args.batch)
         emit(args, summary.describe(), asdict(summary))
         return 0
     if action == "review":

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline.base.layout import predictions_key
+from pipeline.base.records import Stored
 from pipeline.base.store import ObjectStore, check_id, get_frame, join_key, put_frame
 from pipeline.steps.canary.sequential import judge
 from pipeline.steps.canary.shadow import (
@@ -70,7 +71,10 @@ def route_to_canary(ids: Any, share: float, salt: str) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class ScoringSummary:
+class ScoringSummary(Stored):
+    """Who scored the batch: the champion, and the canary for its share of the rows
+    (or, in its shadow phase, for every row, unserved)."""
+
     dataset: str
     batch_id: str
     rows: int

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
@@ -42,6 +42,7 @@ from pipeline.base.layout import (
     quarantine_prefix,
     read_manifest,
 )
+from pipeline.base.records import Stored
 from pipeline.base.store import (
     ObjectExists,
     ObjectStore,
@@ -55,14 +56,14 @@ from pipeline.steps.landing.sources import (
     IngestError,
     Source,
     UnreadableSource,
-    _first_line,
-    _now,
-    _short,
+    first_line,
     frame_fingerprint,
     load_source,
     max_batch_rows,
     normalise,
+    now_iso,
     read_source,
+    short,
 )
 from training.api import DatasetSpec
 
@@ -72,7 +73,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchExists",
     "IngestError",
-    "IngestResult",
+    "Landed",
     "UnreadableSource",
     "flights_batch_id",
     "flights_frames",
@@ -90,10 +91,14 @@ _MONTH = re.compile(r"^(?:2013-)?(0?[1-9]|1[0-2])$")
 
 
 @dataclass(frozen=True)
-class IngestResult:
-    """What one ingest did. ``status`` is ``landed`` or ``unchanged`` (same content again)."""
+class Landed(Stored):
+    """What one ingest of features or labels did, as the flow passes it on and the
+    ingest DAG returns it. ``status`` is ``landed`` or ``unchanged`` (same content
+    again); the batch is ``dataset``/``batch_id`` ``v<version>`` (:attr:`ref`)."""
 
-    ref: BatchRef
+    dataset: str
+    batch_id: str
+    version: int
     kind: Literal["features", "labels"]
     status: Literal["landed", "unchanged"]
     rows: int
@@ -101,25 +106,36 @@ class IngestResult:
     uri: str
     message: str
 
+    @property
+    def ref(self) -> BatchRef:
+        return BatchRef(self.dataset, self.batch_id, self.version)
+
+    @classmethod
+    def at(
+        cls, ref: BatchRef, kind: Literal["features", "labels"], rows: int, digest: str,
+        uri: str, message: str,
+    ) -> Landed:  # fmt: skip
+        """A version that just landed."""
+        return cls(
+            ref.dataset, ref.batch_id, ref.version, kind, "landed", rows, digest, uri, message
+        )
+
     @classmethod
     def unchanged(
         cls, ref: BatchRef, kind: Literal["features", "labels"], manifest: dict[str, Any],
         uri: str, message: str,
-    ) -> IngestResult:  # fmt: skip
+    ) -> Landed:  # fmt: skip
         """The same content again: the stored version, found by its manifest."""
         rows, digest = int(manifest.get("rows", 0)), str(manifest["content_sha256"])
-        return cls(ref, kind, "unchanged", rows, digest, uri, message)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The batch reference's fields, then this result's own (in field order)."""
-        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "ref"}
-        return {**self.ref.as_dict(), **own}
+        return cls(
+            ref.dataset, ref.batch_id, ref.version, kind, "unchanged", rows, digest, uri, message
+        )
 
 
 # ------------------------------------------------------------------------------ landing
 
 
-def _existing(
+def existing_versions(
     store: ObjectStore, dataset: str, batch_id: str, area: str, digest: str
 ) -> tuple[list[int], int | None, dict[str, Any] | None]:
     """Committed versions in ``area`` and the one (if any) that holds the same content."""
@@ -149,7 +165,7 @@ def _quarantine_source(
         "batch": ref.as_dict(),
         "errors": [reason],
         "source": source.name,
-        "at": _now(),
+        "at": now_iso(),
     }
     put_json(store, join_key(prefix, VALIDATION), evidence)
     put_json(
@@ -160,7 +176,7 @@ def _quarantine_source(
             "kind": "features",
             "content_sha256": source.sha256,
             "source": source.name,
-            "quarantined_at": _now(),
+            "quarantined_at": now_iso(),
             "reason": reason,
         },
     )
@@ -177,17 +193,15 @@ def _land(
     *,
     new_version: bool,
     raw: Source | None = None,
-) -> IngestResult:
+) -> Landed:
     dataset = check_id(spec.name, "dataset name")
     check_id(batch_id, "batch id")
-    versions, same, manifest = _existing(store, dataset, batch_id, "batches", digest)
+    versions, same, manifest = existing_versions(store, dataset, batch_id, "batches", digest)
     if same is not None and manifest is not None:
         ref = BatchRef(dataset, batch_id, same)
         message = f"batch {ref} already holds this content (sha256 {digest[:12]}); nothing to do"
-        return IngestResult.unchanged(
-            ref, "features", manifest, store.uri(features_key(ref)), message
-        )
-    _, bad, bad_manifest = _existing(store, dataset, batch_id, "quarantine", digest)
+        return Landed.unchanged(ref, "features", manifest, store.uri(features_key(ref)), message)
+    _, bad, bad_manifest = existing_versions(store, dataset, batch_id, "quarantine", digest)
     if bad is not None and bad_manifest is not None:
         where = quarantine_prefix(BatchRef(dataset, batch_id, bad))
         raise IngestError(
@@ -211,13 +225,13 @@ def _land(
         if len(frame) == 0:
             raise UnreadableSource(
                 f"input {source_name} has a header but no rows "
-                f"(columns: {[_short(c) for c in list(frame.columns)[:8]]})"
+                f"(columns: {[short(c) for c in list(frame.columns)[:8]]})"
             )
         try:
             data = frame_to_parquet(frame)
         except Exception as exc:  # pyarrow: mixed types in one column, unsupported objects
             raise UnreadableSource(
-                f"input {source_name} cannot be stored as a table ({_first_line(exc)}); "
+                f"input {source_name} cannot be stored as a table ({first_line(exc)}); "
                 "a column probably mixes numbers and text"
             ) from None
     except UnreadableSource as exc:
@@ -235,10 +249,9 @@ def _land(
     }
     commit_version(store, ref, batch_prefix(ref), FEATURES, data, manifest)
     note = f" (new version; v{versions[-1]} is kept)" if versions else ""
-    return IngestResult(
+    return Landed.at(
         ref,
         "features",
-        "landed",
         len(frame),
         digest,
         store.uri(features_key(ref)),
@@ -254,7 +267,9 @@ def commit_version(
     key: another ingest writing the same version is an :class:`IngestError`."""
     try:
         store.put_bytes(join_key(prefix, name), data)
-        put_json(store, manifest_key(prefix), {**ref.as_dict(), **manifest, "ingested_at": _now()})
+        put_json(
+            store, manifest_key(prefix), {**ref.as_dict(), **manifest, "ingested_at": now_iso()}
+        )
     except ObjectExists:
         raise IngestError(
             f"another ingest of {ref.dataset}/{ref.batch_id} ({manifest.get('kind')}) is "
@@ -270,7 +285,7 @@ def ingest_file(
     *,
     new_version: bool = False,
     storage: StorageConfig | None = None,
-) -> IngestResult:
+) -> Landed:
     """Land a CSV or Parquet file (a path or ``s3://bucket/key``) as batch ``batch_id``."""
     check_id(batch_id, "batch id")
     source = load_source(location, storage)
@@ -294,7 +309,7 @@ def ingest_frame(
     *,
     source: str = "dataframe",
     new_version: bool = False,
-) -> IngestResult:
+) -> Landed:
     """Land an in-memory frame as batch ``batch_id`` (its content hash decides identity)."""
     return _land(
         store,
@@ -337,7 +352,7 @@ def flights_frames(spec: DatasetSpec, month: int | str) -> tuple[int, pd.DataFra
 
 def ingest_flights_month(
     store: ObjectStore, spec: DatasetSpec, month: int | str, *, new_version: bool = False
-) -> IngestResult:
+) -> Landed:
     """Land one month of the bundled 2013 flights (features only) as batch ``2013-MM``."""
     number, features, _ = flights_frames(spec, month)
     batch = flights_batch_id(number)
@@ -367,7 +382,9 @@ def quarantine_batch(store: ObjectStore, ref: BatchRef, evidence: dict[str, Any]
     put_json(store, join_key(dst, VALIDATION), evidence, overwrite=True)
     reason = "; ".join(evidence.get("errors", [])[:3]) or "failed validation"
     if not store.exists(manifest_key(dst)):
-        put_json(store, manifest_key(dst), {**manifest, "quarantined_at": _now(), "reason": reason})
+        put_json(
+            store, manifest_key(dst), {**manifest, "quarantined_at": now_iso(), "reason": reason}
+        )
     store.delete(manifest_key(src))
     for key in store.list(src):
         store.delete(key)

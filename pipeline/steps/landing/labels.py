@@ -27,9 +27,9 @@ from pipeline.base.store import (
     join_key,
 )
 from pipeline.steps.landing.ingest import (
-    IngestResult,
-    _existing,
+    Landed,
     commit_version,
+    existing_versions,
     flights_batch_id,
     flights_frames,
 )
@@ -87,7 +87,7 @@ def ingest_labels(
     *,
     source: str = "dataframe",
     new_version: bool = False,
-) -> IngestResult:
+) -> Landed:
     """Land labels for an already ingested feature batch (a separate, later step).
 
     The labels need the spec's id and target columns (0/1, no nulls, unique ids)
@@ -104,12 +104,12 @@ def ingest_labels(
         )
     labels = check_labels(labels, spec, what)
     digest = frame_fingerprint(labels)
-    versions, same, manifest = _existing(store, dataset, batch_id, "labels", digest)
+    versions, same, manifest = existing_versions(store, dataset, batch_id, "labels", digest)
     if same is not None and manifest is not None:
         ref = BatchRef(dataset, batch_id, same)
         uri = store.uri(join_key(labels_prefix(dataset, batch_id, same), LABELS))
         message = f"labels {dataset}/{batch_id} v{same} already hold this content; nothing to do"
-        return IngestResult.unchanged(ref, "labels", manifest, uri, message)
+        return Landed.unchanged(ref, "labels", manifest, uri, message)
     if versions and not new_version:
         raise BatchExists(
             f"labels for {dataset}/{batch_id} already exist (v{versions[-1]}) with different "
@@ -138,10 +138,9 @@ def ingest_labels(
     commit_version(store, ref, prefix, LABELS, frame_to_parquet(labels), manifest)
     unmatched = int((~known).sum())
     extra = f"; {unmatched:,} ids are not in the batch" if unmatched else ""
-    return IngestResult(
+    return Landed.at(
         ref,
         "labels",
-        "landed",
         len(labels),
         digest,
         store.uri(join_key(prefix, LABELS)),
@@ -157,7 +156,7 @@ def ingest_labels_file(
     *,
     new_version: bool = False,
     storage: Any = None,
-) -> IngestResult:
+) -> Landed:
     source = load_source(location, storage)
     try:
         labels = read_source(source, max_rows=max_batch_rows(spec))
@@ -168,7 +167,7 @@ def ingest_labels_file(
 
 def ingest_flights_labels(
     store: ObjectStore, spec: DatasetSpec, month: int | str, *, new_version: bool = False
-) -> IngestResult:
+) -> Landed:
     """The labels of one bundled 2013 month, for batch ``2013-MM`` (after its features)."""
     number, _, labels = flights_frames(spec, month)
     batch = flights_batch_id(number)

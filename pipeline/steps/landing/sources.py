@@ -28,11 +28,14 @@ __all__ = [
     "IngestError",
     "Source",
     "UnreadableSource",
+    "first_line",
     "frame_fingerprint",
     "load_source",
     "max_batch_rows",
     "normalise",
+    "now_iso",
     "read_source",
+    "short",
 ]
 
 PARQUET_MAGIC = b"PAR1"
@@ -130,7 +133,7 @@ def _check_parquet_claims(name: str, data: bytes, max_rows: int) -> None:
         meta = pq.ParquetFile(io.BytesIO(data)).metadata
     except Exception as exc:  # pyarrow raises many kinds
         raise UnreadableSource(
-            f"input file {name} is a corrupt Parquet file ({_first_line(exc)})"
+            f"input file {name} is a corrupt Parquet file ({first_line(exc)})"
         ) from None
     claimed = int(meta.num_rows)
     groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
@@ -176,7 +179,7 @@ def read_source(source: Source, *, max_rows: int | None = None) -> pd.DataFrame:
         )
     if suffix and suffix not in (*CSV_SUFFIXES, *PARQUET_SUFFIXES) and not is_parquet:
         raise UnreadableSource(
-            f"input file {name} is named {_short(suffix)}: only CSV ({', '.join(CSV_SUFFIXES)}) "
+            f"input file {name} is named {short(suffix)}: only CSV ({', '.join(CSV_SUFFIXES)}) "
             f"and Parquet ({', '.join(PARQUET_SUFFIXES)}) files are read; convert it first"
         )
     if suffix in CSV_SUFFIXES and is_parquet:
@@ -194,7 +197,7 @@ def read_source(source: Source, *, max_rows: int | None = None) -> pd.DataFrame:
             return pd.read_parquet(io.BytesIO(data))
         except Exception as exc:  # pyarrow raises many kinds
             raise UnreadableSource(
-                f"input file {name} is a corrupt Parquet file ({_first_line(exc)})"
+                f"input file {name} is a corrupt Parquet file ({first_line(exc)})"
             ) from None
     if not _looks_textual(data):
         raise UnreadableSource(
@@ -206,17 +209,18 @@ def read_source(source: Source, *, max_rows: int | None = None) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise UnreadableSource(f"input file {name} holds no CSV header and no rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise UnreadableSource(f"input file {name} is not valid CSV ({_first_line(exc)})") from None
+        raise UnreadableSource(f"input file {name} is not valid CSV ({first_line(exc)})") from None
     return frame
 
 
-def _short(text: Any, limit: int = 80) -> str:
+def short(text: Any, limit: int = 80) -> str:
     """A value for a message: a 100,000-character column name is shown by its length."""
     text = str(text)
     return text if len(text) <= limit else f"{text[: limit - 24]}... ({len(text):,} chars)"
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception as one line of a message (at most 300 characters)."""
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
 
@@ -257,5 +261,6 @@ def normalise(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     return frame
 
 
-def _now() -> str:
+def now_iso() -> str:
+    """Now (UTC), to the second, as manifests and results record it."""
     return datetime.now(UTC).isoformat(timespec="seconds")

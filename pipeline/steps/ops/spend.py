@@ -22,7 +22,9 @@ import logging
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from pipeline.base.kinds import TRIGGERS, Trigger
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -36,7 +38,6 @@ __all__ = [
     "RunCost",
     "SpendDecision",
     "SpendSummary",
-    "Trigger",
     "check_spend",
     "month_bounds",
     "month_of",
@@ -48,8 +49,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 COST_METRIC = "cost_usd"
-Trigger = Literal["drift", "quality", "scheduled", "manual"]
-TRIGGERS = ("drift", "quality", "scheduled", "manual")
 
 
 class RunCost(NamedTuple):

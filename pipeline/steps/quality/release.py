@@ -22,7 +22,6 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pandas as pd
@@ -41,7 +40,7 @@ from pipeline.base.records import Stored
 from pipeline.base.sections import ValidationConfig
 from pipeline.base.store import ObjectStore, frame_to_parquet, get_frame, join_key, put_json
 from pipeline.steps.landing.ingest import commit_version
-from pipeline.steps.landing.sources import BatchExists, IngestError, normalise
+from pipeline.steps.landing.sources import BatchExists, IngestError, normalise, now_iso
 from pipeline.steps.quality.reference import reference_categories
 from pipeline.steps.quality.validation import ValidationFailed, ValidationSummary, validate_frame
 from training.api import DatasetSpec
@@ -103,10 +102,6 @@ def spec_fingerprint(spec: DatasetSpec) -> str:
     """SHA-256 (12 hex digits) of the spec's content: what a re-check was checked against."""
     text = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _released_as(store: ObjectStore, ref: BatchRef) -> tuple[BatchRef, dict[str, Any]] | None:
@@ -182,7 +177,7 @@ def release_batch(
     summary = validate_frame(
         frame, spec, ref=ref, categories=categories, reference_id=reference_id, config=config
     )
-    at = _now()
+    at = now_iso()
     attempt = {
         "who": who,
         "at": at,

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.base.records import Stored
 from pipeline.base.store import ObjectStore
 from pipeline.steps.registry.aliases import (
     CHALLENGER,
@@ -64,7 +65,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Registration:
+class Registration(Stored):
+    """A training run's registered versions and the challenger among them: what the
+    retrain's register task returns and its gate task reads."""
+
     model: str
     training_run_id: str
     versions: tuple[RegisteredVersion, ...]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.base.records import Stored
 from pipeline.base.tracking import mlflow_uris
 from pipeline.steps.registry.aliases import RegistryError
 from training.api import PROJECT_ROOT
@@ -35,7 +36,7 @@ TRAINING_CODE = PROJECT_ROOT / "training"  # the package travels with the model 
 
 
 @dataclass(frozen=True)
-class RegisteredVersion:
+class RegisteredVersion(Stored):
     name: str
     version: str
     candidate: str  # "cycle-00".."cycle-NN" or "ensemble"

@@ -71,9 +71,10 @@ def test_the_flow_summarizes_a_stopped_run_and_the_month_summary_says_so(
 ) -> None:
     _env(tmp_path, monkeypatch, Path(resolve_path(Path("configs/flights.yaml"))))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
-    summary = flow.retrain.train_summary(flow.build_env(), stopped)
-    assert summary.stopping is not None
-    assert (summary.stopping.stopped_after_cycle, summary.stopping.steps_saved) == (1, 45)
+    summary = flow.retrain.trained(flow.build_env(), stopped)
+    stopping = summary.result.stopping
+    assert stopping is not None
+    assert (stopping.stopped_after_cycle, stopping.steps_saved) == (1, 45)
     assert all(f.kind != "checkpoint_regression" for f in summary.health)
     out = SimpleNamespace(lines=[], steps={}, batch="2013-04")
     run = SimpleNamespace(

@@ -17,7 +17,6 @@ from pipeline.base.config import load_config
 from pipeline.base.store import get_json
 from pipeline.flow.env import Env
 from pipeline.flow.retrain import gate as flow_gate
-from pipeline.flow.retrain import registered
 from pipeline.steps.promotion.gate import GateFailed, apply_gate, evaluate_gate
 from pipeline.steps.registry.holdout import training_holdout
 from pipeline.steps.registry.model_card import CARD_MARK, publish_card
@@ -64,7 +63,7 @@ def flowed(mlflow_server: Any, trained_runs: Any, tmp_path_factory: Any):  # typ
     reg = register_training_run(
         env.client, env.store, env.spec, run_id, name=env.model, lineage=lineage
     )
-    outcome = flow_gate(env, registered(reg))
+    outcome = flow_gate(env, reg)
     return env, reg, outcome
 
 
