@@ -104,7 +104,7 @@ def retrain_lines(replay: Any, out: Any, run: Any) -> None:
     res = run.results
     plan = res.get("plan")
     if plan is None:
-        replay._failure(out, "retrain", run)
+        replay.failure(out, "retrain", run)
         return
     if plan.get("skip"):
         out.lines.append(f"  retrain    skipped: {plan.get('reason')}")
@@ -137,7 +137,7 @@ def retrain_lines(replay: Any, out: Any, run: Any) -> None:
     for line in verdict["failures"]:
         out.lines.append(f"               {line}")
     if not trained and run.failed:
-        replay._failure(out, "training", run)
+        replay.failure(out, "training", run)
     replay.retrains.append(
         {"month": out.batch, "plan": plan, "train": trained, "gate": verdict, "state": run.state}
     )

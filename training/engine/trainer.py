@@ -267,7 +267,7 @@ class Trainer:
         self._restore_stop_state(ckpt)
         self.guard.rolled_back(self.state)
         self.scheduler.group_scales = [self.state.lr_scale]
-        self.scheduler._apply()
+        self.scheduler.apply_lr()
         self.runner.reset_permutation()
         g = self.config.nan_guard
         log.warning(

@@ -111,7 +111,7 @@ class S3Store:
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
-    def _error(self, exc: Exception, key: str, action: str) -> StorageError:
+    def storage_error(self, exc: Exception, key: str, action: str) -> StorageError:
         from botocore.exceptions import (
             ClientError,
             EndpointConnectionError,
@@ -156,7 +156,7 @@ class S3Store:
         try:
             return fn(**kwargs)
         except (BotoCoreError, ClientError) as exc:
-            raise self._error(exc, key, action) from None
+            raise self.storage_error(exc, key, action) from None
 
     def exists(self, key: str) -> bool:
         try:

@@ -99,7 +99,9 @@ def _download(uri: str, storage: StorageConfig | None) -> bytes:
     try:
         return s3.client.get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as exc:
-        raise IngestError(f"cannot read input {uri}: {s3._error(exc, '', 'download')}") from None
+        raise IngestError(
+            f"cannot read input {uri}: {s3.storage_error(exc, '', 'download')}"
+        ) from None
 
 
 def _looks_textual(data: bytes) -> bool:

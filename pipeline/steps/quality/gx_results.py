@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.steps.quality.suite import _CONTAINERS, TYPE_WORDS, Check
+from pipeline.steps.quality.suite import CONTAINERS, TYPE_WORDS, Check
 
 __all__ = ["FailedExpectation", "summarise"]
 
@@ -73,7 +73,7 @@ def _distinct_examples(result: dict[str, Any], n: int) -> tuple[str, ...]:
 
 
 def _is_null(value: Any) -> bool:
-    if isinstance(value, _CONTAINERS):
+    if isinstance(value, CONTAINERS):
         return False
     try:
         return bool(pd.isna(value))

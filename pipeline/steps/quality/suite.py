@@ -51,7 +51,7 @@ TYPE_WORDS = {
     "timestamp": "timestamps",
     "id": "ids (text or integers)",
 }
-_CONTAINERS = (dict, list, tuple, set, bytes, bytearray, np.ndarray)
+CONTAINERS = (dict, list, tuple, set, bytes, bytearray, np.ndarray)
 
 
 class SuiteError(DataError):
@@ -207,7 +207,7 @@ def _nested(col: pd.Series) -> bool:
     of a Parquet file): not categories, whatever their text would look like."""
     if not pd.api.types.is_object_dtype(col):
         return False
-    return bool(col.map(lambda v: isinstance(v, _CONTAINERS)).any())
+    return bool(col.map(lambda v: isinstance(v, CONTAINERS)).any())
 
 
 def _as_category_text(col: pd.Series) -> pd.Series:
