@@ -1,6 +1,6 @@
 """Where things live by default: the local home, MLflow, the code revision.
 
-The one place that knows the defaults DESIGN.md promises (the training job and
+The one place that knows the defaults docs/design.md promises (the training job and
 the pipeline both read them from here):
 
 - the local home ``./.cosine-retrain`` (runs, reports, the store, databases);

@@ -1,6 +1,6 @@
 """The cosine learning-rate schedule: a pure function of the optimizer step.
 
-Definition (DESIGN.md). ``W`` warmup steps, first cycle length ``T0``, cycle
+Definition (docs/design.md). ``W`` warmup steps, first cycle length ``T0``, cycle
 multiplier ``m >= 1`` (real), peak decay ``g`` in (0, 1], floor ``lr_min``,
 optional cycle limit ``K``. For optimizer step ``s`` (0-based):
 

@@ -18,7 +18,7 @@ rows that its one null and its two unseen rows per column stay within the
 column's shares (which categories count as unseen depends on a reference; the
 spec alone cannot say whether the plain filler category is one). Each
 probability must be finite and in [0, 1]. A model whose signature refuses a
-column (the bricked champion of issue 16: a categorical column inferred as
+column (a champion bricked that way once: a categorical column inferred as
 ``double`` from an all-null training window) fails here, with MLflow's whole
 message, before it can serve.
 """

@@ -1,4 +1,4 @@
-"""The tuner (issue #17 item 2) on a data set that is not flights (loans, 4 labelled
+"""The tuner on a data set that is not flights (loans, 4 labelled
 monthly batches): a study whose trials are nested MLflow runs on a real server, the
 versioned config and its held-out verdict, pruning at cycle ends, the dollar budget,
 bad settings refused before any trial, and a SIGKILLed study resumed."""
