@@ -145,3 +145,23 @@ def test_what_every_task_and_dag_parse_imports_stays_light(module: str) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "", f"importing {module} loads {proc.stdout.strip()}"
+
+
+@pytest.mark.parametrize("door", ["training.api", "pipeline.flow"])
+def test_a_lazy_door_maps_every_name_it_exports_to_its_module(door: str) -> None:
+    """``training.api`` and ``pipeline.flow`` are lazy maps (module ``__getattr__``): each
+    name in ``__all__`` is mapped, defined where the map says, and importing the door
+    imports none of the modules behind it."""
+    code = f"""
+import importlib, sys
+door = importlib.import_module({door!r})
+loaded = sorted(m for m in set(door._WHERE.values()) if m in sys.modules)
+assert loaded == [], f"importing {door!r} loads {{loaded}}"
+assert sorted(door.__all__) == sorted(door._WHERE), set(door.__all__) ^ set(door._WHERE)
+for name, module in door._WHERE.items():
+    assert getattr(importlib.import_module(module), name) is getattr(door, name), name
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
