@@ -11,6 +11,8 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class DistContext:
+    """This process's place among the job's processes (one process: rank 0 of 1)."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -93,18 +93,13 @@ class SpendSummary:
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "month": self.month,
-            "total_usd": self.total_usd,
-            "budget_usd": self.budget_usd,
-            "over_budget": self.over_budget,
-            "experiments": list(self.experiments),
-            "missing_experiments": list(self.missing_experiments),
-            "runs_without_cost": list(self.runs_without_cost),
-            "runs": [
-                {**run._asdict(), "start_time": run.start_time.isoformat()} for run in self.runs
-            ],
-        }
+        """Its own fields as JSON values (tuples as lists), the runs last with their start
+        times in ISO 8601."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        runs = out.pop("runs")
+        out["runs"] = [{**run._asdict(), "start_time": run.start_time.isoformat()} for run in runs]
+        return out
 
 
 @dataclass(frozen=True)
