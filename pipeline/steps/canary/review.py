@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.base.alerts import AlertKind, raise_alert
 from pipeline.base.store import ObjectStore, check_id, get_frame, join_key, put_json
-from pipeline.steps.canary.routing import served_keys
 from pipeline.steps.canary.sequential import Moments, judge
 from pipeline.steps.canary.shadow import (
     SHADOW_COLUMN,
     evidence_key,
     record_batches,
+    served_keys,
     shadow_interval,
 )
 from pipeline.steps.canary.verdicts import fixed_verdict, sequential_verdict

@@ -9,7 +9,8 @@ it and the alias it served under.
 **Shadow.** After its gate, a new canary first scores ``shadow_batches`` whole
 batches unserved beside the champion (:mod:`pipeline.steps.canary.shadow`); its paired
 evidence rolls it back before it serves, or ends the shadow early
-(:func:`in_shadow`). The review of what it served: :mod:`pipeline.steps.canary.review`.
+(:func:`~pipeline.steps.canary.shadow.in_shadow`). The review of what it served:
+:mod:`pipeline.steps.canary.review`.
 """
 
 from __future__ import annotations
@@ -22,15 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.base.layout import predictions_key
 from pipeline.base.records import Stored
-from pipeline.base.store import ObjectStore, check_id, get_frame, join_key, put_frame
-from pipeline.steps.canary.sequential import judge
-from pipeline.steps.canary.shadow import (
-    SHADOW_COLUMN,
-    load_evidence,
-    shadow_interval,
-    shadow_name,
-    shadowed_batches,
-)
+from pipeline.base.store import ObjectStore, get_frame, put_frame
+from pipeline.steps.canary.shadow import SHADOW_COLUMN, in_shadow, shadow_name
 from pipeline.steps.promotion.rules import canary_rules
 from pipeline.steps.quality.live import PREDICTION_COLUMN
 from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias
@@ -43,7 +37,7 @@ if TYPE_CHECKING:
     from pipeline.base.config import PipelineConfig
     from training.api import DatasetSpec
 
-__all__ = ["ScoringSummary", "in_shadow", "route_to_canary", "score_batch", "served_keys"]
+__all__ = ["ScoringSummary", "route_to_canary", "score_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +109,8 @@ def score_batch(
     features: pd.DataFrame,
 ) -> ScoringSummary:
     """Score a batch with the champion and (for its share of rows) the canary; while
-    the canary is in its shadow phase (:func:`in_shadow`) the champion serves every
+    the canary is in its shadow phase (:func:`~pipeline.steps.canary.shadow.in_shadow`) the
+    champion serves every
     row and the canary scores every row unserved (``shadow_score``).
 
     Keyed by batch and by the serving versions: scoring the same batch again
@@ -187,27 +182,4 @@ def score_batch(
     log.info("scored %s: %d rows (%d by canary v%s)", batch_id, len(frame), to_canary.sum(), canary)
     return ScoringSummary(
         spec.name, batch_id, len(frame), champion, canary, int(to_canary.sum()), key, False
-    )
-
-
-def in_shadow(store: ObjectStore, rules: Any, dataset: str, name: str, canary: str) -> bool:
-    """Whether ``canary`` still waits in shadow: a shadow is configured, it has scored
-    fewer than ``shadow_batches`` batches in shadow, its paired evidence does not yet
-    show non-inferiority, and it has not served yet (once serving, never back)."""
-    if rules.shadow_batches <= 0:
-        return False
-    if len(shadowed_batches(store, dataset, canary)) >= rules.shadow_batches:
-        return False
-    if served_keys(store, dataset, canary, shadow=False):
-        return False
-    interval = shadow_interval(load_evidence(store, name, canary), rules)
-    return interval is None or judge(interval, rules.margin) != "non_inferior"
-
-
-def served_keys(store: ObjectStore, dataset: str, canary: str, *, shadow: bool) -> list[str]:
-    """Predictions keys of the batches scored while ``canary`` served (or shadowed)."""
-    prefix = join_key("predictions", check_id(dataset, "dataset name"))
-    marker = f"_{'shadow' if shadow else 'canary'}-v{canary}/"
-    return sorted(
-        k for k in store.list(prefix) if marker in k and k.endswith("predictions.parquet")
     )

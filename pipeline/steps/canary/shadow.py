@@ -10,6 +10,9 @@ labels arrive both are judged on the same rows: per row
 confidence sequence already shows non-inferiority; one that shows inferiority rolls
 the candidate back before it ever serves.
 
+Whether a canary still waits in shadow (:func:`in_shadow`) and which batches it
+served or shadowed (:func:`served_keys`) are read from the stored predictions.
+
 **Evidence.** Every review adds, per labelled batch, the moments of the shadow's
 paired differences and of each canary arm's per-row log loss to one JSON object per
 version (``reports/canary/<model>/v<version>/evidence.json``), keyed by batch: a
@@ -29,7 +32,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline.base.store import ObjectNotFound, ObjectStore, check_id, get_json, join_key, put_json
-from pipeline.steps.canary.sequential import Interval, Moments, paired_interval
+from pipeline.steps.canary.sequential import Interval, Moments, judge, paired_interval
 from pipeline.steps.registry.aliases import alias_lock
 
 if TYPE_CHECKING:
@@ -40,8 +43,10 @@ __all__ = [
     "Evidence",
     "alpha_each",
     "evidence_key",
+    "in_shadow",
     "load_evidence",
     "record_batches",
+    "served_keys",
     "shadow_interval",
     "shadow_name",
     "shadowed_batches",
@@ -55,17 +60,19 @@ def shadow_name(champion: str, canary: str) -> str:
     return f"champion-v{champion}_shadow-v{canary}"
 
 
+def served_keys(store: ObjectStore, dataset: str, canary: str, *, shadow: bool) -> list[str]:
+    """Predictions keys of the batches scored while ``canary`` served (or shadowed)."""
+    prefix = join_key("predictions", check_id(dataset, "dataset name"))
+    marker = f"_{'shadow' if shadow else 'canary'}-v{canary}/"
+    return sorted(
+        k for k in store.list(prefix) if marker in k and k.endswith("predictions.parquet")
+    )
+
+
 def shadowed_batches(store: ObjectStore, dataset: str, canary: str) -> list[str]:
     """The batches ``canary`` has scored in shadow (from the stored predictions)."""
-    prefix = join_key("predictions", check_id(dataset, "dataset name"))
-    marker = f"_shadow-v{canary}/"
-    return sorted(
-        {
-            k[len(prefix) :].strip("/").split("/")[0]
-            for k in store.list(prefix)
-            if marker in k and k.endswith("predictions.parquet")
-        }
-    )
+    # predictions/<dataset>/<batch>/<pair>/predictions.parquet
+    return sorted({k.split("/")[-3] for k in served_keys(store, dataset, canary, shadow=True)})
 
 
 @dataclass(frozen=True)
@@ -164,3 +171,17 @@ def shadow_interval(evidence: Evidence, rules: CanaryConfig) -> Interval | None:
         return None
     tune = max(1, round(4 * rules.min_rows / rules.share))
     return paired_interval(total, alpha_each(rules), tune)
+
+
+def in_shadow(store: ObjectStore, rules: Any, dataset: str, name: str, canary: str) -> bool:
+    """Whether ``canary`` still waits in shadow: a shadow is configured, it has scored
+    fewer than ``shadow_batches`` batches in shadow, its paired evidence does not yet
+    show non-inferiority, and it has not served yet (once serving, never back)."""
+    if rules.shadow_batches <= 0:
+        return False
+    if len(shadowed_batches(store, dataset, canary)) >= rules.shadow_batches:
+        return False
+    if served_keys(store, dataset, canary, shadow=False):
+        return False
+    interval = shadow_interval(load_evidence(store, name, canary), rules)
+    return interval is None or judge(interval, rules.margin) != "non_inferior"

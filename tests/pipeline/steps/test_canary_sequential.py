@@ -15,8 +15,7 @@ import pandas as pd
 
 from pipeline.base.store import get_json, put_frame
 from pipeline.steps.canary.review import apply_review, review_canary
-from pipeline.steps.canary.routing import in_shadow
-from pipeline.steps.canary.shadow import evidence_key
+from pipeline.steps.canary.shadow import evidence_key, in_shadow
 from pipeline.steps.promotion.rules import canary_rules
 from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias
 from tests.pipeline.sequential_reference import cs_radius, log_loss_rows
