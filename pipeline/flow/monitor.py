@@ -34,7 +34,6 @@ __all__ = [
     "revalidate",
     "score",
     "validate",
-    "validation",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ def _reference(env: Env, reference: str | None) -> str | None:
     return champion_reference(env) if reference == CHAMPION_REFERENCE else reference
 
 
-def validation(
+def validate(
     env: Env,
     batch_id: str,
     *,
@@ -128,16 +127,8 @@ def revalidate(
         new_version=new_version,
     )
     if release.status == "released":
-        validation(
-            env, batch_id, version=release.released.version, reference=reference, alert=False
-        )
+        validate(env, batch_id, version=release.released.version, reference=reference, alert=False)
     return release
-
-
-def validate(env: Env, batch_id: str) -> ValidationSummary:
-    """:func:`validation` of the batch's newest version against the champion's
-    reference (a failure alerts and raises)."""
-    return validation(env, batch_id)
 
 
 def drift_summary(

@@ -90,9 +90,9 @@ def _validate(args: argparse.Namespace, lazy: Lazy) -> int:
 
     Validate a stored batch; a failing batch is quarantined (exit 1).
     """
-    from pipeline.flow.monitor import validation
+    from pipeline.flow.monitor import validate
 
-    summary = validation(
+    summary = validate(
         lazy.env, args.batch, version=args.version, reference=args.reference, alert=False
     )
     emit(args, summary.message(), summary.as_dict())
@@ -190,11 +190,11 @@ def _check(args: argparse.Namespace, lazy: Lazy) -> int:
     Validate a stored batch (exit 1 and quarantine on failure), then compare it with the
     reference snapshot and decide on a retrain.
     """
-    from pipeline.flow.monitor import drift_summary, validation
+    from pipeline.flow.monitor import drift_summary, validate
     from pipeline.steps.quality.decision import decide_retrain
 
     env = lazy.env
-    valid = validation(env, args.batch, version=args.version, reference=args.reference, alert=False)
+    valid = validate(env, args.batch, version=args.version, reference=args.reference, alert=False)
     summary = drift_summary(env, args.batch, version=valid.ref.version, reference=args.reference)
     decision = decide_retrain(summary)
     text = "\n".join([valid.message(), _drift_text(summary, decision)])
