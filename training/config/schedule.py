@@ -108,6 +108,14 @@ class ScheduleConfig(ConfigSection):
         self._check_values()
         return self
 
+    def lengths(self) -> dict[str, int | float | None]:
+        """Each of :data:`LENGTHS` in both forms: ``cycle_steps``, ``cycle_epochs``, ..."""
+        return {
+            f"{name}_{unit}": getattr(self, f"{name}_{unit}")
+            for name in LENGTHS
+            for unit in ("steps", "epochs")
+        }
+
     def bounds(self, spec_bounds: CycleBounds | None = None) -> CycleBounds:
         """The cycle bounds in force: this section's, else the spec's, else the default."""
         try:
@@ -169,16 +177,7 @@ class ScheduleConfig(ConfigSection):
     def build(self, steps_per_epoch: int, spec_bounds: CycleBounds | None = None) -> CosineSchedule:
         """The schedule for data with ``steps_per_epoch`` optimizer steps per epoch
         (epoch forms converted by :func:`plan_steps`, within :meth:`bounds`)."""
-        plan = plan_steps(
-            steps_per_epoch,
-            cycle_steps=self.cycle_steps,
-            cycle_epochs=self.cycle_epochs,
-            warmup_steps=self.warmup_steps,
-            warmup_epochs=self.warmup_epochs,
-            restart_warmup_steps=self.restart_warmup_steps,
-            restart_warmup_epochs=self.restart_warmup_epochs,
-            bounds=self.bounds(spec_bounds),
-        )
+        plan = plan_steps(steps_per_epoch, **self.lengths(), bounds=self.bounds(spec_bounds))
         return self._schedule(
             plan.cycle_steps,
             plan.warmup_steps,
