@@ -57,6 +57,7 @@ __all__ = [
     "StudySummary",
     "TuneError",
     "TuneSummary",
+    "export_batches",
     "judge",
     "storage_url",
     "tune",
@@ -122,7 +123,9 @@ def tune_windows(
     return window, holdout
 
 
-def _export(env: Env, batches: list[str], run_name: str) -> dict[str, str]:
+def export_batches(env: Env, batches: list[str], run_name: str) -> dict[str, str]:
+    """The batches' features and labels as files (:func:`~pipeline.flow.retrain.export_window`),
+    as the training config's ``data.*`` updates."""
     versions = {
         b: BatchVersions(
             features=committed_versions(env.store, env.dataset, b)[-1],
@@ -247,7 +250,7 @@ def tune(
     window, holdout = tune_windows(env, window, holdout)
     name = settings.study_name or f"{env.dataset}-tune-{window[0]}-{window[-1]}"
     experiment = f"{env.experiment}-tuning"
-    tuning_data = _export(env, window, f"{name}-window")
+    tuning_data = export_batches(env, window, f"{name}-window")
     mlflow = _mlflow_updates(env, experiment, None, {})
     storage = storage_url(env)
     summary = run_study(
@@ -300,7 +303,7 @@ def tune(
             version=version,
             current=current,
             tuned=tuned_path,
-            holdout_updates=_export(env, holdout, f"{name}-holdout"),
+            holdout_updates=export_batches(env, holdout, f"{name}-holdout"),
             holdout=holdout,
             parent=summary.mlflow_run_id,
             experiment=experiment,

@@ -27,7 +27,7 @@ from training.cli.schedule import add_schedule_parser, cmd_schedule
 from training.config.locations import DEFAULT_HOME
 from training.schedule import ScheduleError
 
-__all__ = ["UsageError", "build_parser", "main"]
+__all__ = ["UsageError", "build_parser", "config_from_args", "main"]
 
 log = logging.getLogger("training")
 
@@ -35,7 +35,9 @@ log = logging.getLogger("training")
 # --------------------------------------------------------------------------- train
 
 
-def _load_train_config(args: argparse.Namespace) -> Any:
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The training config a parsed command line asks for: the file, then its ``--set``
+    items and the flags that stand for fields (``--run-name``, ``--features``...)."""
     from training.config.train import load_config
 
     overrides = list(args.set or [])
@@ -61,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.engine.distributed import init_from_env, shutdown
     from training.engine.nan_guard import TrainingDiverged
 
-    config = _load_train_config(args)
+    config = config_from_args(args)
     if (args.resume or args.resume_if_present) and not config.run_name:
         raise UsageError("--resume needs --run-name (the run to continue)")
     if config.runtime.deterministic:
@@ -144,7 +146,7 @@ def _add_train_parser(sub: Any) -> None:
 def cmd_lr_find(args: argparse.Namespace) -> int:
     from training.engine.lr_find import lr_find
 
-    config = _load_train_config(args)
+    config = config_from_args(args)
     result = lr_find(
         config, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps, out_dir=args.out_dir
     )

@@ -19,7 +19,7 @@ from pipeline.flow.retrain import pod_command, train_config
 from pipeline.steps.registry.health import run_health
 from tests.pipeline.flow.retrain_support import plan, retrain_env, window
 from tests.training.helpers import TINY
-from training.cli.main import _load_train_config, build_parser
+from training.cli.main import build_parser, config_from_args
 from training.config.train import load_config
 from training.engine.trainer import Trainer
 from training.results import TrainResult
@@ -46,7 +46,7 @@ def test_the_dags_training_config_carries_the_rule_to_the_local_job_and_the_pod(
     # the pod mounts the same file and gets the differences as --set: read back as the
     # job's own command line reads them
     pod = pod_command(env, plan(), window(tmp_path), config_path=str(own))
-    remote = _load_train_config(build_parser().parse_args(pod.arguments)).stopping
+    remote = config_from_args(build_parser().parse_args(pod.arguments)).stopping
     assert remote == local
 
 

@@ -19,7 +19,7 @@ from pipeline.base.config import ConfigError, load_config
 from pipeline.base.sections_tune import TuneConfig
 from pipeline.flow import Plan, Window
 from pipeline.flow.retrain import train_config
-from pipeline.flow.tuning import _export, judge, tune
+from pipeline.flow.tuning import export_batches, judge, tune
 from pipeline.steps.tuning.configs import (
     file_sha256,
     read_verdict,
@@ -134,7 +134,7 @@ def test_the_tuned_config_is_adopted_only_when_it_wins_on_the_held_out_window(
     # the shipped stand-in barely learns (peak 1e-6); a tuned 0.02 does
     env = make_env(tmp_path, monkeypatch, shipped_lr=1e-6)
     shipped = tmp_path / "train.yaml"
-    holdout = _export(env, ["2024-03", "2024-04"], "holdout")
+    holdout = export_batches(env, ["2024-03", "2024-04"], "holdout")
     plan, window = _plan_window(tmp_path)
     assert train_config(env, plan, window).schedule.lr_max == 1e-6
 
@@ -197,7 +197,7 @@ def test_the_tuned_config_is_adopted_only_when_it_wins_on_the_held_out_window(
 
 def _study_inputs(env: Any, tmp_path: Path) -> tuple[Any, dict[str, Any]]:
     base = api.load_config(tmp_path / "train.yaml")
-    updates = {**_export(env, ["2024-01", "2024-02"], "w"), "mlflow.enabled": False}
+    updates = {**export_batches(env, ["2024-01", "2024-02"], "w"), "mlflow.enabled": False}
     return base, updates
 
 
