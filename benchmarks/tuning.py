@@ -11,9 +11,9 @@
    1-3, with seeds ``--seeds``: optimizer steps, wall seconds, dollars (the job's
    cost meter) and best val AUC (the best of the run's cycle bests).
 
-Targets (when the tuner was adopted): the tuned config gains at least +0.003 mean best val AUC
-on the
-windows it was not tuned on, at no more optimizer steps than the fixed schedule.
+Targets (when the tuner was adopted): the tuned config gains at least +0.003 mean best
+val AUC on the windows it was not tuned on, at no more optimizer steps than the fixed
+schedule.
 
 With ``--dataset gss`` the same on the second example (the General Social Survey
 waves of ``python -m pipeline example gss``, spec ``configs/datasets/gss.yaml``,
