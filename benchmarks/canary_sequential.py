@@ -12,11 +12,11 @@ rows are drawn with replacement from that pool, the canary's losses shifted by
 and after every batch each test looks:
 
 - **fixed (today)**: Welch's interval on the batch's own rows at 95 %, each arm at
-  least ``min_rows`` (:func:`pipeline.steps.sequential.fixed_interval`);
+  least ``min_rows`` (:func:`pipeline.steps.canary.sequential.fixed_interval`);
 - **sequential split**: the serving canary's confidence sequence over every batch so
-  far (:func:`pipeline.steps.sequential.split_interval`, alpha 0.05);
+  far (:func:`pipeline.steps.canary.sequential.split_interval`, alpha 0.05);
 - **shadow paired**: the challenger scores every row unserved; the paired confidence
-  sequence on all rows so far (:func:`pipeline.steps.sequential.paired_interval`) at
+  sequence on all rows so far (:func:`pipeline.steps.canary.sequential.paired_interval`) at
   alpha 0.025, as the review runs it beside the canary's (each at ``alpha / 2``).
 
 A run stops at its first decision or after ``LOOKS`` batches. Reported: the share of
@@ -36,14 +36,14 @@ import pandas as pd
 
 from benchmarks.report import write_section
 from pipeline.base.config import load_config
-from pipeline.steps.promotion_rules import canary_rules
-from pipeline.steps.sequential import (
+from pipeline.steps.canary.sequential import (
     Moments,
     fixed_interval,
     judge,
     paired_interval,
     split_interval,
 )
+from pipeline.steps.promotion.rules import canary_rules
 from training.data.spec import DatasetSpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def _fit_predict(spec: DatasetSpec, train: pd.DataFrame, test: pd.DataFrame) -> 
 
 def _pool(name: str, spec: DatasetSpec, batches: list[pd.DataFrame]) -> Pool:
     """Champion: batches[:-2]; challenger: batches[:-1]; both scored on batches[-1]."""
-    from training.metrics import roc_auc
+    from training.engine.metrics import roc_auc
 
     test = batches[-1]
     champion = _fit_predict(spec, pd.concat(batches[:-2]), test)

@@ -36,13 +36,13 @@ import pandas as pd
 from pipeline.base.config import DriftConfig, PipelineConfig, load_config
 from pipeline.base.layout import BatchRef, predictions_key, read_batch, read_labels
 from pipeline.base.store import LocalStore, ObjectStore, put_frame
-from pipeline.steps.decision import RetrainDecision, decide_retrain
-from pipeline.steps.drift import DriftSummary, check_drift
-from pipeline.steps.ingest import flights_batch_id, ingest_flights_month
-from pipeline.steps.labels import ingest_flights_labels
-from pipeline.steps.quality import QualitySummary, check_quality
-from pipeline.steps.reference import create_reference_from_batches
-from pipeline.steps.validation import ValidationFailed, validate_batch
+from pipeline.steps.landing.ingest import flights_batch_id, ingest_flights_month
+from pipeline.steps.landing.labels import ingest_flights_labels
+from pipeline.steps.quality.decision import RetrainDecision, decide_retrain
+from pipeline.steps.quality.drift import DriftSummary, check_drift
+from pipeline.steps.quality.live import QualitySummary, check_quality
+from pipeline.steps.quality.reference import create_reference_from_batches
+from pipeline.steps.quality.validation import ValidationFailed, validate_batch
 from training.data.spec import DatasetSpec, categories_as_str, load_spec
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "drift-replay.md"
@@ -224,7 +224,7 @@ class Sensitivity:
         return self._models[window]
 
     def drift(self, window: tuple[int, ...], month: int) -> DriftSummary:
-        from pipeline.steps.drift import compute_drift
+        from pipeline.steps.quality.drift import compute_drift
 
         key = (window, month)
         if key not in self._drift:

@@ -45,16 +45,16 @@ import torch.nn.functional as F
 from torch.optim import lr_scheduler as tls
 
 from benchmarks.report import DOC, write_section
-from training.build import build_optimizer
-from training.checkpoint import load_checkpoint
-from training.config import TrainConfig, load_config
+from training.checkpoint.files import load_checkpoint
+from training.config.train import TrainConfig, load_config
 from training.data.dataset import PreparedData, prepare_for
 from training.data.spec import DatasetSpec, load_spec
-from training.metrics import log_loss, roc_auc
-from training.model import TabularMLP
+from training.engine.metrics import log_loss, roc_auc
+from training.engine.trainer import Trainer
+from training.model.build import build_optimizer
+from training.model.network import TabularMLP
 from training.schedule import CosineAnnealingScheduler
-from training.telemetry import read_metrics
-from training.trainer import Trainer
+from training.telemetry.recorder import read_metrics
 
 CONFIG = "configs/flights.yaml"
 SEEDS = (0, 1, 2)

@@ -92,7 +92,7 @@ PHASES = ("_write_last", "_save_best", "_evaluate", "_drain", "_close_cycle")
 
 
 def _run_job(data: Any, spec: Any, cfg: Any) -> dict[str, Any]:
-    from training.trainer import Trainer
+    from training.engine.trainer import Trainer
 
     marks: dict[str, tuple[float, float]] = {}
     spent = dict.fromkeys(PHASES, 0.0)  # wall seconds inside each hook
@@ -180,8 +180,8 @@ def _run_bare(data: Any, cfg: Any, *, evaluate: bool) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from training.build import build_model, build_optimizer
-    from training.metrics import log_loss, roc_auc
+    from training.engine.metrics import log_loss, roc_auc
+    from training.model.build import build_model, build_optimizer
 
     t0 = _clocks()
     torch.manual_seed(cfg.runtime.seed)
@@ -242,10 +242,10 @@ def _run_steps(data: Any, spec: Any, cfg: Any, pairs: int) -> dict[str, Any]:
     model; the pair's ratio is taken from two blocks a fraction of a second
     apart, so the machine's slow swings in load cancel."""
 
-    from training.nan_guard import LoopState, NanGuard
-    from training.runtime import Runtime
-    from training.telemetry import Telemetry
-    from training.trainer import Trainer
+    from training.engine.nan_guard import LoopState, NanGuard
+    from training.engine.runtime import Runtime
+    from training.engine.trainer import Trainer
+    from training.telemetry.recorder import Telemetry
 
     trainer = Trainer(cfg, data=data, spec=spec)
     trainer.runtime = Runtime.setup(cfg.runtime, trainer.ctx)
@@ -299,7 +299,7 @@ def child(kind: str, data_path: Path, out: Path, run_name: str, threads: int, ex
     import mlflow
     import torch
 
-    from training.config import load_config
+    from training.config.train import load_config
     from training.data.spec import load_spec
 
     # The same imports in every candidate, before the clock starts: also those the job
@@ -310,7 +310,7 @@ def child(kind: str, data_path: Path, out: Path, run_name: str, threads: int, ex
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     import torch._inductor
 
-    import training.trainer  # noqa: F401
+    import training.engine.trainer  # noqa: F401
 
     lazy_imports = time.perf_counter() - t0
     with open(data_path, "rb") as fh:
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> str:
         child(args.child, args.data, args.out, args.run_name, args.threads, extra)
         return ""
 
-    from training.config import load_config
+    from training.config.train import load_config
     from training.data.dataset import prepare_for
     from training.data.spec import load_spec
 

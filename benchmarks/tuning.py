@@ -1,6 +1,6 @@
 """The tuned schedule against the fixed one: tuned on 2013 months 1-3, judged on 4-6 and 7-9.
 
-1. A study (:func:`pipeline.steps.tuning_study.run_study`, the ``tune`` command's own
+1. A study (:func:`pipeline.steps.tuning.study.run_study`, the ``tune`` command's own
    study: TPE, the median pruner at cycle ends, the shipped ``tune.space``) trains
    ``--trials`` trials on months 1-3 of the bundled flights, ``configs/flights.yaml``
    otherwise as shipped with ``stopping.enabled=false`` (the fixed schedule: the
@@ -11,8 +11,9 @@
    1-3, with seeds ``--seeds``: optimizer steps, wall seconds, dollars (the job's
    cost meter) and best val AUC (the best of the run's cycle bests).
 
-Targets (issue #17): the tuned config gains at least +0.003 mean best val AUC on the
-windows it was not tuned on, at no more optimizer steps than the fixed schedule.
+Targets (when the tuner was adopted): the tuned config gains at least +0.003 mean best
+val AUC on the windows it was not tuned on, at no more optimizer steps than the fixed
+schedule.
 
 With ``--dataset gss`` the same on the second example (the General Social Survey
 waves of ``python -m pipeline example gss``, spec ``configs/datasets/gss.yaml``,
@@ -37,7 +38,7 @@ import torch
 
 from benchmarks._windows import FLIGHTS, GSS, Run, window_fields, write_dataset_section
 from pipeline.base.sections_tune import TuneConfig
-from pipeline.steps.tuning_study import run_study
+from pipeline.steps.tuning.study import run_study
 from training import api
 from training.data.dataset import prepare_for
 from training.data.spec import load_spec

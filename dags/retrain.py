@@ -82,7 +82,7 @@ def retrain():
         from pipeline import flow
 
         with kit.permanent():
-            plan_, trained_ = flow.Plan.from_xcom(planned), flow.TrainSummary.from_xcom(trained)
+            plan_, trained_ = flow.Plan.from_xcom(planned), flow.Trained.from_xcom(trained)
             return flow.register(kit.env(), plan_, trained_).to_xcom()
 
     @task(doc_md="SLO gate on the holdout against the champion; pass -> `canary`.")
@@ -90,7 +90,7 @@ def retrain():
         from pipeline import flow
 
         with kit.permanent():
-            return flow.gate(kit.env(), flow.Registered.from_xcom(registration)).to_xcom()
+            return flow.gate(kit.env(), flow.Registration.from_xcom(registration)).to_xcom()
 
     planned = plan()
     data = export_window(planned)

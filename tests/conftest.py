@@ -87,8 +87,8 @@ def train_runs(
     """One tiny training run of the flights model per label, with that label's overrides,
     logged to the MLflow server at ``url`` under ``experiment``."""
     from tests.training.helpers import TINY
-    from training.config import load_config
-    from training.trainer import Trainer
+    from training.config.train import load_config
+    from training.engine.trainer import Trainer
 
     runs = {}
     for label, extra in extras.items():

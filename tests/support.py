@@ -314,7 +314,7 @@ def start_until_paused(
     """Start ``cmd`` with the fault hook ``pause`` (``PHASE@N:SECONDS``, training/checkpoint)
     writing ``marker``, and wait until it has paused there (asserted): the process, for
     the test to kill. ``env`` is the child's whole environment (default: this one's)."""
-    from training.checkpoint import FAULT_MARKER_ENV, FAULT_PAUSE_ENV
+    from training.checkpoint.files import FAULT_MARKER_ENV, FAULT_PAUSE_ENV
 
     child_env = {**(env or os.environ), FAULT_PAUSE_ENV: pause, FAULT_MARKER_ENV: str(marker)}
     proc = subprocess.Popen(

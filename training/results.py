@@ -1,4 +1,5 @@
-"""What a training run leaves behind, typed: ``result.json`` as :class:`TrainResult`.
+"""What a training run tells the outside world, typed: events as it runs, and what it
+leaves behind (``result.json`` as :class:`TrainResult`).
 
 The job writes ``<run_dir>/result.json`` (and logs it to MLflow) when it ends;
 everything downstream (the pipeline's registration, health check and gate, the
@@ -6,6 +7,16 @@ CLI, the benchmarks) reads it back with :meth:`TrainResult.load` or
 :meth:`TrainResult.from_json` and uses attributes, never string keys. Loading is
 strict: an unknown or a missing field is a :class:`ResultError` that names it
 (a result written by another version of the job is refused, not half read).
+
+As it runs, the job tells hooks: a checkpoint hook is any callable taking a
+:class:`CheckpointEvent`; the trainer calls each after a ``last`` checkpoint is
+written and its telemetry committed (rank 0 only). A hook must return at once and
+never raise (the Pushgateway's, :class:`training.telemetry.pushgateway.ProgressPusher`,
+queues and pushes from a thread). A cycle hook is any callable taking a
+:class:`CycleEndEvent`; the trainer calls each when a cycle closes (its best is
+known, the stopping rule has decided). A hook that returns True asks the run to end
+there: the trainer writes ``last`` and finishes with status ``pruned`` (the tuner's
+pruner, :mod:`pipeline.flow.tuning`).
 """
 
 from __future__ import annotations
@@ -13,20 +24,43 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-__all__ = ["REGISTRABLE", "CycleBest", "ResultError", "StoppingSummary", "TrainResult"]
+__all__ = [
+    "DIVERGED_TAG",
+    "REGISTRABLE",
+    "CheckpointEvent",
+    "CheckpointHook",
+    "CycleBest",
+    "CycleEndEvent",
+    "CycleHook",
+    "ResultError",
+    "StoppingSummary",
+    "TrainResult",
+    "TrainingDiverged",
+]
 
 Status = Literal["completed", "budget_exhausted", "preempted", "pruned"]  # pruned: a cycle hook
 REGISTRABLE = ("completed", "budget_exhausted")  # runs whose cycle bests may be registered
+# read as a field of a pydantic model (pydantic's config of a dataclass): no unknown keys
+STRICT = {"extra": "forbid"}
 
 T = TypeVar("T")
 
 
 class ResultError(ValueError):
     """A result file is missing, not JSON, or not a result of this job."""
+
+
+class TrainingDiverged(RuntimeError):
+    """Non-finite steps persisted through every allowed rollback (the NaN guard's verdict;
+    the run ends without a result, its MLflow run tagged :data:`DIVERGED_TAG`)."""
+
+
+DIVERGED_TAG = "failure"  # its value "diverged" on the MLflow run of a diverged job
 
 
 def _strict(cls: type[T], data: Any, what: str) -> T:
@@ -53,6 +87,8 @@ class CycleBest:
     """The best evaluation of one cosine cycle and its checkpoint (``final``: the
     cycle ended, so this is the cycle's best for good)."""
 
+    __pydantic_config__ = STRICT
+
     cycle: int
     step: int
     lr: float
@@ -75,10 +111,12 @@ class CycleBest:
 
 @dataclass(frozen=True)
 class StoppingSummary:
-    """What cycle-aware stopping (``stopping`` in the config, :mod:`training.stopping`)
+    """What cycle-aware stopping (``stopping`` in the config, :mod:`training.engine.stopping`)
     decided: one decision per closed cycle, and what a stop saved. ``usd_saved`` is
     ``steps_saved`` at the run's own average cost per step (``usd_per_step``);
     ``losing_cycles``: the cycles without a win that made the run stop."""
+
+    __pydantic_config__ = STRICT
 
     enabled: bool
     stopped: bool
@@ -114,6 +152,11 @@ class StoppingSummary:
 
 @dataclass(frozen=True)
 class TrainResult:
+    """What a finished run says about itself (``result.json``); :meth:`load` reads it
+    strictly, and so does a pydantic model that holds one (the pipeline's XCom)."""
+
+    __pydantic_config__ = STRICT
+
     status: Status
     stop_reason: str
     run_name: str
@@ -187,3 +230,29 @@ class TrainResult:
         except FileNotFoundError:
             raise ResultError(f"{path} does not exist (the run has not finished)") from None
         return cls.from_json(text, str(path))
+
+
+# ------------------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True)
+class CheckpointEvent:
+    run_name: str
+    step: int
+    total_steps: int
+    cost_usd: float
+    records: Sequence[tuple[int, int, Mapping[str, Any]]]  # the telemetry just committed
+
+
+CheckpointHook = Callable[[CheckpointEvent], None]
+
+
+@dataclass(frozen=True)
+class CycleEndEvent:
+    run_name: str
+    best: CycleBest  # the closed cycle's best (its cycle, step, val_auc, val_loss)
+    end_step: int  # the cycle's last step
+    cost_usd: float  # the run's cost so far
+
+
+CycleHook = Callable[[CycleEndEvent], bool]

@@ -1,7 +1,7 @@
 """The configuration reference (docs/configuration.md), generated from the models.
 
 Every field of the pipeline's config (:class:`~pipeline.base.config.PipelineConfig`)
-and of the training job's (:class:`~training.config.TrainConfig`) with its type,
+and of the training job's (:class:`~training.config.train.TrainConfig`) with its type,
 default, how to set it and its description, read from pydantic's JSON schema of
 the models themselves, so the page cannot disagree with the code:
 ``python -m pipeline config-doc`` writes it, ``--check`` fails when it is stale
@@ -31,7 +31,7 @@ by `__`), which wins over the file. A list or a mapping is given as JSON in a
 variable, e.g. `COSINE_RETRAIN_ALERTS__CHANNELS='["webhook","slack"]'`. An unknown
 field is an error that lists the valid fields of its section.
 
-**The training job** (`training.config.TrainConfig`): a YAML file
+**The training job** (`training.config.train.TrainConfig`): a YAML file
 (`python -m training train --config FILE`, the pipeline's `retrain.train_config`)
 overridden by `--set KEY=VALUE` (VALUE read as JSON, else YAML). Epoch forms
 (`*_epochs`) and step forms (`*_steps`) exclude each other; epochs are converted to
@@ -141,7 +141,7 @@ def _sections(model: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
 
 def render() -> str:
     from pipeline.base.config import ENV_PREFIX, PipelineConfig
-    from training.config import TrainConfig
+    from training.api import TrainConfig
 
     lines = [HEADER, "## The pipeline (`python -m pipeline`, the DAGs)", ""]
     schema = PipelineConfig.model_json_schema()

@@ -138,15 +138,12 @@ def permanent() -> Iterator[None]:
 
     from pipeline.base.config import ConfigError
     from pipeline.base.store import InvalidKey, ObjectExists
-    from pipeline.steps.aliases import RegistryError
-    from pipeline.steps.gate import GateFailed
-    from pipeline.steps.sources import IngestError
-    from pipeline.steps.validation import ValidationFailed
-    from training.checkpoint import CheckpointError
-    from training.config import ConfigError as TrainConfigError
-    from training.data.spec import DataError
-    from training.nan_guard import TrainingDiverged
-    from training.results import ResultError
+    from pipeline.steps.landing.sources import IngestError
+    from pipeline.steps.promotion.gate import GateFailed
+    from pipeline.steps.quality.validation import ValidationFailed
+    from pipeline.steps.registry.aliases import RegistryError
+    from training.api import CheckpointError, DataError, ResultError, TrainingDiverged
+    from training.api import ConfigError as TrainConfigError
 
     try:
         yield
@@ -236,7 +233,7 @@ def approval_task(*, task_id: str, held_task_id: str) -> BaseOperator:
     as responder, which :func:`approval_answer` reads as a timeout."""
     from airflow.providers.standard.operators.hitl import HITLOperator
 
-    from pipeline.steps.approval import APPROVE, REJECT
+    from pipeline.steps.promotion.approval import APPROVE, REJECT
 
     pull = f"ti.xcom_pull(task_ids='{held_task_id}')"
     return HITLOperator(

@@ -33,8 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.apps.replay import BatchSource, Replay
-from training.atomic import atomic_write_text
-from training.locations import DEFAULT_HOME, PROJECT_ROOT
+from training.api import DEFAULT_HOME, PROJECT_ROOT, atomic_write_text
 
 __all__ = [
     "claim_home",
@@ -154,9 +153,8 @@ def folder_batches(folder: Path, spec_path: Path, incoming: Path) -> list[BatchS
     target) and ``labels.parquet`` (id and target, rows with a target only), which
     is where the ingest DAG may read files from (``ingest.source_roots``)."""
     from pipeline.base.store import InvalidKey, check_id
-    from pipeline.steps.sources import IngestError, load_source, read_source
-    from training.atomic import atomic_writer
-    from training.data.spec import load_spec
+    from pipeline.steps.landing.sources import IngestError, load_source, read_source
+    from training.api import atomic_writer, load_spec
 
     spec = load_spec(spec_path)
     if not folder.is_dir():
@@ -283,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from training.data.spec import DataError
+    from training.api import DataError
 
     _say(
         f"== cosine-retrain demo: replaying {batches[0].batch_id}..{batches[-1].batch_id} "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from training.locations import PROJECT_ROOT
+from training.api import PROJECT_ROOT
 
 __all__ = ["EXAMPLES", "Example", "gss_batches", "main", "write_example"]
 
@@ -101,7 +101,7 @@ EXAMPLES = {
 
 def write_example(name: str, out: Path) -> list[Path]:
     """Write the example's batches as ``out/<batch_id>.csv`` (replacing those files)."""
-    from training.atomic import atomic_write_text
+    from training.api import atomic_write_text
 
     if name not in EXAMPLES:
         raise KeyError(f"unknown example {name!r}; known: {', '.join(sorted(EXAMPLES))}")

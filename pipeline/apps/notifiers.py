@@ -1,4 +1,4 @@
-"""Airflow callbacks that send pipeline alerts (:mod:`pipeline.alerts`).
+"""Airflow callbacks that send pipeline alerts (:mod:`pipeline.base.alerts`).
 
 Task level, as a notifier (the usual way)::
 
@@ -10,8 +10,8 @@ dags test``: STACK_NOTES §0.1; the function works there and under the scheduler
 
     @dag(..., on_failure_callback=dag_failure_callback)
 
-Both build an :class:`~pipeline.alerts.Alert` from the Airflow context (DAG, task,
-run id, try number, exception, log URL) and call :func:`~pipeline.alerts.send_alert`
+Both build an :class:`~pipeline.base.alerts.Alert` from the Airflow context (DAG, task,
+run id, try number, exception, log URL) and call :func:`~pipeline.base.alerts.send_alert`
 with the configuration and store built here, at the edge (``load_config()``,
 ``build_store()``). The alert's ``run_key`` is ``<dag_id>/<run_id>/<task_id>/try<N>``
 (a task) or ``<dag_id>/<run_id>`` (a DAG run), so a callback that fires twice for

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.locations import PROJECT_ROOT
+from training.api import PROJECT_ROOT
 
 __all__ = ["DAGS", "BatchSource", "Month", "Replay", "RunResult"]
 
@@ -181,7 +181,7 @@ class Replay:
             out.steps["alerts"] = kinds
         return out
 
-    def _failure(self, out: Month, what: str, run: RunResult) -> None:
+    def failure(self, out: Month, what: str, run: RunResult) -> None:
         out.failed = True
         out.lines.append(f"  {what:<10} FAILED ({run.dag_id} {run.state}):")
         for error in run.errors:
@@ -202,35 +202,35 @@ class Replay:
         out = Month(source.batch_id)
         landed = self.run("ingest", source.conf("features"))
         if landed.failed:
-            self._failure(out, "ingest", landed)
+            self.failure(out, "ingest", landed)
         else:
             ingest_line(out, landed.results.get("land_features", {}), "features")
         if previous is not None:
             labels = self.run("ingest", previous.conf("labels"))
             if labels.failed:
-                self._failure(out, "labels", labels)
+                self.failure(out, "labels", labels)
             else:
                 ingest_line(out, labels.results.get("land_labels", {}), previous.batch_id)
         runs = self.follow()
         if "drift_monitor" in runs:
-            monitor_lines(out, runs["drift_monitor"], self._failure)
+            monitor_lines(out, runs["drift_monitor"], self.failure)
         if "canary_review" in runs:
-            canary_lines(out, runs["canary_review"], previous, self._failure)
+            canary_lines(out, runs["canary_review"], previous, self.failure)
         if "retrain" in runs:
             retrain_lines(self, out, runs["retrain"])
         champion_line(self, out)
         return out
 
     def alias(self, alias: str) -> str | None:
-        from pipeline.steps.aliases import current_alias
+        from pipeline.steps.registry.aliases import current_alias
 
         return current_alias(self.env.client, self.env.model, alias)
 
     def write_report(self, title: str) -> Path:
         """``<home>/reports/replay.html``: drift and live quality per batch, every run's
         curves, the registered versions and the alias history."""
-        from pipeline.steps.aliases import alias_history
-        from pipeline.steps.report import ReplayMonth, ReplayRun, write_report
+        from pipeline.steps.ops.report import ReplayMonth, ReplayRun, write_report
+        from pipeline.steps.registry.aliases import alias_history
 
         months = [
             ReplayMonth(

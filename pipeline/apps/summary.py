@@ -82,12 +82,13 @@ def canary_lines(out: Any, run: Any, previous: Any, failure: Failure) -> None:
         failure(out, "quality", run)
         return
     decided = q.get("decision") or {}
+    live = q.get("summary") or {}  # None: nothing was scored
     batch = previous.batch_id if previous is not None else "?"
-    if q.get("auc") is not None:
-        out.steps["live_auc"] = q["auc"]
+    if live.get("value") is not None:
+        out.steps["live_auc"] = live["value"]
         out.lines.append(
-            f"  quality    champion v{q['model_version']} live AUC {q['auc']:.4f} on "
-            f"{q['rows']} labelled rows of {batch} (SLO {q['slo']})"
+            f"  quality    champion v{live['model_version']} live AUC {live['value']:.4f} on "
+            f"{live['rows']} labelled rows of {batch} (SLO {live['slo']})"
         )
     else:
         out.lines.append(f"  quality    {decided.get('reason', 'not measured')}")
@@ -103,7 +104,7 @@ def retrain_lines(replay: Any, out: Any, run: Any) -> None:
     res = run.results
     plan = res.get("plan")
     if plan is None:
-        replay._failure(out, "retrain", run)
+        replay.failure(out, "retrain", run)
         return
     if plan.get("skip"):
         out.lines.append(f"  retrain    skipped: {plan.get('reason')}")
@@ -115,12 +116,14 @@ def retrain_lines(replay: Any, out: Any, run: Any) -> None:
         f"(why: {reason}; {run.consumed} request(s))"
     )
     trained = res.get("train") or res.get("train_result") or {}
-    for c in trained.get("cycles", []):
+    result = trained.get("result") or {}  # the job's TrainResult: every cycle's best so far
+    finals = sorted((c for c in result.get("cycles", []) if c["final"]), key=lambda c: c["cycle"])
+    for c in finals:
         out.lines.append(
             f"             cycle {c['cycle']} best at step {c['step']}: lr {c['lr']:.3g}, "
             f"val AUC {c['val_auc']:.4f}"
         )
-    stopping = trained.get("stopping") or {}
+    stopping = result.get("stopping") or {}
     if stopping.get("stopped"):
         out.steps["stopped_after_cycle"] = stopping["stopped_after_cycle"]
         out.lines.append(
@@ -134,7 +137,7 @@ def retrain_lines(replay: Any, out: Any, run: Any) -> None:
     for line in verdict["failures"]:
         out.lines.append(f"               {line}")
     if not trained and run.failed:
-        replay._failure(out, "training", run)
+        replay.failure(out, "training", run)
     replay.retrains.append(
         {"month": out.batch, "plan": plan, "train": trained, "gate": verdict, "state": run.state}
     )

@@ -31,8 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.apps.demo import DAGS, migrate, prepare_environment
-from training.atomic import atomic_write_text
-from training.locations import DEFAULT_HOME
+from training.api import DEFAULT_HOME, atomic_write_text
 
 BIN = Path(sys.executable).parent
 API_TIMEOUT = 90.0

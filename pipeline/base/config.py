@@ -48,8 +48,7 @@ from pipeline.base.sections import (
     ValidationConfig,
 )
 from pipeline.base.sections_tune import TuneConfig
-from training.config_text import unknown_field
-from training.locations import DEFAULT_HOME, PROJECT_ROOT
+from training.api import DEFAULT_HOME, PROJECT_ROOT, unknown_field
 
 __all__ = [
     "ENV_PREFIX",

@@ -1,11 +1,17 @@
-"""The kinds of alert the pipeline sends: a vocabulary the config validates against
-(``alerts.kinds``) and the alert package builds on, importing nothing itself."""
+"""The pipeline's vocabularies, importing nothing themselves: the kinds of alert it
+sends (the config validates ``alerts.kinds`` against them; the alert package builds
+on them) and the triggers of a retrain."""
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal, get_args
 
-__all__ = ["AlertKind"]
+__all__ = ["TRIGGERS", "AlertKind", "Trigger"]
+
+# what asks for a retrain: drift or live quality (an asset event), the cron, a person
+Trigger = Literal["drift", "quality", "scheduled", "manual"]
+TRIGGERS: tuple[Trigger, ...] = get_args(Trigger)
 
 
 class AlertKind(StrEnum):

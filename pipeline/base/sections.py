@@ -202,7 +202,7 @@ class QualityConfig(Section):
 
 
 class MlflowConfig(Section):
-    """Where runs and the model registry live (DESIGN.md: local SQLite by default)."""
+    """Where runs and the model registry live (docs/design.md: local SQLite by default)."""
 
     tracking_uri: str | None = Field(
         None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///<home>/mlflow.db"

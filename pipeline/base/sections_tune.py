@@ -13,7 +13,7 @@ from pipeline.base.sections import Section
 
 __all__ = ["TUNABLE", "ParamRange", "TuneConfig"]
 
-# The training-config fields the tuner searches (issue #17): the schedule's peak, the
+# The training-config fields the tuner searches: the schedule's peak, the
 # first cycle's length in epochs, the cycle multiplier, the restart peak's decay, the
 # optimizer's weight decay and the warmup in epochs.
 TUNABLE = (

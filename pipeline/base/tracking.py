@@ -1,7 +1,7 @@
 """MLflow as the pipeline sees it: where it is, the client, the names in it.
 
 The tracking URI is resolved here and only here (through
-:func:`training.locations.tracking_uri`, which the training job uses too):
+:func:`training.config.locations.tracking_uri`, which the training job uses too):
 ``mlflow.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else
 ``sqlite:///<home>/mlflow.db``. Clients are built once, at the edge, and passed
 in; MLflow's process-global ("fluent") state is set only for the block that
@@ -15,13 +15,13 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from training import locations
+from training import api
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from pipeline.base.config import PipelineConfig
-    from training.data.spec import DatasetSpec
+    from training.api import DatasetSpec
 
 __all__ = [
     "artifact_location",
@@ -38,15 +38,13 @@ LOCAL_UI = "http://127.0.0.1:5000"  # what ./run ui starts
 
 def tracking_uri(config: PipelineConfig) -> str:
     """``mlflow.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the home's SQLite file."""
-    return locations.tracking_uri(config.mlflow.tracking_uri, config.home)
+    return api.tracking_uri(config.mlflow.tracking_uri, config.home)
 
 
 def artifact_location(config: PipelineConfig) -> str | None:
     """Artifact root of the experiments the pipeline creates: ``mlflow.artifact_location``,
     else ``<home>/mlartifacts`` on a database-backed store (a server keeps its own)."""
-    return locations.artifact_location(
-        config.mlflow.artifact_location, tracking_uri(config), config.home
-    )
+    return api.artifact_location(config.mlflow.artifact_location, tracking_uri(config), config.home)
 
 
 def build_client(config: PipelineConfig) -> MlflowClient:

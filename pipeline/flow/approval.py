@@ -6,14 +6,16 @@ from __future__ import annotations
 from pipeline.flow.cards import publish
 from pipeline.flow.env import Env
 from pipeline.flow.records import ApprovalOutcome
+from pipeline.steps.promotion.approval import Answer
+from pipeline.steps.promotion.approval import decide as act
+from pipeline.steps.promotion.approval import evidence as body
+from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias
 
 __all__ = ["decide", "evidence"]
 
 
 def evidence(env: Env, version: str) -> str:
     """What the person reads before answering (Markdown): the question, then the card."""
-    from pipeline.steps.approval import evidence as body
-
     return body(env.client, env.store, env.model, str(version))
 
 
@@ -22,10 +24,6 @@ def decide(
 ) -> ApprovalOutcome:
     """Record a person's answer (``who`` None: nobody answered in time) and act on it;
     the version's card gets a revision with the approval."""
-    from pipeline.steps.aliases import CANARY, CHAMPION, current_alias
-    from pipeline.steps.approval import Answer
-    from pipeline.steps.approval import decide as act
-
     answer = Answer(chosen=chosen, who=who, comment=comment)
     result = act(env.client, env.store, env.config, env.model, str(version), answer)
     publish(env, result.version, f"approval: {result.verdict}")

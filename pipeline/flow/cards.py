@@ -9,25 +9,29 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Literal
 
 from pipeline.flow.env import Env
+from pipeline.steps.registry.model_card import (
+    CardRef,
+    collect_card,
+    publish_quietly,
+    render_html,
+    render_markdown,
+)
 
 __all__ = ["after", "publish", "render"]
 
 
 def render(env: Env, version: str, *, fmt: Literal["md", "html"] = "md") -> str:
     """The card of ``version`` as it would be rendered now (nothing is logged)."""
-    from pipeline.steps.model_card import collect_card, render_html, render_markdown
-
     card = collect_card(env.client, env.store, env.model, str(version), reason="rendered on demand")
     return render_html(card) if fmt == "html" else render_markdown(card)
 
 
-def publish(env: Env, version: str | None, reason: str) -> Any:
-    """A new card revision of ``version`` (None: nothing to do); the steps' CardRef or None."""
-    from pipeline.steps.model_card import publish_quietly
-
+def publish(env: Env, version: str | None, reason: str) -> CardRef | None:
+    """A new card revision of ``version`` (None: nothing to do, or it could not be
+    published: logged)."""
     if version is None:
         return None
     return publish_quietly(env.client, env.store, env.model, str(version), reason=reason)

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING
 
 from pipeline.base import tracking
 from pipeline.base.config import PipelineConfig, load_config, resolve_path
+from pipeline.base.store import ObjectStore, build_store
+from training.api import DatasetSpec, load_spec
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
-    from pipeline.base.store import ObjectStore
-    from training.data.spec import DatasetSpec
+    from mlflow import MlflowClient  # built by pipeline.base.tracking on first use
 
 __all__ = ["Env", "build_env"]
 
@@ -30,14 +29,10 @@ class Env:
 
     @functools.cached_property
     def store(self) -> ObjectStore:
-        from pipeline.base.store import build_store
-
         return build_store(self.config)
 
     @functools.cached_property
     def spec(self) -> DatasetSpec:
-        from training.data.spec import load_spec
-
         return load_spec(resolve_path(self.config.dataset_spec))
 
     @functools.cached_property

@@ -3,24 +3,46 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+import pandas as pd
+
+from pipeline.base.layout import latest_labels
+from pipeline.base.store import get_frame, join_key
 from pipeline.flow.cards import publish
 from pipeline.flow.env import Env
 from pipeline.flow.monitor import retrain_request
-from pipeline.flow.records import Decision, QualityOutcome, ReviewOutcome
+from pipeline.flow.records import Decision, Record, ReviewOutcome
+from pipeline.steps.canary.review import CanaryReview, apply_review
+from pipeline.steps.canary.review import review_canary as judge
+from pipeline.steps.promotion.actions import PromotionResult
+from pipeline.steps.quality.decision import decide_retrain
+from pipeline.steps.quality.live import QualitySummary, live_quality
+from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias
+from training.api import push_live_quality
 
-__all__ = ["predictions", "quality", "quality_summary", "review", "review_canary"]
+__all__ = [
+    "QualityOutcome",
+    "predictions",
+    "quality",
+    "quality_summary",
+    "review",
+    "review_canary",
+]
 
 log = logging.getLogger(__name__)
 
 
-def predictions(env: Env, batch_id: str) -> Any:
+class QualityOutcome(Record):
+    """The champion's live quality on a batch's labels (None: nothing was scored) and
+    the decision it led to."""
+
+    batch_id: str
+    summary: QualitySummary | None
+    decision: Decision
+
+
+def predictions(env: Env, batch_id: str) -> pd.DataFrame | None:
     """Every prediction stored for the batch (any serving pair), or None."""
-    import pandas as pd
-
-    from pipeline.base.store import get_frame, join_key
-
     prefix = join_key("predictions", env.dataset, batch_id)
     keys = [k for k in env.store.list(prefix) if k.endswith("predictions.parquet")]
     if not keys:
@@ -31,13 +53,9 @@ def predictions(env: Env, batch_id: str) -> Any:
     return frame.drop_duplicates(env.spec.id_column, keep="last")
 
 
-def quality_summary(env: Env, batch_id: str) -> Any:
-    """The steps' :class:`~pipeline.steps.quality.QualitySummary` of the champion on
+def quality_summary(env: Env, batch_id: str) -> QualitySummary | None:
+    """The steps' :class:`~pipeline.steps.quality.live.QualitySummary` of the champion on
     the batch's labelled rows it served, or None when nothing was scored."""
-    from pipeline.base.layout import latest_labels
-    from pipeline.steps.aliases import CHAMPION
-    from pipeline.steps.quality import live_quality
-
     scored = predictions(env, batch_id)
     if scored is None:
         return None
@@ -56,51 +74,36 @@ def quality_summary(env: Env, batch_id: str) -> Any:
 def quality(env: Env, batch_id: str) -> QualityOutcome:
     """Live AUC of the champion on the labelled rows it served; below the SLO it
     requests a retrain (the label-side trigger), with the one decision's reason."""
-    from pipeline.steps.decision import decide_retrain
-
     summary = quality_summary(env, batch_id)
     if summary is None:
         reason = "no predictions for this batch"
-        return QualityOutcome(
-            batch_id=batch_id,
-            model_version=None,
-            auc=None,
-            slo=env.config.quality.slo,
-            rows=0,
-            below_slo=False,
-            decision=Decision(retrain=False, trigger=None, reason=reason, batch_id=batch_id),
-        )
+        decision = Decision(retrain=False, trigger=None, reason=reason, batch_id=batch_id)
+        return QualityOutcome(batch_id=batch_id, summary=None, decision=decision)
     _push(env, summary)
     decided = decide_retrain(quality=summary)
     if decided.retrain:
         decision = retrain_request(env, "quality", decided.reason, batch_id)
     else:
         decision = Decision(retrain=False, trigger=None, reason=decided.reason, batch_id=batch_id)
-    return QualityOutcome.of(summary, auc=summary.value, decision=decision)
+    return QualityOutcome(batch_id=batch_id, summary=summary, decision=decision)
 
 
-def _push(env: Env, summary: Any) -> None:
+def _push(env: Env, summary: QualitySummary) -> None:
     """The verdict to the Pushgateway, where the SLO alert and the dashboard read it
     (``cosine_retrain_live_auc``, ``..._slo``, ``..._rows``); never fails the step."""
     url = env.config.pushgateway_url
     if not url or summary.value is None:
         return
-    from training.pushgateway import push_live_quality
-
     if push_live_quality(url, auc=summary.value, slo=summary.slo, rows=summary.rows):
         log.info("live quality of %s pushed to %s", summary.model_version, url)
 
 
-def review_canary(env: Env, batch_ids: list[str], *, hold: bool = False) -> tuple[Any, Any]:
+def review_canary(
+    env: Env, batch_ids: list[str], *, hold: bool = False
+) -> tuple[CanaryReview, PromotionResult]:
     """Compare canary and champion on the labels of these batches, then act (promote,
     roll back or wait; ``hold``: a promotion waits for a person's approval): the steps'
     CanaryReview and PromotionResult. A decision adds a revision to the version's card."""
-    import pandas as pd
-
-    from pipeline.base.layout import latest_labels
-    from pipeline.steps.canary import review_canary as judge
-    from pipeline.steps.promotion import apply_review
-
     labels = pd.concat(
         [latest_labels(env.store, env.dataset, b) for b in batch_ids], ignore_index=True
     )
@@ -113,8 +116,6 @@ def review_canary(env: Env, batch_ids: list[str], *, hold: bool = False) -> tupl
 
 def review(env: Env, batch_ids: list[str], *, hold: bool = False) -> ReviewOutcome:
     """:func:`review_canary` as the canary review's record."""
-    from pipeline.steps.aliases import CANARY, CHAMPION, current_alias
-
     result, action = review_canary(env, batch_ids, hold=hold)
     return ReviewOutcome(
         outcome=result.outcome,

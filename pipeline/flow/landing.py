@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pipeline.base.config import resolve_path
+from pipeline.base.layout import (
+    AREAS,
+    BatchRef,
+    batch_ids,
+    batch_prefix,
+    committed_versions,
+    read_manifest,
+    resolve_batch,
+)
 from pipeline.flow.env import Env
-from pipeline.flow.records import Landed
+from pipeline.steps.landing import ingest
+from pipeline.steps.landing import labels as label_steps
+from pipeline.steps.landing.ingest import Landed
+from pipeline.steps.quality.reference import ReferenceSnapshot, create_reference_from_batches
 
 __all__ = [
     "BatchListing",
@@ -18,13 +29,6 @@ __all__ = [
     "reference",
     "source_roots",
 ]
-
-
-def _landed(result: object) -> Landed:
-    from pipeline.steps.ingest import IngestResult
-
-    assert isinstance(result, IngestResult)
-    return Landed.of(result, **result.ref.as_dict())
 
 
 def land(
@@ -41,9 +45,6 @@ def land(
     ``trusted`` (a person at a shell): the file may lie outside
     ``ingest.source_roots``; a DAG run's ``source`` param is never trusted.
     """
-    from pipeline.steps import ingest
-    from pipeline.steps import labels as label_steps
-
     month = ingest.parse_month(source) if not Path(source).exists() else None
     if month is not None:
         if batch_id is not None:
@@ -51,14 +52,10 @@ def land(
                 f"{source!r} is a flights month (batch 2013-{month:02d}); batch_id is for files"
             )
         if labels:
-            result = label_steps.ingest_flights_labels(
+            return label_steps.ingest_flights_labels(
                 env.store, env.spec, month, new_version=new_version
             )
-        else:
-            result = ingest.ingest_flights_month(
-                env.store, env.spec, month, new_version=new_version
-            )
-        return _landed(result)
+        return ingest.ingest_flights_month(env.store, env.spec, month, new_version=new_version)
     if not batch_id:
         raise ValueError(
             f"{source!r} is not a flights month: landing a file needs a batch id "
@@ -67,10 +64,9 @@ def land(
     if not trusted:
         check_source(env, source)
     fn = label_steps.ingest_labels_file if labels else ingest.ingest_file
-    result = fn(
+    return fn(
         env.store, env.spec, source, batch_id, new_version=new_version, storage=env.config.storage
     )
-    return _landed(result)
 
 
 def source_roots(env: Env) -> list[str]:
@@ -107,8 +103,6 @@ class BatchListing:
 
 
 def _released(env: Env, batch_id: str, versions: list[int]) -> dict[int, int]:
-    from pipeline.base.layout import BatchRef, batch_prefix, read_manifest
-
     out = {}
     for v in versions:
         origin = read_manifest(env.store, batch_prefix(BatchRef(env.dataset, batch_id, v)))
@@ -120,8 +114,6 @@ def _released(env: Env, batch_id: str, versions: list[int]) -> dict[int, int]:
 def batches(env: Env) -> list[BatchListing]:
     """Every batch id in the store with its versions, quarantined versions (and those
     released by ``revalidate``) and labels."""
-    from pipeline.base.layout import AREAS, batch_ids, committed_versions
-
     ids = sorted({b for area in AREAS for b in batch_ids(env.store, env.dataset, area)})
     out = []
     for b in ids:
@@ -133,13 +125,12 @@ def batches(env: Env) -> list[BatchListing]:
     return out
 
 
-def reference(env: Env, snapshot: str, batch_ids: list[str]) -> tuple[Any, list[Any]]:
+def reference(
+    env: Env, snapshot: str, from_batches: list[str]
+) -> tuple[ReferenceSnapshot, list[BatchRef]]:
     """Store a reference snapshot from the newest version of each named batch; the
     snapshot and the batch versions it was made from."""
-    from pipeline.base.layout import resolve_batch
-    from pipeline.steps.reference import create_reference_from_batches
-
-    refs = [resolve_batch(env.store, env.dataset, b) for b in batch_ids]
+    refs = [resolve_batch(env.store, env.dataset, b) for b in from_batches]
     snap = create_reference_from_batches(
         env.store,
         env.spec,

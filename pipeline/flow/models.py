@@ -7,6 +7,25 @@ from typing import Any
 
 from pipeline.flow.cards import after
 from pipeline.flow.env import Env
+from pipeline.steps.promotion.actions import (
+    PromotionResult,
+    reject_canary,
+    rollback_champion,
+)
+from pipeline.steps.promotion.actions import (
+    promote as act,
+)
+from pipeline.steps.promotion.gate import GateResult
+from pipeline.steps.promotion.gate import gate_version as gate
+from pipeline.steps.registry.aliases import (
+    CHALLENGER,
+    AliasMove,
+    RegistryError,
+    alias_history,
+    current_alias,
+)
+from pipeline.steps.registry.holdout import training_holdout
+from pipeline.steps.registry.registration import Registration, register_training_run
 
 __all__ = [
     "ModelListing",
@@ -21,23 +40,19 @@ __all__ = [
 
 def register_run(
     env: Env, run_id: str, *, lineage: dict[str, str] | None = None, ensemble: bool = True
-) -> Any:
+) -> Registration:
     """Register a finished training run's cycle bests (idempotent): the steps'
-    :class:`~pipeline.steps.registration.Registration`."""
-    from pipeline.steps.registration import register_training_run
-
+    :class:`~pipeline.steps.registry.registration.Registration`."""
     return register_training_run(
         env.client, env.store, env.spec, run_id, name=env.model, lineage=lineage, ensemble=ensemble
     )
 
 
-def gate_version(env: Env, version: str | None = None, *, holdout_run: str | None = None) -> Any:
+def gate_version(
+    env: Env, version: str | None = None, *, holdout_run: str | None = None
+) -> GateResult:
     """The SLO gate for ``version`` (default: the challenger) on the holdout of its own
     run (or of ``holdout_run``); returns the steps' GateResult, raises GateFailed."""
-    from pipeline.steps.aliases import CHALLENGER, RegistryError, current_alias
-    from pipeline.steps.gate import gate_version as gate
-    from pipeline.steps.holdout import training_holdout
-
     version = version or current_alias(env.client, env.model, CHALLENGER)
     if version is None:
         raise RegistryError(f"{env.model} has no challenger; pass --version")
@@ -47,26 +62,20 @@ def gate_version(env: Env, version: str | None = None, *, holdout_run: str | Non
         return gate(env.client, env.store, env.config, env.spec, env.model, holdout, version)
 
 
-def promote(env: Env, version: str, *, why: str) -> Any:
+def promote(env: Env, version: str, *, why: str) -> PromotionResult:
     """A person decides: canary ``version`` becomes champion."""
-    from pipeline.steps.promotion import promote as act
-
     with after(env, version, "promoted by a person"):
         return act(env.client, env.store, env.config, env.model, version, why=why)
 
 
-def reject(env: Env, version: str, *, why: str) -> Any:
+def reject(env: Env, version: str, *, why: str) -> PromotionResult:
     """A person decides: canary ``version`` is rolled back."""
-    from pipeline.steps.promotion import reject_canary
-
     with after(env, version, "rejected by a person"):
         return reject_canary(env.client, env.store, env.config, env.model, version, why=why)
 
 
-def rollback(env: Env, *, why: str) -> Any:
+def rollback(env: Env, *, why: str) -> PromotionResult:
     """``champion`` returns to ``previous_champion``."""
-    from pipeline.steps.promotion import rollback_champion
-
     return rollback_champion(env.client, env.store, env.config, env.model, why=why)
 
 
@@ -74,14 +83,12 @@ def rollback(env: Env, *, why: str) -> Any:
 class ModelListing:
     aliases: dict[str, str]
     versions: list[dict[str, Any]]
-    history: list[Any]
+    history: list[AliasMove]
 
 
 def list_models(env: Env) -> ModelListing:
     """Aliases, versions with their gate and canary status, and the alias history."""
     from mlflow.exceptions import MlflowException
-
-    from pipeline.steps.aliases import RegistryError, alias_history
 
     try:
         model = env.client.get_registered_model(env.model)

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from pipeline.base.alerts import AlertKind, raise_alert
+from pipeline.base.kinds import Trigger
+from pipeline.base.layout import (
+    BatchNotFound,
+    BatchRef,
+    committed_versions,
+    landed_batches,
+    read_batch,
+    resolve_batch,
+)
 from pipeline.flow.env import Env
-from pipeline.flow.records import Decision, DriftOutcome, Scored, Trigger, Validated
+from pipeline.flow.records import Decision, DriftOutcome
+from pipeline.steps.canary.routing import ScoringSummary, score_batch
+from pipeline.steps.ops.spend import check_spend
+from pipeline.steps.quality.decision import decide_retrain
+from pipeline.steps.quality.drift import DriftSummary, check_drift
+from pipeline.steps.quality.release import Release, release_batch
+from pipeline.steps.quality.validation import ValidationFailed, ValidationSummary, validate_batch
+from pipeline.steps.registry.aliases import CHAMPION, actor, current_alias
 
 __all__ = [
     "CHAMPION_REFERENCE",
@@ -18,9 +33,7 @@ __all__ = [
     "retrain_request",
     "revalidate",
     "score",
-    "scoring",
     "validate",
-    "validation",
 ]
 
 log = logging.getLogger(__name__)
@@ -31,8 +44,6 @@ CHAMPION_REFERENCE = "champion"
 
 def champion_reference(env: Env) -> str | None:
     """The reference snapshot stored with the champion (its training sample)."""
-    from pipeline.steps.aliases import CHAMPION, current_alias
-
     champion = current_alias(env.client, env.model, CHAMPION)
     if champion is None:
         return None
@@ -43,25 +54,22 @@ def _reference(env: Env, reference: str | None) -> str | None:
     return champion_reference(env) if reference == CHAMPION_REFERENCE else reference
 
 
-def validation(
+def validate(
     env: Env,
     batch_id: str,
     *,
     version: int | None = None,
     reference: str | None = CHAMPION_REFERENCE,
     alert: bool = True,
-) -> Any:
-    """The steps' :class:`~pipeline.steps.validation.ValidationSummary` of the spec's
+) -> ValidationSummary:
+    """The steps' :class:`~pipeline.steps.quality.validation.ValidationSummary` of the spec's
     Great Expectations suite on the batch. A failure quarantines the batch, sends a
     ``validation_failed`` alert (unless ``alert`` is false) and raises
-    :class:`~pipeline.steps.validation.ValidationFailed` (nothing downstream runs).
+    :class:`~pipeline.steps.quality.validation.ValidationFailed` (nothing downstream runs).
 
     ``reference``: the snapshot whose categories the unseen-category checks use
     (default: the champion's; None skips those checks).
     """
-    from pipeline.base.layout import resolve_batch
-    from pipeline.steps.validation import ValidationFailed, validate_batch
-
     ref = resolve_batch(env.store, env.dataset, batch_id, version)
     try:
         return validate_batch(
@@ -94,17 +102,13 @@ def revalidate(
     reference: str | None = CHAMPION_REFERENCE,
     who: str | None = None,
     new_version: bool = False,
-) -> Any:
+) -> Release:
     """Re-check a quarantined version of the batch (default: the newest quarantined one)
     against the current spec; when it passes, release it as the batch's next version and
     store that version's validation report. The steps'
-    :class:`~pipeline.steps.release.Release`; a batch that still fails raises
-    :class:`~pipeline.steps.release.StillRefused` (a ValidationFailed) and stays
-    quarantined. ``who``: default :func:`~pipeline.steps.aliases.actor`."""
-    from pipeline.base.layout import BatchNotFound, BatchRef, committed_versions
-    from pipeline.steps.aliases import actor
-    from pipeline.steps.release import release_batch
-
+    :class:`~pipeline.steps.quality.release.Release`; a batch that still fails raises
+    :class:`~pipeline.steps.quality.release.StillRefused` (a ValidationFailed) and stays
+    quarantined. ``who``: default :func:`~pipeline.steps.registry.aliases.actor`."""
     held = committed_versions(env.store, env.dataset, batch_id, "quarantine")
     if version is None:
         if not held:
@@ -123,27 +127,15 @@ def revalidate(
         new_version=new_version,
     )
     if release.status == "released":
-        validation(
-            env, batch_id, version=release.released.version, reference=reference, alert=False
-        )
+        validate(env, batch_id, version=release.released.version, reference=reference, alert=False)
     return release
-
-
-def validate(env: Env, batch_id: str) -> Validated:
-    """:func:`validation` of the batch's newest version against the champion's
-    reference, as the drift monitor's record (a failure alerts and raises)."""
-    summary = validation(env, batch_id)
-    return Validated.of(summary, batch_id=batch_id, version=summary.ref.version)
 
 
 def drift_summary(
     env: Env, batch_id: str, *, version: int | None = None, reference: str | None = None
-) -> Any:
-    """The steps' :class:`~pipeline.steps.drift.DriftSummary` of the batch against
+) -> DriftSummary | None:
+    """The steps' :class:`~pipeline.steps.quality.drift.DriftSummary` of the batch against
     ``reference`` (default: the champion's), or None when there is no reference."""
-    from pipeline.base.layout import resolve_batch
-    from pipeline.steps.drift import check_drift
-
     snapshot = reference if reference is not None else champion_reference(env)
     if snapshot is None:
         return None
@@ -153,12 +145,9 @@ def drift_summary(
 
 def drift(env: Env, batch_id: str, *, alert: bool = True) -> DriftOutcome:
     """Evidently drift of the batch against the champion's reference snapshot."""
-    from pipeline.steps.drift import DriftSummary
-
     summary = drift_summary(env, batch_id)
     if summary is None:
         return DriftOutcome(batch_id=batch_id, checked=False, reason="no champion yet")
-    assert isinstance(summary, DriftSummary)
     if summary.drifted and alert:
         raise_alert(
             env.config,
@@ -194,27 +183,16 @@ def drift(env: Env, batch_id: str, *, alert: bool = True) -> DriftOutcome:
     )
 
 
-def scoring(env: Env, batch_id: str) -> Any:
-    """Champion and canary score the batch (routing by a stable hash of the row id);
-    the steps' :class:`~pipeline.steps.canary.ScoringSummary`."""
-    from pipeline.base.layout import read_batch, resolve_batch
-    from pipeline.steps.canary import score_batch
-
+def score(env: Env, batch_id: str) -> ScoringSummary:
+    """Champion and canary score the batch (routing by a stable hash of the row id)."""
     ref = resolve_batch(env.store, env.dataset, batch_id)
     return score_batch(
         env.client, env.store, env.config, env.spec, env.model, batch_id, read_batch(env.store, ref)
     )
 
 
-def score(env: Env, batch_id: str) -> Scored:
-    """:func:`scoring` as the drift monitor's record."""
-    return Scored.of(scoring(env, batch_id))
-
-
 def retrain_request(env: Env, trigger: Trigger, reason: str, batch_id: str) -> Decision:
     """A retrain request for ``trigger``, unless the monthly budget pauses it."""
-    from pipeline.steps.spend import check_spend
-
     _, spend = check_spend(
         trigger, env.config, client=env.client, experiment=env.experiment, store=env.store
     )
@@ -225,10 +203,7 @@ def retrain_request(env: Env, trigger: Trigger, reason: str, batch_id: str) -> D
 
 def decide(env: Env, batch_id: str, drift_outcome: DriftOutcome) -> Decision:
     """Request a retrain when the batch drifted (or there is no champion yet): the one
-    decision (:func:`pipeline.steps.decision.decide_retrain`) on the stored summary."""
-    from pipeline.steps.aliases import CHAMPION, current_alias
-    from pipeline.steps.decision import decide_retrain
-
+    decision (:func:`pipeline.steps.quality.decision.decide_retrain`) on the stored summary."""
     if not drift_outcome.checked:
         has_champion = current_alias(env.client, env.model, CHAMPION) is not None
         if has_champion:
@@ -240,7 +215,7 @@ def decide(env: Env, batch_id: str, drift_outcome: DriftOutcome) -> Decision:
         summary = drift_summary(
             env, batch_id, version=drift_outcome.version, reference=drift_outcome.reference
         )
-        decision = decide_retrain(summary)  # type: ignore[arg-type]
+        decision = decide_retrain(summary)
     if decision.retrain:
         return retrain_request(env, decision.trigger or "drift", decision.reason, batch_id)
     return Decision(retrain=False, trigger=None, reason=decision.reason, batch_id=batch_id)
@@ -248,8 +223,6 @@ def decide(env: Env, batch_id: str, drift_outcome: DriftOutcome) -> Decision:
 
 def newest_batch(env: Env) -> str:
     """The newest batch id with committed features (the scheduled monitor's default)."""
-    from pipeline.base.layout import landed_batches
-
     landed = landed_batches(env.store, env.dataset)
     if not landed:
         raise ValueError(f"no batch of {env.dataset} has landed yet (run the ingest DAG)")

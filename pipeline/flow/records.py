@@ -1,9 +1,14 @@
-"""The typed records that pass between the flow's steps (and, as JSON, between DAG tasks).
+"""The records the flow composes (a plan, a window, a decision...), between its steps
+and, as JSON, between DAG tasks.
 
-Each is a frozen pydantic model that forbids unknown fields: a DAG task returns
-``record.to_xcom()`` (plain JSON, readable in the Airflow UI's XCom tab) and the
-next task rebuilds it with ``Plan.from_xcom(value)``, which refuses anything that
-is not exactly a plan. Nothing downstream reads a step's result by string keys.
+Where a step's own record is the result (a landed batch, a validation, a scoring, a
+registration) the flow passes that record on as is; these are what the flow itself
+adds: a request and its plan, the decision after the budget, what a step changed
+in the aliases. Each is a frozen pydantic model that forbids unknown fields: a DAG
+task returns ``record.to_xcom()`` and the next task rebuilds it with
+``Plan.from_xcom(value)``, which refuses anything that is not exactly a plan (a
+step's own record does the same: :mod:`pipeline.base.records`). Nothing downstream
+reads a step's result by string keys.
 """
 
 from __future__ import annotations
@@ -12,34 +17,26 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 
+from pipeline.base.kinds import Trigger
+from training.api import Finding, TrainResult
+
 __all__ = [
     "ApprovalOutcome",
     "BatchVersions",
-    "CycleSummary",
     "Decision",
     "DriftOutcome",
     "GateOutcome",
-    "Landed",
     "Plan",
-    "QualityOutcome",
     "Record",
-    "Registered",
-    "RegisteredSummary",
     "RetrainRequest",
     "ReviewOutcome",
-    "Scored",
-    "TrainSummary",
-    "Trigger",
-    "Validated",
+    "Trained",
     "Window",
 ]
 
-Trigger = Literal["drift", "quality", "scheduled", "manual"]
-
 
 class Record(BaseModel):
-    # from_attributes: a record is read off a step's frozen dataclass by field name
-    model_config = ConfigDict(extra="forbid", frozen=True, from_attributes=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     def to_xcom(self) -> dict[str, Any]:
         """Plain JSON values (what a DAG task returns)."""
@@ -52,43 +49,8 @@ class Record(BaseModel):
             return value
         return cls.model_validate(value)
 
-    @classmethod
-    def of(cls, step_record: Any, **more: Any) -> Self:
-        """The record read off a step's frozen dataclass (fields by name), plus ``more``."""
-        values = {
-            name: getattr(step_record, name)
-            for name in cls.model_fields
-            if name not in more and hasattr(step_record, name)
-        }
-        return cls.model_validate({**values, **more})
-
 
 # ------------------------------------------------------------------------------ monitor
-
-
-class Landed(Record):
-    """A batch's features or labels landed (or were already there)."""
-
-    dataset: str
-    batch_id: str
-    version: int
-    kind: Literal["features", "labels"]
-    status: Literal["landed", "unchanged"]
-    rows: int
-    content_sha256: str
-    uri: str
-    message: str
-
-
-class Validated(Record):
-    batch_id: str
-    version: int
-    success: bool
-    rows: int
-    evaluated: int
-    docs_uri: str | None
-    result_uri: str | None
-    reused: bool
 
 
 class DriftOutcome(Record):
@@ -112,20 +74,6 @@ class DriftOutcome(Record):
     reused: bool = False
 
 
-class Scored(Record):
-    """Who scored the batch: the champion, and the canary for its share of the rows
-    (or, in its shadow phase, for every row, unserved)."""
-
-    batch_id: str
-    rows: int
-    champion_version: str | None  # None: no champion yet, nothing was scored
-    canary_version: str | None
-    canary_rows: int
-    key: str | None  # the predictions' key in the store
-    reused: bool
-    shadow_rows: int = 0  # rows the canary scored unserved (its shadow phase after the gate)
-
-
 class Decision(Record):
     """Whether to request a retrain, and why (always a reason, also for no)."""
 
@@ -143,16 +91,6 @@ class RetrainRequest(Record):
 
 
 # ------------------------------------------------------------------------------ labels
-
-
-class QualityOutcome(Record):
-    batch_id: str
-    model_version: str | None
-    auc: float | None
-    slo: float | None
-    rows: int
-    below_slo: bool
-    decision: Decision
 
 
 class ReviewOutcome(Record):
@@ -222,72 +160,20 @@ class Window(Record):
     labels_uri: str | None = None
 
 
-class CycleSummary(Record):
-    cycle: int
-    step: int
-    lr: float
-    val_auc: float
-    val_loss: float
+class Trained(Record):
+    """A finished training run as the retrain passes it on: the job's own result, its
+    MLflow page (the training task's extra link) and what the health check found."""
 
-
-class StoppingLine(Record):
-    """What cycle-aware stopping decided (training.results.StoppingSummary, in short)."""
-
-    enabled: bool
-    stopped: bool
-    stopped_after_cycle: int | None
-    stop_step: int | None
-    scheduled_steps: int
-    steps_saved: int
-    usd_saved: float
-    decision: str
-
-
-class Finding(Record):
-    kind: str
-    step: int
-    value: float
-    threshold: float
-    message: str
-
-
-class TrainSummary(Record):
-    run_id: str | None
-    run_name: str
-    status: str
-    stop_reason: str
-    nan_count: int
-    cost_usd: float
-    cycles: list[CycleSummary]
+    result: TrainResult
     mlflow_run_url: str | None
-    code_revision: str = "unknown"
     health: list[Finding] = []
-    stopping: StoppingLine | None = None  # None: a job from before cycle-aware stopping
 
     def require_run_id(self) -> str:
-        if not self.run_id:
+        if not self.result.mlflow_run_id:
             raise ValueError(
-                f"training run {self.run_name} has no MLflow run id (was MLflow enabled?)"
+                f"training run {self.result.run_name} has no MLflow run id (was MLflow enabled?)"
             )
-        return self.run_id
-
-
-class RegisteredSummary(Record):
-    version: str
-    candidate: str
-    cycle: int | None
-    step: int | None
-    lr: float | None
-    val_auc: float
-    val_loss: float
-    created: bool
-
-
-class Registered(Record):
-    run_id: str
-    challenger: str
-    versions: list[RegisteredSummary]
-    ensemble: dict[str, Any] = {}
+        return self.result.mlflow_run_id
 
 
 class GateOutcome(Record):

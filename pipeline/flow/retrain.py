@@ -1,7 +1,7 @@
 """The retrain: plan -> export_window -> train -> register -> gate.
 
 The training job is called through its typed API (:mod:`training.api`): on the
-local backend in this process with a :class:`~training.config.TrainConfig` built
+local backend in this process with a :class:`~training.config.train.TrainConfig` built
 from the shipped one; on the Kubernetes backend as the pod's command line,
 produced from the same typed config by :func:`training.api.train_argv`.
 """
@@ -13,29 +13,46 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline.base import tracking
 from pipeline.base.alerts import AlertKind, raise_alert
 from pipeline.base.config import resolve_path
+from pipeline.base.layout import (
+    BatchRef,
+    committed_versions,
+    labelled_batches,
+    read_batch,
+    read_labels,
+    report_summaries,
+)
+from pipeline.base.store import join_key
 from pipeline.flow.cards import after
 from pipeline.flow.env import Env
 from pipeline.flow.records import (
     BatchVersions,
-    CycleSummary,
-    Finding,
     GateOutcome,
     Plan,
-    Registered,
-    RegisteredSummary,
     RetrainRequest,
-    TrainSummary,
+    Trained,
     Window,
 )
-
-if TYPE_CHECKING:
-    from training.config import TrainConfig
-    from training.results import TrainResult
+from pipeline.steps.ops.spend import check_spend
+from pipeline.steps.promotion.gate import gate_version
+from pipeline.steps.registry.aliases import CANARY, CHAMPION, RegistryError, current_alias
+from pipeline.steps.registry.holdout import download_artifact, training_holdout
+from pipeline.steps.registry.registration import Registration, register_training_run
+from pipeline.steps.tuning.configs import train_config_path
+from training import api
+from training.api import (
+    DIVERGED_TAG,
+    Finding,
+    ResultError,
+    TrainConfig,
+    TrainingDiverged,
+    TrainResult,
+    atomic_writer,
+)
 
 __all__ = [
     "PodCommand",
@@ -48,7 +65,7 @@ __all__ = [
     "train",
     "train_config",
     "train_result_from_mlflow",
-    "train_summary",
+    "trained",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,10 +82,6 @@ def plan_retrain(env: Env, request: RetrainRequest, *, until: str | None = None)
     Requests close together coalesce: a window that a finished run already
     trained (and registered) is not trained again.
     """
-    from pipeline.base.layout import committed_versions, labelled_batches
-    from pipeline.steps.aliases import CANARY, current_alias
-    from pipeline.steps.spend import check_spend
-
     trigger, reasons = request.trigger, list(request.reasons)
     batches = [b for b in labelled_batches(env.store, env.dataset) if until is None or b <= until]
     window = batches[-env.config.retrain.window_batches :]
@@ -138,11 +151,7 @@ def _work_dir(env: Env, run_name: str) -> Path:
 def export_window(env: Env, plan: Plan) -> Window:
     """Features and labels of the window as two Parquet files the training job reads
     (local files; for the Kubernetes backend they are also put in the store)."""
-    import pandas as pd
-
-    from pipeline.base.layout import BatchRef, read_batch, read_labels
-    from pipeline.base.store import join_key
-    from training.atomic import atomic_writer
+    import pandas as pd  # here, not above: the plan task reads no frames
 
     run_name = plan.require_run()
     folder = _work_dir(env, run_name)
@@ -179,10 +188,7 @@ def export_window(env: Env, plan: Plan) -> Window:
 def train_config(env: Env, plan: Plan, window: Window, *, remote: bool = False) -> TrainConfig:
     """The training job's config for this window: the shipped ``retrain.train_config``
     with the window's data, the run name and MLflow set (typed, validated); a tuned
-    version of it once one won its held-out verdict (pipeline/steps/tuning_store.py)."""
-    from pipeline.steps.tuning_store import train_config_path
-    from training import api
-
+    version of it once one won its held-out verdict (pipeline/steps/tuning/configs.py)."""
     shipped = resolve_path(env.config.retrain.train_config)
     base = api.load_config(train_config_path(env.store, env.dataset, shipped, env.home))
     run_name = plan.require_run()
@@ -242,8 +248,6 @@ def pod_command(
     shipped config the pod mounts at ``config_path``; ``--resume-if-present`` makes
     a pod retried after preemption (exit 75) continue from its checkpoint.
     """
-    from training import api
-
     n = processes or env.config.retrain.processes
     config = train_config(env, plan, window, remote=True)
     base = api.load_config(resolve_path(env.config.retrain.train_config))
@@ -252,22 +256,19 @@ def pod_command(
     return PodCommand(cmds, api.train_argv(config, base, config_path=config_path))
 
 
-def train(env: Env, plan: Plan, window: Window) -> TrainSummary:
+def train(env: Env, plan: Plan, window: Window) -> Trained:
     """Run the training job in this process (the local backend).
 
     A retried task resumes its own run from ``last`` (or returns the finished
     result): the run name is the window's key.
     """
-    from training import api
-    from training.nan_guard import TrainingDiverged
-
     config = train_config(env, plan, window)
     try:
         result = api.finished(config) or api.train(config, resume="if_present")
     except TrainingDiverged as exc:
         diverged(env, plan.require_run(), str(exc))
         raise
-    return train_summary(env, result)
+    return trained(env, result)
 
 
 def diverged(env: Env, run_name: str, reason: str, details: dict[str, Any] | None = None) -> None:
@@ -287,8 +288,6 @@ def diverged(env: Env, run_name: str, reason: str, details: dict[str, Any] | Non
 def alert_if_diverged(env: Env, plan: Plan) -> bool:
     """After the GPU pod failed: when its MLflow run says it diverged (the trainer tags
     it), send the ``nan_detected`` alert; whether it did."""
-    from training.nan_guard import DIVERGED_TAG
-
     run = _run_named(env, plan.require_run())
     if run is None or run.data.tags.get(DIVERGED_TAG) != "diverged":
         return False
@@ -316,12 +315,8 @@ def _run_named(env: Env, run_name: str, *, finished: bool = False) -> Any:
     return found[0] if found else None
 
 
-def train_result_from_mlflow(env: Env, plan: Plan) -> TrainSummary:
+def train_result_from_mlflow(env: Env, plan: Plan) -> Trained:
     """The result of a run trained elsewhere (the GPU pod), read back from MLflow."""
-    from pipeline.steps.aliases import RegistryError
-    from pipeline.steps.holdout import download_artifact
-    from training.results import ResultError, TrainResult
-
     run_name = plan.require_run()
     found = _run_named(env, run_name)
     if found is None:
@@ -332,12 +327,12 @@ def train_result_from_mlflow(env: Env, plan: Plan) -> TrainSummary:
         result = TrainResult.load(path)
     except ResultError as exc:
         raise RegistryError(f"training run {run_id}: {exc}") from None
-    return train_summary(env, result)
+    return trained(env, result)
 
 
-def train_summary(env: Env, result: TrainResult) -> TrainSummary:
-    """What the DAG's next tasks need of a finished run; alerts for NaNs, an unhealthy
-    run and a spent budget go out here (once per run)."""
+def trained(env: Env, result: TrainResult) -> Trained:
+    """The finished run as the retrain passes it on (its result, MLflow page, health);
+    alerts for NaNs, an unhealthy run and a spent budget go out here (once per run)."""
     name, run = result.run_name, result.mlflow_run_id
     health = _health(env, result)
     alerts: list[tuple[AlertKind, str, str, dict[str, Any]]] = []
@@ -352,7 +347,7 @@ def train_summary(env: Env, result: TrainResult) -> TrainSummary:
         )
     if health:
         kinds = ", ".join(sorted({f.kind for f in health}))
-        findings = [f.to_xcom() for f in health]
+        findings = [f.to_dict() for f in health]
         text = "; ".join(f.message for f in health)
         alerts.append(
             (
@@ -368,13 +363,7 @@ def train_summary(env: Env, result: TrainResult) -> TrainSummary:
         alerts.append((AlertKind.COST, title, result.stop_reason, details))
     for kind, title, text, details in alerts:  # each once per run (kind, run key)
         raise_alert(env.config, env.store, kind, run or name, title, text, details)
-    return TrainSummary.of(
-        result,
-        run_id=run,
-        cycles=[CycleSummary.of(c) for c in result.finals],
-        mlflow_run_url=mlflow_run_url(env, run),
-        health=health,
-    )
+    return Trained(result=result, mlflow_run_url=mlflow_run_url(env, run), health=health)
 
 
 def _health(env: Env, result: TrainResult) -> list[Finding]:
@@ -383,13 +372,13 @@ def _health(env: Env, result: TrainResult) -> list[Finding]:
     if not result.mlflow_run_id or result.status != "completed":
         return []
     try:
-        from pipeline.steps.health import run_health  # imports torch: only when there is a run
+        # here, not above: it imports MLflow and torch, needed only when there is a run
+        from pipeline.steps.registry.health import run_health
 
-        findings = run_health(env.client, result.mlflow_run_id, result)
+        return run_health(env.client, result.mlflow_run_id, result)
     except Exception:
         log.exception("could not judge the health of run %s", result.mlflow_run_id)
         return []
-    return [Finding(**f.to_dict()) for f in findings]
 
 
 def mlflow_run_url(env: Env, run_id: str | None) -> str | None:
@@ -403,16 +392,15 @@ def mlflow_run_url(env: Env, run_id: str | None) -> str | None:
 # ------------------------------------------------------------------------------ register, gate
 
 
-def register(env: Env, plan: Plan, trained: TrainSummary) -> Registered:
+def register(env: Env, plan: Plan, run: Trained) -> Registration:
     """Register the run's cycle bests; store the window's sample as the reference
     snapshot the model carries (drift is measured against it once it is champion)."""
-    from pipeline.base.layout import BatchRef
-    from pipeline.steps.reference import (
+    # here, not above: the references read frames (pandas), which no other task needs
+    from pipeline.steps.quality.reference import (
         ReferenceNotFound,
         create_reference_from_batches,
         reference_manifest,
     )
-    from pipeline.steps.registration import register_training_run
 
     snapshot = plan.require_run()
     refs = [BatchRef(env.dataset, b, v.features) for b, v in plan.versions.items()]
@@ -429,23 +417,20 @@ def register(env: Env, plan: Plan, trained: TrainSummary) -> Registered:
         "reasons": "; ".join(plan.reasons)[:1000],
         **report_lineage(env, refs),
     }
-    reg = register_training_run(
+    return register_training_run(
         env.client,
         env.store,
         env.spec,
-        trained.require_run_id(),
+        run.require_run_id(),
         name=env.model,
         lineage=lineage,
     )
-    return registered(reg)
 
 
-def report_lineage(env: Env, refs: list[Any]) -> dict[str, str]:
+def report_lineage(env: Env, refs: list[BatchRef]) -> dict[str, str]:
     """``validation.<batch>`` and ``drift.<batch>``: where the reports of each batch of
     the window are (``summary.json`` URIs, comma-separated; the HTML beside each).
     A batch measured against no reference yet says so instead of a URI."""
-    from pipeline.base.layout import report_summaries
-
     tags = {}
     for ref in refs:
         for kind in ("validation", "drift"):
@@ -456,27 +441,14 @@ def report_lineage(env: Env, refs: list[Any]) -> dict[str, str]:
     return tags
 
 
-def registered(reg: Any) -> Registered:
-    """The steps' Registration as the retrain's record."""
-    return Registered.of(
-        reg,
-        run_id=reg.training_run_id,
-        challenger=reg.challenger.version,
-        versions=[RegisteredSummary.of(v) for v in reg.versions],
-    )
-
-
-def gate(env: Env, registration: Registered) -> GateOutcome:
+def gate(env: Env, registration: Registration) -> GateOutcome:
     """The SLO gate for the challenger on its run's holdout; raises GateFailed (after
     recording the evidence and alerting) when it refuses."""
-    from pipeline.steps.aliases import CANARY, CHAMPION, current_alias
-    from pipeline.steps.gate import gate_version
-    from pipeline.steps.holdout import training_holdout
-
-    holdout = training_holdout(env.client, registration.run_id, env.spec, store=env.store)
-    with after(env, registration.challenger, "gate decided"):  # its card, pass or fail
+    run_id, challenger = registration.training_run_id, registration.challenger.version
+    holdout = training_holdout(env.client, run_id, env.spec, store=env.store)
+    with after(env, challenger, "gate decided"):  # its card, pass or fail
         result = gate_version(
-            env.client, env.store, env.config, env.spec, env.model, holdout, registration.challenger
+            env.client, env.store, env.config, env.spec, env.model, holdout, challenger
         )
     return GateOutcome(
         version=result.version,

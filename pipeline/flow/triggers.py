@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pipeline.base.kinds import TRIGGERS
 from pipeline.flow.records import RetrainRequest
 
 __all__ = ["Event", "events_from_airflow", "newest_extra", "resolve_request"]
-
-TRIGGERS = ("drift", "quality", "scheduled", "manual")
 
 
 @dataclass(frozen=True)

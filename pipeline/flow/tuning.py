@@ -8,11 +8,11 @@
    ``sqlite:///<home>/tuning.db``) whose trials train the tuning window through
    :func:`training.api.train`, each an MLflow run nested under the study's parent
    run, each closed cycle's best val AUC reported at the cycle's index and the trial
-   pruned there when the pruner says so (:class:`~pipeline.steps.tuning.CyclePruner`).
+   pruned there when the pruner says so (:class:`~pipeline.steps.tuning.space.CyclePruner`).
    It stops at ``tune.n_trials`` finished trials, or before a trial that would take
    the summed trial costs past ``tune.budget_usd`` (priced as the dearest so far);
 3. the best trial's config is written as ``tuning/<dataset>/v<N>.yaml``
-   (:mod:`pipeline.steps.tuning_store`);
+   (:mod:`pipeline.steps.tuning.configs`);
 4. :func:`judge`: the config in use now and the tuned one train the held-out window
    (same seed); the tuned one is adopted (later retrains start from it) only when its
    best val AUC beats the current one's by more than ``tune.adopt_min_gain``.
@@ -27,26 +27,37 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import yaml
 
 from pipeline.base import tracking
 from pipeline.base.config import resolve_path
+from pipeline.base.layout import committed_versions, labelled_batches
 from pipeline.base.sections_tune import TuneConfig
 from pipeline.flow.env import Env
 from pipeline.flow.records import BatchVersions, Plan, Record
-from pipeline.steps.tuning import TuneError, check_space
-from pipeline.steps.tuning_study import StudySummary, TuneInterrupted, log_study, run_study
-
-if TYPE_CHECKING:
-    from pipeline.steps.tuning_store import Verdict
-    from training.config import TrainConfig
-    from training.results import TrainResult
+from pipeline.flow.retrain import export_window
+from pipeline.steps.tuning.configs import (
+    Verdict,
+    file_sha256,
+    read_verdict,
+    read_version,
+    train_config_path,
+    tuned_versions,
+    write_verdict,
+    write_version,
+)
+from pipeline.steps.tuning.space import TuneError, check_space
+from pipeline.steps.tuning.study import StudySummary, TuneInterrupted, log_study, run_study
+from training import api
+from training.api import TrainConfig, TrainResult
 
 __all__ = [
     "StudySummary",
     "TuneError",
     "TuneSummary",
-    "VerdictSummary",
+    "export_batches",
     "judge",
     "storage_url",
     "tune",
@@ -56,26 +67,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class VerdictSummary(Record):
-    version: int
-    adopted: bool
-    tuned_auc: float
-    current_auc: float
-    current: str
-    reason: str
-
-    @classmethod
-    def of(cls, verdict: Verdict) -> VerdictSummary:
-        """The stored verdict's fields that the flow reports."""
-        return cls(**{name: getattr(verdict, name) for name in cls.model_fields})
-
-
 class TuneSummary(Record):
     study: StudySummary
     window: list[str]
     holdout: list[str]
     version: int | None
-    verdict: VerdictSummary | None
+    verdict: Verdict | None  # the held-out verdict as stored beside the version
 
 
 # ------------------------------------------------------------------------------ settings
@@ -96,8 +93,6 @@ def study_name(env: Env) -> str:
 def base_config_path(env: Env) -> Path:
     """The config the study starts from and the verdict compares with: what a retrain
     uses now (the adopted tuned version, else ``retrain.train_config``)."""
-    from pipeline.steps.tuning_store import train_config_path
-
     shipped = resolve_path(env.config.retrain.train_config)
     return train_config_path(env.store, env.dataset, shipped, env.home)
 
@@ -110,8 +105,6 @@ def tune_windows(
 ) -> tuple[list[str], list[str]]:
     """(tuning window, held-out window): as given, else the latest ``holdout_batches``
     labelled batches held out and the ``window_batches`` before them tuned on."""
-    from pipeline.base.layout import labelled_batches
-
     t = env.config.tune
     batches = labelled_batches(env.store, env.dataset)
     for given in (window or [], holdout or []):
@@ -130,10 +123,9 @@ def tune_windows(
     return window, holdout
 
 
-def _export(env: Env, batches: list[str], run_name: str) -> dict[str, str]:
-    from pipeline.base.layout import committed_versions
-    from pipeline.flow.retrain import export_window
-
+def export_batches(env: Env, batches: list[str], run_name: str) -> dict[str, str]:
+    """The batches' features and labels as files (:func:`~pipeline.flow.retrain.export_window`),
+    as the training config's ``data.*`` updates."""
     versions = {
         b: BatchVersions(
             features=committed_versions(env.store, env.dataset, b)[-1],
@@ -172,13 +164,10 @@ def judge(
     holdout: list[str],
     parent: str | None,
     experiment: str,
-) -> VerdictSummary:
+) -> Verdict:
     """Train the config in use (``current``) and the tuned one on the held-out window
     (same seed, same data); adopt the tuned one only when it wins by more than
     ``tune.adopt_min_gain``. The verdict is written beside the version, adopted or not."""
-    from pipeline.steps.tuning_store import Verdict, write_verdict
-    from training import api
-
     results: dict[str, TrainResult] = {}
     for which, path in (("current", current), ("tuned", tuned)):
         updates = {
@@ -221,7 +210,7 @@ def judge(
     )
     write_verdict(env.store, env.dataset, verdict)
     log.info("tuned config verdict: %s", reason)
-    return VerdictSummary.of(verdict)
+    return verdict
 
 
 def _mlflow_updates(
@@ -252,15 +241,6 @@ def tune(
 ) -> TuneSummary:
     """Study, versioned config, verdict (the module's steps 1-4); safe to run again
     after a kill: each step continues or returns what it already wrote."""
-    from pipeline.steps.tuning_store import (
-        file_sha256,
-        read_verdict,
-        read_version,
-        tuned_versions,
-        write_version,
-    )
-    from training import api
-
     settings = env.config.tune
     if n_trials is not None:
         settings = TuneConfig.model_validate({**settings.model_dump(), "n_trials": n_trials})
@@ -270,7 +250,7 @@ def tune(
     window, holdout = tune_windows(env, window, holdout)
     name = settings.study_name or f"{env.dataset}-tune-{window[0]}-{window[-1]}"
     experiment = f"{env.experiment}-tuning"
-    tuning_data = _export(env, window, f"{name}-window")
+    tuning_data = export_batches(env, window, f"{name}-window")
     mlflow = _mlflow_updates(env, experiment, None, {})
     storage = storage_url(env)
     summary = run_study(
@@ -316,14 +296,14 @@ def tune(
         env.store.get_file(f"tuning/{env.dataset}/v{version}.yaml", tuned_path)
     done = read_verdict(env.store, env.dataset, version)
     if done is not None:
-        verdict = VerdictSummary.of(done)
+        verdict = done
     else:
         verdict = judge(
             env,
             version=version,
             current=current,
             tuned=tuned_path,
-            holdout_updates=_export(env, holdout, f"{name}-holdout"),
+            holdout_updates=export_batches(env, holdout, f"{name}-holdout"),
             holdout=holdout,
             parent=summary.mlflow_run_id,
             experiment=experiment,
@@ -335,8 +315,6 @@ def tune(
 
 
 def _yaml(config: TrainConfig, study: str, trial: int, window: list[str]) -> str:
-    import yaml
-
     data = config.model_dump(mode="json", exclude={"run_name"})
     head = (
         f"# Tuned by study {study}, trial {trial}, on the window {','.join(window)}\n"

@@ -23,10 +23,10 @@ import pytest
 from pipeline.base.config import load_config
 from pipeline.base.store import put_frame
 from pipeline.flow.env import Env
-from pipeline.steps.aliases import CANARY, CHAMPION, alias_history, current_alias
-from pipeline.steps.canary import route_to_canary
-from pipeline.steps.ingest import flights_frames, ingest_frame
-from pipeline.steps.labels import ingest_labels
+from pipeline.steps.canary.routing import route_to_canary
+from pipeline.steps.landing.ingest import flights_frames, ingest_frame
+from pipeline.steps.landing.labels import ingest_labels
+from pipeline.steps.registry.aliases import CANARY, CHAMPION, alias_history, current_alias
 from tests.pipeline.base.test_alerts import Receiver
 from tests.pipeline.flow.retrain_support import register_and_gate
 

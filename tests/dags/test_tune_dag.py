@@ -12,7 +12,7 @@ import optuna
 import pytest
 import yaml
 
-from pipeline.steps.tuning_store import read_verdict, tuned_versions
+from pipeline.steps.tuning.configs import read_verdict, tuned_versions
 from tests.pipeline.flow.tuning_support import SPACE_WITHOUT_START, make_env
 from tests.support import airflow_script
 

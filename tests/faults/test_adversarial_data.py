@@ -19,10 +19,10 @@ For each one:
 - the bad input is kept in quarantine as it came.
 
 The scheduler never runs this code (tasks are separate processes; see
-dags/cosine_retrain_common.py::permanent, which turns IngestError into a failed
-task without retries), so "nothing crashes the scheduler" is "no case kills or
-hangs the process that ingests": one case, a Parquet footer claiming 10^12
-rows, was OOM-killed before pipeline/ingest.py checked the footer's claims.
+pipeline/apps/dagkit.py::permanent, which turns IngestError into a failed task
+without retries), so "nothing crashes the scheduler" is "no case kills or hangs
+the process that ingests": one case, a Parquet footer claiming 10^12 rows, was
+OOM-killed before pipeline/steps/landing/sources.py checked the footer's claims.
 """
 
 from __future__ import annotations
@@ -342,7 +342,7 @@ def test_adversarial_file_is_refused_or_judged_and_loses_nothing(
     else:
         assert code == 0, (code, out, err)
         from pipeline.base.config import ValidationConfig
-        from pipeline.steps.validation import ValidationFailed, validate_batch
+        from pipeline.steps.quality.validation import ValidationFailed, validate_batch
 
         ref = BatchRef("flights", "b1", 2)
         # Data Docs (HTML) cost seconds per case: long mode renders them, quick does not

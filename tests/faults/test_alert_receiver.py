@@ -1,6 +1,6 @@
 """The alert receiver down, slow (10 s) or answering 500, under a pipeline step.
 
-The training task's summary (``pipeline.flow.retrain.train_summary``) sends the
+The training task's record (``pipeline.flow.retrain.trained``) sends the
 ``nan_detected`` alert of a run that met NaNs. With the shipped alert settings
 (5 s per attempt, 15 s in all) the step must return within its budget whatever
 the receiver does, never raise, and the alert must reach the receiver exactly
@@ -74,8 +74,8 @@ def env_at(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def _step(env: flow.Env, name: str) -> float:
     t0 = time.monotonic()
-    summary = flow.retrain.train_summary(env, _nan_result(name))
-    assert summary.nan_count == 7  # the step's own result is untouched
+    run = flow.retrain.trained(env, _nan_result(name))
+    assert run.result.nan_count == 7  # the step's own result is untouched
     return time.monotonic() - t0
 
 

@@ -5,7 +5,7 @@ resumed; every time, the final weights and the lr trace equal a run that was
 never interrupted, and no half-written checkpoint is ever loaded.
 
 Kill points are not moments in time but places in the code: the job runs with
-``COSINE_RETRAIN_FAULT_PAUSE=PHASE@N:SECONDS`` (training/checkpoint.py), which
+``COSINE_RETRAIN_FAULT_PAUSE=PHASE@N:SECONDS`` (training/checkpoint/files.py), which
 pauses it the N-th time it passes PHASE and writes a marker line; the test
 sees the marker and sends SIGKILL while the process is provably there. Each
 job is a process of its own, forked by a multiprocessing fork server that has
@@ -51,16 +51,16 @@ from mlflow import MlflowClient
 
 from tests.faults.conftest import FaultMode
 from tests.training.helpers import TINY, final_weights, lr_trace, same_weights
-from training import checkpoint as ckpt_mod
-from training.checkpoint import (
+from training.checkpoint import files as ckpt_mod
+from training.checkpoint.files import (
     FAULT_MARKER_ENV,
     FAULT_PAUSE_ENV,
     CheckpointError,
     load_checkpoint,
     load_latest,
 )
-from training.cli import main
-from training.trainer import Trainer
+from training.cli.main import main
+from training.engine.trainer import Trainer
 
 # four cycles, 655 steps, an evaluation and a checkpoint every 10 steps
 ARGS = [*TINY, "schedule.max_cycles=4", "schedule.cycle_steps=80"]
@@ -139,7 +139,12 @@ def forkserver() -> multiprocessing.context.ForkServerContext:
     with torch imported but never run, so no thread pool is copied mid-use."""
     ctx = multiprocessing.get_context("forkserver")
     # torch._inductor: use_deterministic_algorithms imports it (seconds) in every job
-    modules = ["training.cli", "training.trainer", "training.data.dataset", "training.plots"]
+    modules = [
+        "training.cli.main",
+        "training.engine.trainer",
+        "training.data.dataset",
+        "training.telemetry.plots",
+    ]
     ctx.set_forkserver_preload([*modules, "torch._inductor", "matplotlib.pyplot"])
     # start it now: it imports while the reference runs here (this returns at once)
     multiprocessing.forkserver.ensure_running()

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.apps.cli import build_parser as pipeline_parser
 from pipeline.base.alerts import AlertKind
-from training.cli import build_parser as training_parser
+from training.cli.main import build_parser as training_parser
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "docs" / "runbooks.md"
 FAILURES = [

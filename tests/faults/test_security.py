@@ -324,7 +324,7 @@ STEPS = textwrap.dedent(
     import logging
     logging.basicConfig(level=logging.INFO)
     from pipeline.flow import build_env, land, validate
-    from pipeline.steps.validation import ValidationFailed
+    from pipeline.steps.quality.validation import ValidationFailed
     env = build_env()
     print(env.config.describe())         # what `describe` shows a person debugging
     print(land(env, "2013-01"))

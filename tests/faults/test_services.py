@@ -583,7 +583,7 @@ def registry(
     from mlflow import MlflowClient
 
     from pipeline.base.store import LocalStore
-    from pipeline.steps.holdout import training_holdout
+    from pipeline.steps.registry.holdout import training_holdout
     from training.data.spec import load_spec
 
     assert outage_run.proc.returncode == 0
@@ -623,7 +623,7 @@ def _assert_whole(client: Any, name: str, run_id: str, tmp: Path) -> list[Any]:
     candidate, and every alias points at one of them."""
     import mlflow
 
-    from training.checkpoint import load_checkpoint
+    from training.checkpoint.files import load_checkpoint
 
     versions, aliases = _state(client, name, run_id)
     candidates = [v.tags["candidate"] for v in versions]
@@ -680,8 +680,8 @@ def test_registration_under_faults_leaves_no_partial_state(
     that download and load. 4. Once more: nothing new."""
     from mlflow.exceptions import MlflowException
 
-    from pipeline.steps.aliases import CHALLENGER, RegistryError, alias_history
-    from pipeline.steps.registration import register_training_run
+    from pipeline.steps.registry.aliases import CHALLENGER, RegistryError, alias_history
+    from pipeline.steps.registry.registration import register_training_run
 
     # the client's own retries: one, at once (the server's S3 client tries twice)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")

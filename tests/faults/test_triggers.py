@@ -311,8 +311,8 @@ def _january_landed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.delenv("COSINE_RETRAIN_CONFIG", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     from pipeline.flow import build_env
-    from pipeline.steps.ingest import ingest_flights_month
-    from pipeline.steps.labels import ingest_flights_labels
+    from pipeline.steps.landing.ingest import ingest_flights_month
+    from pipeline.steps.landing.labels import ingest_flights_labels
 
     env = build_env()
     ingest_flights_month(env.store, env.spec, 1)

@@ -1,5 +1,5 @@
 """Prometheus rules, Prometheus config and the Grafana dashboard reference only
-metric names the code pushes (training/pushgateway.py); promtool checks and
+metric names the code pushes (training/telemetry/pushgateway.py); promtool checks and
 unit-tests the rules where it is installed."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.infra.helpers import INFRA
-from training import pushgateway
+from training.telemetry import pushgateway
 
 RULES = INFRA / "prometheus/alerts.yml"
 DASHBOARD = INFRA / "grafana/dashboards/cosine-retrain.json"

@@ -201,25 +201,28 @@ def test_a_champion_below_its_slo_fires_the_alert(
     monitoring: dict[str, str], below_slo: dict[str, Any]
 ) -> None:
     outcome = below_slo["outcome"]
-    assert outcome.below_slo
+    live = outcome.summary
+    assert live is not None
+    assert live.below_slo
     assert outcome.decision.retrain
     assert outcome.decision.trigger == "quality"
     alerts = _wait(
         "CosineRetrainChampionBelowSLO fires",
         lambda: firing(monitoring, "CosineRetrainChampionBelowSLO"),
     )
-    assert float(alerts[0]["value"]) == pytest.approx(outcome.auc, abs=1e-6)
+    assert float(alerts[0]["value"]) == pytest.approx(live.value, abs=1e-6)
     (slo,) = query(monitoring, "cosine_retrain_live_auc_slo")
     assert float(slo["value"][1]) == below_slo["config"].quality.slo
     (rows,) = query(monitoring, "cosine_retrain_live_rows")
-    assert int(float(rows["value"][1])) == outcome.rows
+    assert int(float(rows["value"][1])) == live.rows
 
 
 @pytest.fixture(scope="module")
 def nan_run(monitoring: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A training run with non-finite steps and a budget it spends, pushing as the job
     pushes (the gateway URL from the environment, as the pod's Secret sets it)."""
-    from training import api, pushgateway
+    from training import api
+    from training.telemetry import pushgateway
 
     out = tmp_path_factory.mktemp("nan-run")
     config = api.load_config(

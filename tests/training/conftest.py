@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.training.helpers import TINY
-from training.config import TrainConfig, load_config
+from training.config.train import TrainConfig, load_config
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from training.checkpoint import load_checkpoint
-from training.config import TrainConfig
+from training.checkpoint.files import load_checkpoint
+from training.config.train import TrainConfig
 from training.schedule import CosineSchedule
 
 ROOT = Path(__file__).resolve().parents[2]

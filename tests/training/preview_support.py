@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from training.cli import main
+from training.cli.main import main
 
 
 def train_then_preview(

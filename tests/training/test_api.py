@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training import api
-from training.config import ConfigError, parse_override
+from training.config.train import ConfigError, parse_override
 from training.results import ResultError, TrainResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ def test_a_pipeline_shaped_config_crosses_the_command_line_unchanged(tmp_path: P
 
 
 def test_train_argv_is_what_the_training_cli_parses() -> None:
-    from training.cli import _load_train_config, build_parser
+    from training.cli.main import build_parser, config_from_args
 
     base = api.load_config(FLIGHTS)
     config = api.updated(base, {"run_name": "r7", "schedule.lr_max": 0.001, "data.months": [4]})
@@ -54,7 +54,7 @@ def test_train_argv_is_what_the_training_cli_parses() -> None:
     assert argv[:5] == ["train", "--config", str(FLIGHTS), "--run-name", "r7"]
     assert "--resume-if-present" in argv
     args = build_parser().parse_args(argv)
-    assert _load_train_config(args) == config
+    assert config_from_args(args) == config
 
 
 @settings(max_examples=40, deadline=None)

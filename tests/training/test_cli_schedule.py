@@ -13,8 +13,8 @@ import yaml
 
 from tests.training.helpers import TINY
 from tests.training.preview_support import train_then_preview
-from training.cli import main
-from training.config import load_config
+from training.cli.main import main
+from training.config.train import load_config
 from training.schedule import CosineSchedule
 
 ROOT = Path(__file__).resolve().parents[2]

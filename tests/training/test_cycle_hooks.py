@@ -1,4 +1,4 @@
-"""The trainer's cycle hooks (training/hooks.py): each closed cycle's best reaches every
+"""The trainer's cycle hooks (training/results.py): each closed cycle's best reaches every
 hook; a hook returning True ends the run there, status ``pruned``, checkpointed; hooks
 that never ask change nothing."""
 
@@ -9,9 +9,8 @@ from pathlib import Path
 
 from tests.training.helpers import final_weights, same_weights
 from training import api
-from training.config import TrainConfig
-from training.hooks import CycleEndEvent
-from training.results import TrainResult
+from training.config.train import TrainConfig
+from training.results import CycleEndEvent, TrainResult
 from training.schedule import CosineSchedule
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tests.spec_support import small_spec
-from training.cli import main
+from training.cli.main import main
 from training.data import flights
 from training.data.preprocess import CLIP, Preprocessor
 from training.data.spec import DataError, DatasetSpec, load_spec

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from training.health import HealthThresholds, diagnose
+from training.telemetry.health import HealthThresholds, diagnose
 
 
 def _decaying(steps: int, start: float = 0.7, end: float = 0.5) -> list[tuple[int, float]]:

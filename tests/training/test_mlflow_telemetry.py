@@ -12,8 +12,8 @@ from mlflow import MlflowClient
 
 from tests.support import MlflowServer
 from tests.training.helpers import TINY_SCHEDULE
-from training.config import TrainConfig
-from training.trainer import Trainer
+from training.config.train import TrainConfig
+from training.engine.trainer import Trainer
 
 Tiny = Callable[..., TrainConfig]
 
@@ -22,7 +22,7 @@ Tiny = Callable[..., TrainConfig]
 def logged(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One tiny run logged to the server; counts the client's calls on the way."""
     from tests.training.helpers import TINY
-    from training.config import load_config
+    from training.config.train import load_config
 
     out = tmp_path_factory.mktemp("runs")
     config = load_config(

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.training.preview_support import train_then_preview
-from training.cli import main
+from training.cli.main import main
 
 SPEC = {
     "name": "churn",

@@ -22,10 +22,11 @@ import torch
 
 from tests.support import free_port
 from tests.training.helpers import ROOT, TINY, final_weights, lr_trace, same_weights
-from training.cli import main
-from training.config import TrainConfig
-from training.telemetry import read_metrics
-from training.trainer import EXIT_PREEMPTED, Trainer
+from training.cli import EXIT_PREEMPTED
+from training.cli.main import main
+from training.config.train import TrainConfig
+from training.engine.trainer import Trainer
+from training.telemetry.recorder import read_metrics
 
 Tiny = Callable[..., TrainConfig]
 

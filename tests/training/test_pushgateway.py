@@ -20,9 +20,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import free_port
-from training import pushgateway
-from training.config import ConfigError, TrainConfig, load_config
-from training.trainer import Trainer
+from training.config.train import ConfigError, TrainConfig, load_config
+from training.engine.trainer import Trainer
+from training.telemetry import pushgateway
 
 Tiny = Callable[..., TrainConfig]
 
@@ -138,7 +138,7 @@ def test_text_format_is_gauges_with_type_and_help_lines() -> None:
 
 
 def test_non_finite_values_and_bad_names(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="training.pushgateway"):
+    with caplog.at_level(logging.WARNING, logger="training.telemetry.pushgateway"):
         text = pushgateway.format_text(
             {"a_nan": float("nan"), "b_inf": float("inf"), "c_neg": float("-inf"), "bad-name": 1}
         )
@@ -189,7 +189,7 @@ def test_an_error_answer_is_logged_not_raised(
     receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     receiver.status = 500
-    with caplog.at_level(logging.WARNING, logger="training.pushgateway"):
+    with caplog.at_level(logging.WARNING, logger="training.telemetry.pushgateway"):
         assert not pushgateway.push_run_metrics(receiver.url, "j", "r", {"x": 1.0})
     assert "HTTP 500" in caplog.text
 
@@ -199,7 +199,7 @@ def test_a_receiver_that_is_down_costs_nothing_and_raises_nothing(
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     t0 = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="training.pushgateway"):
+    with caplog.at_level(logging.WARNING, logger="training.telemetry.pushgateway"):
         assert not pushgateway.push_run_metrics(url, "j", "r", {"x": 1.0}, timeout_s=2.0)
     assert time.monotonic() - t0 < 1.0
     assert "unreachable" in caplog.text
@@ -214,7 +214,7 @@ def test_a_hanging_receiver_costs_at_most_the_timeout(hanging: str) -> None:
 
 
 def test_a_bad_url_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="training.pushgateway"):
+    with caplog.at_level(logging.WARNING, logger="training.telemetry.pushgateway"):
         assert not pushgateway.push_run_metrics("ftp://nowhere", "j", "r", {"x": 1.0})
     assert "http(s)://host" in caplog.text
 

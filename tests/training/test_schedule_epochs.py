@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.spec_support import churn_spec
-from training.config import ScheduleConfig, load_config
+from training.config.train import ScheduleConfig, load_config
 from training.data.spec import DatasetSpec
 from training.schedule import CosineSchedule
 from training.schedule.epochs import DEFAULT_MIN_CYCLE_STEPS, CycleBounds, plan_steps
@@ -140,7 +140,7 @@ def test_one_form_of_a_length_replaces_the_other(
 
 
 def test_config_mistakes_about_bounds_name_the_field(tmp_path: Path) -> None:
-    from training.config import ConfigError
+    from training.config.train import ConfigError
 
     cases = {
         "schedule.min_cycle_steps=0": "schedule.min_cycle_steps",

@@ -27,17 +27,17 @@ from tests.training.helpers import (
     metric_records,
     same_weights,
 )
-from training.checkpoint import (
+from training.checkpoint.files import (
     CheckpointError,
     load_checkpoint,
     save_checkpoint,
 )
-from training.config import ConfigError, StoppingConfig, TrainConfig, load_config
-from training.health import diagnose
-from training.payload import PAYLOAD_VERSION, BestPayload, LastPayload
+from training.checkpoint.payload import PAYLOAD_VERSION, BestPayload, LastPayload
+from training.config.train import ConfigError, StoppingConfig, TrainConfig, load_config
+from training.engine.stopping import StopRule, StopState
+from training.engine.trainer import Trainer
 from training.results import TrainResult
-from training.stopping import StopRule, StopState
-from training.trainer import Trainer
+from training.telemetry.health import diagnose
 
 Tiny = Callable[..., TrainConfig]
 
@@ -240,10 +240,10 @@ def test_payload_versions_old_best_loads_and_unknown_is_refused(
 def test_the_curves_plot_marks_the_stop(
     stopped: TrainResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import training.plots as plots
-    from training.run_info import plot_curves
+    import training.telemetry.plots as plots
+    from training.engine.run_info import plot_curves
     from training.schedule import CosineSchedule
-    from training.telemetry import read_metrics
+    from training.telemetry.recorder import read_metrics
 
     seen: list[Any] = []
     real_save = plots._save

@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from tests.training.helpers import TINY
-from training.checkpoint import MAGIC, CheckpointError, load_checkpoint, save_checkpoint
-from training.cli import main
-from training.config import TrainConfig
+from training.checkpoint.files import MAGIC, CheckpointError, load_checkpoint, save_checkpoint
+from training.cli.main import main
+from training.config.train import TrainConfig
 from training.data import flights
-from training.trainer import Trainer
+from training.engine.trainer import Trainer
 
 Tiny = Callable[..., TrainConfig]
 
@@ -181,7 +181,7 @@ def test_files_source_trains(
             lambda f, lab: (f, pd.concat([lab, lab.head(3)])),
             "labels: id column 'flight_id' holds duplicate ids (6 rows share 3 id(s)), e.g. [",
         ),
-        # the features' ids too, as validation checks them (issue 16: they trained silently)
+        # the features' ids too, as validation checks them (they once trained silently)
         (
             lambda f, lab: (pd.concat([f, f.head(2)]), lab),
             "features: id column 'flight_id' holds duplicate ids (4 rows share 2 id(s))",

@@ -21,16 +21,16 @@ from tests.training.helpers import (
     metric_records,
     same_weights,
 )
-from training.checkpoint import load_checkpoint
-from training.config import TrainConfig
+from training.checkpoint.files import load_checkpoint
+from training.config.train import TrainConfig
 from training.data.dataset import PreparedData, prepare
 from training.data.preprocess import Preprocessor
 from training.data.spec import DatasetSpec, load_spec
-from training.model import TabularMLP
-from training.nan_guard import TrainingDiverged
+from training.engine.nan_guard import TrainingDiverged
+from training.engine.trainer import Trainer
+from training.model.network import TabularMLP
 from training.results import TrainResult
 from training.schedule import CosineSchedule
-from training.trainer import Trainer
 
 Tiny = Callable[..., TrainConfig]
 

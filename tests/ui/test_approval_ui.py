@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.steps.aliases import CHAMPION, alias_history, current_alias
+from pipeline.steps.registry.aliases import CHAMPION, alias_history, current_alias
 from tests.dags.test_approval_run import BATCH, _stage
 from tests.support import live_stack
 from tests.ui.test_ui import CHROMIUM, SHOTS, _api, _page, browser  # noqa: F401 (fixture)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.config import DataConfig, TrainConfig
+from training.config.train import DataConfig, TrainConfig
 from training.data import flights
 from training.data.preprocess import Preprocessor
 from training.data.spec import DataError, DatasetSpec

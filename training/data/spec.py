@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from training.config.text import read_yaml
 from training.schedule.epochs import CycleBounds
-from training.yaml_file import read_yaml
 
 __all__ = [
     "ColumnSpec",

@@ -3,7 +3,7 @@ the plateau rule (:mod:`.plateau`) and the torch adapter (:mod:`.torch_adapter`)
 
 ``from training.schedule import CosineSchedule, CosineAnnealingScheduler, PlateauRule``
 is the public import; the definition is in :mod:`training.schedule.cosine`'s
-docstring (and DESIGN.md).
+docstring (and docs/design.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The cosine learning-rate schedule: a pure function of the optimizer step.
 
-Definition (DESIGN.md). ``W`` warmup steps, first cycle length ``T0``, cycle
+Definition (docs/design.md). ``W`` warmup steps, first cycle length ``T0``, cycle
 multiplier ``m >= 1`` (real), peak decay ``g`` in (0, 1], floor ``lr_min``,
 optional cycle limit ``K``. For optimizer step ``s`` (0-based):
 
@@ -100,39 +100,39 @@ class CyclePosition(NamedTuple):
 # --------------------------------------------------------------------------- validation
 
 
-def _fail(name: str, allowed: str, value: Any) -> ScheduleError:
+def schedule_error(name: str, allowed: str, value: Any) -> ScheduleError:
     return ScheduleError(f"{name} must be {allowed}, got {value!r}")
 
 
-def _real(name: str, value: Any) -> float:
+def check_real(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise _fail(name, "a real number", value)
+        raise schedule_error(name, "a real number", value)
     value = float(value)
     if not math.isfinite(value):
-        raise _fail(name, "finite (not NaN or inf)", value)
+        raise schedule_error(name, "finite (not NaN or inf)", value)
     return value
 
 
-def _integer(name: str, value: Any, minimum: int, allowed: str) -> int:
+def check_integer(name: str, value: Any, minimum: int, allowed: str) -> int:
     if isinstance(value, bool):
-        raise _fail(name, allowed, value)
+        raise schedule_error(name, allowed, value)
     if isinstance(value, numbers.Integral):
         value = int(value)
     elif isinstance(value, numbers.Real):
         if not math.isfinite(value) or not float(value).is_integer():
-            raise _fail(name, allowed, value)
+            raise schedule_error(name, allowed, value)
         value = int(value)
     else:
-        raise _fail(name, allowed, value)
+        raise schedule_error(name, allowed, value)
     if value < minimum:
-        raise _fail(name, allowed, value)
+        raise schedule_error(name, allowed, value)
     return value
 
 
 def _step(value: Any) -> int:
     if value.__class__ is int and value >= 0:
         return value
-    return _integer("step", value, 0, "a non-negative integer (optimizer steps are 0-based)")
+    return check_integer("step", value, 0, "a non-negative integer (optimizer steps are 0-based)")
 
 
 # --------------------------------------------------------------------------- the schedule
@@ -181,32 +181,38 @@ class CosineSchedule:
 
     def __post_init__(self) -> None:
         s = object.__setattr__
-        s(self, "lr_max", _real("lr_max", self.lr_max))
+        s(self, "lr_max", check_real("lr_max", self.lr_max))
         if self.lr_max <= 0:
-            raise _fail("lr_max", "> 0", self.lr_max)
-        s(self, "cycle_steps", _integer("cycle_steps", self.cycle_steps, 1, "an integer >= 1"))
-        s(self, "lr_min", _real("lr_min", self.lr_min))
+            raise schedule_error("lr_max", "> 0", self.lr_max)
+        s(self, "cycle_steps", check_integer("cycle_steps", self.cycle_steps, 1, "an integer >= 1"))
+        s(self, "lr_min", check_real("lr_min", self.lr_min))
         if not 0.0 <= self.lr_min <= self.lr_max:
-            raise _fail("lr_min", f"in [0, lr_max={self.lr_max!r}]", self.lr_min)
-        s(self, "warmup_steps", _integer("warmup_steps", self.warmup_steps, 0, "an integer >= 0"))
-        s(self, "warmup_start_lr", _real("warmup_start_lr", self.warmup_start_lr))
+            raise schedule_error("lr_min", f"in [0, lr_max={self.lr_max!r}]", self.lr_min)
+        s(
+            self,
+            "warmup_steps",
+            check_integer("warmup_steps", self.warmup_steps, 0, "an integer >= 0"),
+        )
+        s(self, "warmup_start_lr", check_real("warmup_start_lr", self.warmup_start_lr))
         if not 0.0 <= self.warmup_start_lr <= self.lr_max:
-            raise _fail("warmup_start_lr", f"in [0, lr_max={self.lr_max!r}]", self.warmup_start_lr)
-        s(self, "cycle_mult", _real("cycle_mult", self.cycle_mult))
+            raise schedule_error(
+                "warmup_start_lr", f"in [0, lr_max={self.lr_max!r}]", self.warmup_start_lr
+            )
+        s(self, "cycle_mult", check_real("cycle_mult", self.cycle_mult))
         if self.cycle_mult < 1.0:
-            raise _fail("cycle_mult", ">= 1 (real values allowed)", self.cycle_mult)
-        s(self, "peak_decay", _real("peak_decay", self.peak_decay))
+            raise schedule_error("cycle_mult", ">= 1 (real values allowed)", self.cycle_mult)
+        s(self, "peak_decay", check_real("peak_decay", self.peak_decay))
         if not 0.0 < self.peak_decay <= 1.0:
-            raise _fail("peak_decay", "in (0, 1]", self.peak_decay)
+            raise schedule_error("peak_decay", "in (0, 1]", self.peak_decay)
         if self.max_cycles is not None:
-            s(self, "max_cycles", _integer("max_cycles", self.max_cycles, 1, "None or >= 1"))
+            s(self, "max_cycles", check_integer("max_cycles", self.max_cycles, 1, "None or >= 1"))
         s(
             self,
             "restart_warmup_steps",
-            _integer("restart_warmup_steps", self.restart_warmup_steps, 0, "an integer >= 0"),
+            check_integer("restart_warmup_steps", self.restart_warmup_steps, 0, "an integer >= 0"),
         )
         if self.restart_warmup_steps >= self.cycle_steps:
-            raise _fail(
+            raise schedule_error(
                 "restart_warmup_steps",
                 f"smaller than cycle_steps={self.cycle_steps}",
                 self.restart_warmup_steps,
@@ -215,7 +221,7 @@ class CosineSchedule:
             s(
                 self,
                 "steps_per_epoch",
-                _integer("steps_per_epoch", self.steps_per_epoch, 1, "None or >= 1"),
+                check_integer("steps_per_epoch", self.steps_per_epoch, 1, "None or >= 1"),
             )
         self._init_bounds()
         s(self, "restarts", self._check_restarts(self.restarts))
@@ -249,16 +255,16 @@ class CosineSchedule:
         each count is multiplied by ``steps_per_epoch`` and rounded to the nearest step
         (cycle length at least 1).
         """
-        spe = _integer("steps_per_epoch", steps_per_epoch, 1, "an integer >= 1")
-        cycle = _real("cycle_epochs", cycle_epochs)
+        spe = check_integer("steps_per_epoch", steps_per_epoch, 1, "an integer >= 1")
+        cycle = check_real("cycle_epochs", cycle_epochs)
         if cycle <= 0:
-            raise _fail("cycle_epochs", "> 0", cycle_epochs)
-        warm = _real("warmup_epochs", warmup_epochs)
-        rwarm = _real("restart_warmup_epochs", restart_warmup_epochs)
+            raise schedule_error("cycle_epochs", "> 0", cycle_epochs)
+        warm = check_real("warmup_epochs", warmup_epochs)
+        rwarm = check_real("restart_warmup_epochs", restart_warmup_epochs)
         if warm < 0:
-            raise _fail("warmup_epochs", ">= 0", warmup_epochs)
+            raise schedule_error("warmup_epochs", ">= 0", warmup_epochs)
         if rwarm < 0:
-            raise _fail("restart_warmup_epochs", ">= 0", restart_warmup_epochs)
+            raise schedule_error("restart_warmup_epochs", ">= 0", restart_warmup_epochs)
         from training.schedule.epochs import plan_steps
 
         plan = plan_steps(spe, cycle_epochs=cycle, warmup_epochs=warm, restart_warmup_epochs=rwarm)
@@ -326,7 +332,7 @@ class CosineSchedule:
 
     def cycle_start_step(self, cycle: int) -> int:
         """The first optimizer step of ``cycle`` (0 for cycle 0, warmup included)."""
-        cycle = _integer("cycle", cycle, 0, "an integer >= 0")
+        cycle = check_integer("cycle", cycle, 0, "an integer >= 0")
         if cycle == 0:
             return 0
         seg = self._segments[self._segment_for_cycle(cycle)]
@@ -393,7 +399,7 @@ class CosineSchedule:
                     "(it would run forever)"
                 )
             return self.max_cycles
-        return _integer("num_cycles", num_cycles, 1, "an integer >= 1")
+        return check_integer("num_cycles", num_cycles, 1, "an integer >= 1")
 
     def _init_bounds(self) -> None:
         # For m == 1 boundaries are i * T0 in exact integer arithmetic: no table.
@@ -466,11 +472,11 @@ class CosineSchedule:
 
     def _check_restarts(self, restarts: Any) -> tuple[int, ...]:
         if isinstance(restarts, str | bytes) or not isinstance(restarts, Sequence):
-            raise _fail("restarts", "a sequence of steps", restarts)
-        out = tuple(_integer("restarts", r, 0, "non-negative integer steps") for r in restarts)
+            raise schedule_error("restarts", "a sequence of steps", restarts)
+        out = tuple(check_integer("restarts", r, 0, "non-negative integer steps") for r in restarts)
         for a, b in itertools.pairwise(out):
             if b <= a:
-                raise _fail("restarts", "strictly increasing", list(out))
+                raise schedule_error("restarts", "strictly increasing", list(out))
         if out and out[0] < self.warmup_steps:
             raise ScheduleError(
                 f"restarts must be at or after the end of warmup (step {self.warmup_steps}), "

@@ -7,7 +7,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from training.schedule.cosine import ScheduleMismatchError, _fail, _integer, _real
+from training.schedule.cosine import (
+    ScheduleMismatchError,
+    check_integer,
+    check_real,
+    schedule_error,
+)
 
 __all__ = ["PlateauRule"]
 
@@ -40,18 +45,18 @@ class PlateauRule:
     cycle: int = -1
 
     def __post_init__(self) -> None:
-        self.patience = _integer("patience", self.patience, 0, "an integer >= 0")
-        self.cooldown = _integer("cooldown", self.cooldown, 0, "an integer >= 0")
-        self.min_cycle_steps = _integer(
+        self.patience = check_integer("patience", self.patience, 0, "an integer >= 0")
+        self.cooldown = check_integer("cooldown", self.cooldown, 0, "an integer >= 0")
+        self.min_cycle_steps = check_integer(
             "min_cycle_steps", self.min_cycle_steps, 0, "an integer >= 0"
         )
         if self.mode not in ("min", "max"):
-            raise _fail("mode", "'min' or 'max'", self.mode)
+            raise schedule_error("mode", "'min' or 'max'", self.mode)
         if self.threshold_mode not in ("rel", "abs"):
-            raise _fail("threshold_mode", "'rel' or 'abs'", self.threshold_mode)
-        self.threshold = _real("threshold", self.threshold)
+            raise schedule_error("threshold_mode", "'rel' or 'abs'", self.threshold_mode)
+        self.threshold = check_real("threshold", self.threshold)
         if self.threshold < 0:
-            raise _fail("threshold", ">= 0", self.threshold)
+            raise schedule_error("threshold", ">= 0", self.threshold)
 
     def _better(self, value: float) -> bool:
         if math.isnan(value):

@@ -24,8 +24,8 @@ from training.schedule.cosine import (
     CyclePosition,
     ScheduleError,
     ScheduleMismatchError,
-    _integer,
-    _real,
+    check_integer,
+    check_real,
 )
 from training.schedule.plateau import PlateauRule
 
@@ -73,7 +73,7 @@ class CosineAnnealingScheduler(LRScheduler):
     def _scales(optimizer: Optimizer, given: Sequence[float] | None) -> list[float]:
         groups = optimizer.param_groups
         if given is not None:
-            scales = [_real("group_scales", g) for g in given]
+            scales = [check_real("group_scales", g) for g in given]
             if len(scales) != len(groups) or any(g < 0 for g in scales):
                 raise ScheduleError(
                     f"group_scales must hold one non-negative number per param group "
@@ -112,9 +112,9 @@ class CosineAnnealingScheduler(LRScheduler):
             )
         self._step_count += 1
         self.last_epoch += 1
-        self._apply()
+        self.apply_lr()
 
-    def _apply(self) -> None:
+    def apply_lr(self) -> None:
         lr = self.schedule.lr_at(self.last_epoch)
         last = []
         for group, scale in zip(self.optimizer.param_groups, self.group_scales, strict=True):
@@ -153,7 +153,7 @@ class CosineAnnealingScheduler(LRScheduler):
         if self.schedule.restarts and step <= self.schedule.restarts[-1]:
             return False
         self.schedule = self.schedule.with_restart(step)
-        self._apply()
+        self.apply_lr()
         return True
 
     def observe(self, metric: float) -> bool:
@@ -232,8 +232,8 @@ class CosineAnnealingScheduler(LRScheduler):
                 "the saved state and this scheduler disagree on whether a plateau rule is used"
             )
         self.schedule = dataclasses.replace(self.schedule, restarts=tuple(state_dict["restarts"]))
-        self.last_epoch = _integer("step", state_dict["step"], 0, "a non-negative integer")
+        self.last_epoch = check_integer("step", state_dict["step"], 0, "a non-negative integer")
         self._step_count = int(state_dict["step_count"])
         if self.plateau is not None:
             self.plateau.load_state_dict(state_dict["plateau"])
-        self._apply()
+        self.apply_lr()

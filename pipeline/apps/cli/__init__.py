@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from training.data.spec import DataError
+    from training.api import DataError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:  # its own parser; it configures Airflow before importing it
@@ -102,9 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     lazy = Lazy(args.config)
     from mlflow.exceptions import MlflowException
 
-    from pipeline.steps.aliases import RegistryError
-    from pipeline.steps.validation import ValidationFailed
-    from training.config import ConfigError as TrainConfigError
+    from pipeline.steps.quality.validation import ValidationFailed
+    from pipeline.steps.registry.aliases import RegistryError
+    from training.api import ConfigError as TrainConfigError
 
     try:
         return int(args.func(args, lazy))
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except MlflowException as exc:
         # whole, never its first line: a schema error's first line is part of the rows
-        from pipeline.steps.scoring import describe_serving_error
+        from pipeline.steps.registry.scoring import describe_serving_error
 
         first = describe_serving_error(exc)
         where = "local"

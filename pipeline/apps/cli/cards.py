@@ -70,7 +70,7 @@ def add_model_card_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _approval(args: argparse.Namespace, lazy: Lazy) -> int:
     from pipeline.flow import approval
-    from pipeline.steps.approval import APPROVE, REJECT
+    from pipeline.steps.promotion.approval import APPROVE, REJECT
 
     if args.approval_action not in ("approve", "reject"):
         raise UsageError("choose an action: approve or reject")

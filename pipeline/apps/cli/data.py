@@ -13,7 +13,7 @@ __all__ = ["PARSERS"]
 
 
 def _is_month(source: str) -> bool:
-    from pipeline.steps.ingest import parse_month
+    from pipeline.steps.landing.ingest import parse_month
 
     return not Path(source).exists() and parse_month(source) is not None
 
@@ -90,9 +90,9 @@ def _validate(args: argparse.Namespace, lazy: Lazy) -> int:
 
     Validate a stored batch; a failing batch is quarantined (exit 1).
     """
-    from pipeline.flow.monitor import validation
+    from pipeline.flow.monitor import validate
 
-    summary = validation(
+    summary = validate(
         lazy.env, args.batch, version=args.version, reference=args.reference, alert=False
     )
     emit(args, summary.message(), summary.as_dict())
@@ -170,7 +170,7 @@ def _drift(args: argparse.Namespace, lazy: Lazy) -> int:
     Compare a stored batch with a reference snapshot and decide on a retrain.
     """
     from pipeline.flow.monitor import drift_summary
-    from pipeline.steps.decision import decide_retrain
+    from pipeline.steps.quality.decision import decide_retrain
 
     summary = drift_summary(lazy.env, args.batch, version=args.version, reference=args.reference)
     decision = decide_retrain(summary)
@@ -190,11 +190,11 @@ def _check(args: argparse.Namespace, lazy: Lazy) -> int:
     Validate a stored batch (exit 1 and quarantine on failure), then compare it with the
     reference snapshot and decide on a retrain.
     """
-    from pipeline.flow.monitor import drift_summary, validation
-    from pipeline.steps.decision import decide_retrain
+    from pipeline.flow.monitor import drift_summary, validate
+    from pipeline.steps.quality.decision import decide_retrain
 
     env = lazy.env
-    valid = validation(env, args.batch, version=args.version, reference=args.reference, alert=False)
+    valid = validate(env, args.batch, version=args.version, reference=args.reference, alert=False)
     summary = drift_summary(env, args.batch, version=valid.ref.version, reference=args.reference)
     decision = decide_retrain(summary)
     text = "\n".join([valid.message(), _drift_text(summary, decision)])
@@ -218,8 +218,8 @@ def _quality(args: argparse.Namespace, lazy: Lazy) -> int:
     Join predictions/<dataset>/<batch>/<model>/predictions.parquet (id, score) with the
     batch's labels and compare the AUC with quality.slo.
     """
-    from pipeline.steps.decision import decide_retrain
-    from pipeline.steps.quality import check_quality
+    from pipeline.steps.quality.decision import decide_retrain
+    from pipeline.steps.quality.live import check_quality
 
     env = lazy.env
     summary = check_quality(

@@ -60,7 +60,7 @@ def add_register_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def _gate(args: argparse.Namespace, lazy: Lazy) -> int:
     """SLO gate for a version (default: the challenger); moves canary"""
     from pipeline.flow import models
-    from pipeline.steps.gate import GateFailed
+    from pipeline.steps.promotion.gate import GateFailed
 
     try:
         result = models.gate_version(lazy.env, args.version, holdout_run=args.holdout_run)
@@ -85,7 +85,7 @@ def _canary(args: argparse.Namespace, lazy: Lazy) -> int:
 
     action = args.canary_action
     if action == "score":
-        summary = monitor.scoring(lazy.env, args.batch)
+        summary = monitor.score(lazy.env, args.batch)
         emit(args, summary.describe(), asdict(summary))
         return 0
     if action == "review":

@@ -154,8 +154,7 @@ def _config_doc(args: argparse.Namespace, lazy: Lazy) -> int:
     differs from what the code would write (the test suite runs it).
     """
     from pipeline.apps.configref import DOC, render
-    from training.atomic import atomic_write_text
-    from training.locations import PROJECT_ROOT
+    from training.api import PROJECT_ROOT, atomic_write_text
 
     path = Path(args.output) if args.output else PROJECT_ROOT / DOC
     text = render()

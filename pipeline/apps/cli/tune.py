@@ -26,7 +26,7 @@ def _tune(args: argparse.Namespace, lazy: Lazy) -> int:
     on the held-out window (docs/training.md, Tuning).
     """
     from pipeline.flow.tuning import TuneError, tune
-    from pipeline.steps.tuning_study import TuneInterrupted
+    from pipeline.steps.tuning.study import TuneInterrupted
 
     if args.trials is not None and args.trials < 1:
         raise UsageError(f"--trials must be at least 1, got {args.trials}")

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.base.alerts.ledger import (
     LEASE_GRACE_S,
-    _channel_state,
-    _describe,
-    _now_iso,
-    _result_key,
-    _round_key,
     alert_prefix,
+    channel_state,
+    describe_result,
     list_alerts,
+    now_iso,
+    result_key,
+    round_key,
 )
 from pipeline.base.alerts.model import SEVERITY_RANK, Alert, AlertKind, AlertResult, AlertStatus
 from pipeline.base.alerts.payloads import webhook_payload
@@ -111,19 +111,19 @@ def _deliver_channel(
     number = 1
     if store is not None:
         try:
-            state = _channel_state(store, prefix, channel, now, cfg.total_budget_s + LEASE_GRACE_S)
+            state = channel_state(store, prefix, channel, now, cfg.total_budget_s + LEASE_GRACE_S)
             if state.status in ("delivered", "in_flight"):
-                return _describe(state), 0, False
+                return describe_result(state), 0, False
             if state.status == "unknown" and not include_unknown:
-                return _describe(state), 0, False
+                return describe_result(state), 0, False
             number = state.last_round + 1
             put_json(
                 store,
-                _round_key(prefix, channel, number),
+                round_key(prefix, channel, number),
                 {
                     "round": number,
                     "channel": channel,
-                    "claimed_at": _now_iso(now),
+                    "claimed_at": now_iso(now),
                     "claimed_at_epoch": now,
                     "host": socket.gethostname(),
                     "pid": os.getpid(),
@@ -146,7 +146,7 @@ def _deliver_channel(
         try:
             put_json(
                 store,
-                _result_key(prefix, channel, number),
+                result_key(prefix, channel, number),
                 {
                     "round": number,
                     "channel": channel,
@@ -155,7 +155,7 @@ def _deliver_channel(
                     "retryable": outcome.retryable,
                     "attempts": attempts,
                     "elapsed_s": round(elapsed, 3),
-                    "finished_at": _now_iso(time.time()),
+                    "finished_at": now_iso(time.time()),
                 },
             )
         except (StorageError, ValueError, OSError) as exc:
@@ -275,7 +275,7 @@ def send_alert(alert: Alert, *, config: PipelineConfig, store: ObjectStore) -> A
                     "title": alert.title,
                     "text": alert.text,
                     "details": alert.details,
-                    "created_at": _now_iso(now),
+                    "created_at": now_iso(now),
                 }
             ),
             "channels": channels_for(cfg),

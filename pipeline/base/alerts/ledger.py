@@ -44,15 +44,15 @@ def alert_prefix(kind: str, run_key: str) -> str:
     return join_key(ROOT, AlertKind(kind).value, part)
 
 
-def _now_iso(now: float) -> str:
+def now_iso(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _round_key(prefix: str, channel: str, number: int) -> str:
+def round_key(prefix: str, channel: str, number: int) -> str:
     return join_key(prefix, channel, f"round-{number:04d}.json")
 
 
-def _result_key(prefix: str, channel: str, number: int) -> str:
+def result_key(prefix: str, channel: str, number: int) -> str:
     return join_key(prefix, channel, f"round-{number:04d}.result.json")
 
 
@@ -66,7 +66,7 @@ class ChannelState:
 _ROUND = re.compile(r"^round-(\d{4,})(\.result)?\.json$")
 
 
-def _channel_state(
+def channel_state(
     store: ObjectStore, prefix: str, channel: str, now: float, lease_s: float
 ) -> ChannelState:
     claims: set[int] = set()
@@ -78,11 +78,11 @@ def _channel_state(
     if not claims:
         return ChannelState("new", 0)
     last = max(claims)
-    outcomes = {n: get_json(store, _result_key(prefix, channel, n)) for n in sorted(results)}
+    outcomes = {n: get_json(store, result_key(prefix, channel, n)) for n in sorted(results)}
     if any(o.get("status") == "ok" for o in outcomes.values()):
         return ChannelState("delivered", last, "ok")
     if last not in outcomes:
-        claim = get_json(store, _round_key(prefix, channel, last))
+        claim = get_json(store, round_key(prefix, channel, last))
         if now - float(claim.get("claimed_at_epoch", 0)) < lease_s:
             return ChannelState("in_flight", last, "another sender is delivering it")
         return ChannelState(
@@ -93,7 +93,7 @@ def _channel_state(
     return ChannelState(status, last, str(outcome.get("detail", "")))
 
 
-def _describe(state: ChannelState) -> str:
+def describe_result(state: ChannelState) -> str:
     if state.status == "delivered":
         return "ok"
     if state.status == "in_flight":
@@ -122,7 +122,7 @@ def list_alerts(
     out = []
     for prefix, record in _records(store):
         states = {
-            c: _channel_state(store, prefix, c, now, lease_s).status for c in record["channels"]
+            c: channel_state(store, prefix, c, now, lease_s).status for c in record["channels"]
         }
         out.append(
             AlertStatus(

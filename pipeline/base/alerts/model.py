@@ -97,8 +97,8 @@ class Alert:
             raise TypeError(f"alert details must be a mapping, got {type(self.details).__name__}")
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "run_key", run_key)
-        object.__setattr__(self, "title", _clip(" ".join(str(self.title).split()), MAX_TITLE))
-        object.__setattr__(self, "text", _clip(_CONTROL.sub("", str(self.text)), MAX_TEXT))
+        object.__setattr__(self, "title", clip(" ".join(str(self.title).split()), MAX_TITLE))
+        object.__setattr__(self, "text", clip(_CONTROL.sub("", str(self.text)), MAX_TEXT))
         object.__setattr__(self, "details", _json_safe(dict(self.details)))
         object.__setattr__(self, "severity", severity)
 
@@ -152,11 +152,11 @@ def alert_id(kind: str, run_key: str) -> str:
 # ------------------------------------------------------------------------------ helpers
 
 
-def _clip(value: str, limit: int) -> str:
+def clip(value: str, limit: int) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
-def _scalar(value: Any) -> str:
+def scalar(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.base.alerts.model import SCHEMA, _clip, _scalar
+from pipeline.base.alerts.model import SCHEMA, clip, scalar
 
 __all__ = ["email_message", "slack_payload", "webhook_payload"]
 
@@ -30,18 +30,18 @@ def slack_payload(record: Mapping[str, Any]) -> dict[str, Any]:
     (header, the text, up to 10 scalar details as fields, a context line), within
     Slack's limits (header 150, section 3000, field 2000 characters)."""
     icon = _SLACK_ICON[record["severity"]]
-    title = _clip(record["title"], 140)
+    title = clip(record["title"], 140)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title, "emoji": True}},
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "text": _clip(_slack_escape(record["text"]) or " ", 2900)},
+            "text": {"type": "mrkdwn", "text": clip(_slack_escape(record["text"]) or " ", 2900)},
         },
     ]
     fields = [
         {
             "type": "mrkdwn",
-            "text": _clip(f"*{_slack_escape(k)}*\n{_slack_escape(_scalar(v))}", 1900),
+            "text": clip(f"*{_slack_escape(k)}*\n{_slack_escape(scalar(v))}", 1900),
         }
         for k, v in record["details"].items()
         if not isinstance(v, dict | list)
@@ -53,7 +53,7 @@ def slack_payload(record: Mapping[str, Any]) -> dict[str, Any]:
         f"{_slack_escape(record['run_key'])} · alert `{record['alert_id']}`"
     )
     blocks.append(
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(context, 1900)}]}
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(context, 1900)}]}
     )
     return {"text": f"{icon} [{record['severity']}] {title}", "blocks": blocks}
 

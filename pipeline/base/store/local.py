@@ -1,6 +1,6 @@
 """The local store: a folder on disk (the default, ``./.cosine-retrain/store``).
 
-Writes go through :func:`training.atomic.atomic_writer` (a temporary file in the
+Writes go through :func:`training.checkpoint.atomic.atomic_writer` (a temporary file in the
 same folder, fsync, a hard link that refuses an existing name or a rename, then
 the folder is fsynced): a reader sees an object whole or not at all, and of two
 writers racing for one key exactly one wins.
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.base.store.keys import ObjectExists, ObjectNotFound, StorageError, check_key
-from training.atomic import atomic_copy, atomic_writer
+from training.api import atomic_copy, atomic_writer
 
 __all__ = ["LocalStore"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.base.store.keys import ObjectExists, ObjectNotFound, StorageError, check_key
-from training.atomic import atomic_writer
+from training.api import atomic_writer
 
 if TYPE_CHECKING:
     from pipeline.base.config import StorageConfig
@@ -111,7 +111,7 @@ class S3Store:
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
-    def _error(self, exc: Exception, key: str, action: str) -> StorageError:
+    def storage_error(self, exc: Exception, key: str, action: str) -> StorageError:
         from botocore.exceptions import (
             ClientError,
             EndpointConnectionError,
@@ -156,11 +156,15 @@ class S3Store:
         try:
             return fn(**kwargs)
         except (BotoCoreError, ClientError) as exc:
-            raise self._error(exc, key, action) from None
+            raise self.storage_error(exc, key, action) from None
+
+    def _on_object(self, action: str, key: str, fn: Any, **kwargs: Any) -> Any:
+        """``fn`` on the object at ``key`` (its bucket and full key filled in)."""
+        return self._call(action, key, fn, Bucket=self.bucket, Key=self._key(key), **kwargs)
 
     def exists(self, key: str) -> bool:
         try:
-            self._call("head", key, self.client.head_object, Bucket=self.bucket, Key=self._key(key))
+            self._on_object("head", key, self.client.head_object)
         except ObjectNotFound:
             return False
         return True
@@ -178,12 +182,10 @@ class S3Store:
         extra = {} if overwrite else {"IfNoneMatch": "*"}
         token = uuid.uuid4().hex
         try:
-            self._call(
+            self._on_object(
                 "upload",
                 key,
                 self.client.put_object,
-                Bucket=self.bucket,
-                Key=self._key(key),
                 Body=data,
                 Metadata={WRITE_TOKEN: token},
                 **extra,
@@ -209,24 +211,20 @@ class S3Store:
         self._refuse_existing(key, overwrite)
         full = self._key(key)
         token = uuid.uuid4().hex
-        upload = self._call(
+        upload = self._on_object(
             "upload",
             key,
             self.client.create_multipart_upload,
-            Bucket=self.bucket,
-            Key=full,
             Metadata={WRITE_TOKEN: token},
         )
         upload_id = upload["UploadId"]
         try:
             parts = []
             for number, chunk in enumerate(_chunks(fh, self.multipart_chunk), start=1):
-                done = self._call(
+                done = self._on_object(
                     "upload",
                     key,
                     self.client.upload_part,
-                    Bucket=self.bucket,
-                    Key=full,
                     UploadId=upload_id,
                     PartNumber=number,
                     Body=chunk,
@@ -234,12 +232,10 @@ class S3Store:
                 parts.append({"ETag": done["ETag"], "PartNumber": number})
             extra = {} if overwrite else {"IfNoneMatch": "*"}
             try:
-                self._call(
+                self._on_object(
                     "upload",
                     key,
                     self.client.complete_multipart_upload,
-                    Bucket=self.bucket,
-                    Key=full,
                     UploadId=upload_id,
                     MultipartUpload={"Parts": parts},
                     **extra,
@@ -261,30 +257,19 @@ class S3Store:
     def _holds(self, key: str, token: str) -> bool:
         """Whether ``key`` holds the object this write created (its write token)."""
         try:
-            head = self._call(
-                "head", key, self.client.head_object, Bucket=self.bucket, Key=self._key(key)
-            )
+            head = self._on_object("head", key, self.client.head_object)
         except ObjectNotFound:
             return False
         return bool(head.get("Metadata", {}).get(WRITE_TOKEN) == token)
 
     def get_bytes(self, key: str) -> bytes:
-        out = self._call(
-            "download", key, self.client.get_object, Bucket=self.bucket, Key=self._key(key)
-        )
+        out = self._on_object("download", key, self.client.get_object)
         return out["Body"].read()
 
     def get_file(self, key: str, dest: Path) -> Path:
         dest = Path(dest)
         with atomic_writer(dest) as fh:
-            self._call(
-                "download",
-                key,
-                self.client.download_fileobj,
-                Bucket=self.bucket,
-                Key=self._key(key),
-                Fileobj=fh,
-            )
+            self._on_object("download", key, self.client.download_fileobj, Fileobj=fh)
         return dest
 
     def list(self, prefix: str = "") -> list[str]:
@@ -301,7 +286,7 @@ class S3Store:
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        self._call("delete", key, self.client.delete_object, Bucket=self.bucket, Key=self._key(key))
+        self._on_object("delete", key, self.client.delete_object)
 
 
 def _at(endpoint: str | None) -> str:

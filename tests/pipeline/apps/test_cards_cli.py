@@ -13,7 +13,7 @@ import pytest
 from pipeline.apps.cli import main
 from pipeline.base.config import load_config
 from pipeline.base.store import LocalStore
-from pipeline.steps.aliases import alias_history
+from pipeline.steps.registry.aliases import alias_history
 
 GATE = {"min_auc": "0.55", "min_slice_auc": "0.4", "slice_min_rows": "150", "max_auc_drop": "0.05"}
 

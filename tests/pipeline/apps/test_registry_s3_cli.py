@@ -16,8 +16,8 @@ import yaml
 from pipeline.apps.cli import main
 from tests.support import MlflowServer, start_mlflow_server, stop_process_group
 from tests.training.helpers import TINY
-from training.config import load_config as train_config
-from training.trainer import Trainer
+from training.config.train import load_config as train_config
+from training.engine.trainer import Trainer
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",

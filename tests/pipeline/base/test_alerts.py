@@ -36,7 +36,7 @@ from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 
-# the contract, written out independently of pipeline.alerts
+# the contract, written out independently of pipeline.base.alerts
 SEVERITY = {
     "nan_detected": "critical",
     "cost_over_budget": "warning",

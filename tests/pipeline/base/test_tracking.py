@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from pipeline.base.store import LocalStore
 from pipeline.base.tracking import mlflow_uris
-from pipeline.steps.registration import register_training_run
+from pipeline.steps.registry.registration import register_training_run
 from training.data.spec import load_spec
 
 SPEC = load_spec("configs/datasets/flights.yaml")
@@ -52,8 +52,8 @@ def test_registering_needs_no_global_tracking_uri(
     in-process: MLflow's registry store then resolves the logged model through the
     *global* tracking URI (./mlflow.db here); registration must not depend on it."""
     from tests.training.helpers import TINY
-    from training.config import load_config
-    from training.trainer import Trainer
+    from training.config.train import load_config
+    from training.engine.trainer import Trainer
 
     uri = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
     (tmp_path / "home").mkdir()

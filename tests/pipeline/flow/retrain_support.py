@@ -10,8 +10,8 @@ import pytest
 from pipeline import flow
 from pipeline.flow.env import Env
 from pipeline.flow.records import BatchVersions, Plan, Window
-from pipeline.flow.retrain import gate, registered
-from pipeline.steps.registration import register_training_run
+from pipeline.flow.retrain import gate
+from pipeline.steps.registry.registration import register_training_run
 
 
 def plan() -> Plan:
@@ -56,6 +56,6 @@ def register_and_gate(env: Env, trained_runs: Any) -> list[str]:
     for label in ("a", "b"):
         run_id = trained_runs[label].run_id
         reg = register_training_run(env.client, env.store, env.spec, run_id, name=env.model)
-        assert gate(env, registered(reg)).passed
+        assert gate(env, reg).passed
         versions.append(reg.challenger.version)
     return versions

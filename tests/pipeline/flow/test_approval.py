@@ -14,8 +14,8 @@ import pytest
 from pipeline.base.config import load_config
 from pipeline.flow.approval import decide, evidence
 from pipeline.flow.env import Env
-from pipeline.steps.aliases import CANARY, CHAMPION, PREVIOUS, alias_history, current_alias
-from pipeline.steps.approval import APPROVE, REJECT
+from pipeline.steps.promotion.approval import APPROVE, REJECT
+from pipeline.steps.registry.aliases import CANARY, CHAMPION, PREVIOUS, alias_history, current_alias
 from tests.pipeline.base.test_alerts import Receiver
 from tests.pipeline.flow.retrain_support import register_and_gate
 

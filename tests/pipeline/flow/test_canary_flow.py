@@ -18,12 +18,12 @@ from pipeline.base.layout import latest_labels
 from pipeline.base.store import get_frame
 from pipeline.flow.env import Env
 from pipeline.flow.labels import review_canary
-from pipeline.steps.aliases import CANARY, current_alias
-from pipeline.steps.gate import gate_version
-from pipeline.steps.holdout import training_holdout
-from pipeline.steps.ingest import ingest_frame
-from pipeline.steps.labels import ingest_labels
-from pipeline.steps.registration import register_training_run
+from pipeline.steps.landing.ingest import ingest_frame
+from pipeline.steps.landing.labels import ingest_labels
+from pipeline.steps.promotion.gate import gate_version
+from pipeline.steps.registry.aliases import CANARY, current_alias
+from pipeline.steps.registry.holdout import training_holdout
+from pipeline.steps.registry.registration import register_training_run
 from tests.pipeline.sequential_reference import cs_radius, log_loss_rows
 from training.data import flights
 
@@ -99,7 +99,7 @@ def test_shadow_then_canary_through_the_flow(
             assert review.interval == pytest.approx((diff - rc - rh, diff + rc + rh), rel=1e-9)
         if action.action in ("promoted", "rejected"):
             break
-    # the outcomes follow the rules (pipeline/steps/verdicts.py) on those intervals
+    # the outcomes follow the rules (pipeline/steps/canary/verdicts.py) on those intervals
     margin = config.canary.margin
     for review in reviews:
         shadow_worse = review.shadow_interval[0] > margin

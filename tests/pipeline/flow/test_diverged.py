@@ -17,7 +17,7 @@ import yaml
 from pipeline import flow
 from pipeline.base.alerts import list_alerts
 from tests.support import ROOT
-from training.nan_guard import TrainingDiverged
+from training.engine.nan_guard import TrainingDiverged
 
 
 @pytest.fixture

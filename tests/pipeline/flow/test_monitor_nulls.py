@@ -13,8 +13,8 @@ import pytest
 from pipeline.apps.summary import monitor_lines
 from pipeline.base.config import load_config
 from pipeline.flow import Env, decide, drift
-from pipeline.steps.ingest import ingest_frame
-from pipeline.steps.reference import create_reference
+from pipeline.steps.landing.ingest import ingest_frame
+from pipeline.steps.quality.reference import create_reference
 from tests.pipeline import loans
 
 
@@ -29,7 +29,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
 
 
 def test_a_filled_up_column_requests_a_retrain_through_the_monitor(env: Env) -> None:
-    from pipeline.steps.aliases import CHAMPION, move_alias
+    from pipeline.steps.registry.aliases import CHAMPION, move_alias
 
     jan = loans.batch("2024-01", 800, seed=1, region_nulls=1.0)
     create_reference(env.store, env.spec, jan, "jan")

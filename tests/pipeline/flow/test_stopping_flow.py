@@ -16,13 +16,13 @@ from pipeline import flow
 from pipeline.apps.summary import retrain_lines
 from pipeline.base.config import resolve_path
 from pipeline.flow.retrain import pod_command, train_config
-from pipeline.steps.health import run_health
+from pipeline.steps.registry.health import run_health
 from tests.pipeline.flow.retrain_support import plan, retrain_env, window
 from tests.training.helpers import TINY
-from training.cli import _load_train_config, build_parser
-from training.config import load_config
+from training.cli.main import build_parser, config_from_args
+from training.config.train import load_config
+from training.engine.trainer import Trainer
 from training.results import TrainResult
-from training.trainer import Trainer
 
 STOP = ["stopping.enabled=true", "stopping.min_delta=0.5", "stopping.patience=1"]
 
@@ -46,7 +46,7 @@ def test_the_dags_training_config_carries_the_rule_to_the_local_job_and_the_pod(
     # the pod mounts the same file and gets the differences as --set: read back as the
     # job's own command line reads them
     pod = pod_command(env, plan(), window(tmp_path), config_path=str(own))
-    remote = _load_train_config(build_parser().parse_args(pod.arguments)).stopping
+    remote = config_from_args(build_parser().parse_args(pod.arguments)).stopping
     assert remote == local
 
 
@@ -71,9 +71,10 @@ def test_the_flow_summarizes_a_stopped_run_and_the_month_summary_says_so(
 ) -> None:
     _env(tmp_path, monkeypatch, Path(resolve_path(Path("configs/flights.yaml"))))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
-    summary = flow.retrain.train_summary(flow.build_env(), stopped)
-    assert summary.stopping is not None
-    assert (summary.stopping.stopped_after_cycle, summary.stopping.steps_saved) == (1, 45)
+    summary = flow.retrain.trained(flow.build_env(), stopped)
+    stopping = summary.result.stopping
+    assert stopping is not None
+    assert (stopping.stopped_after_cycle, stopping.steps_saved) == (1, 45)
     assert all(f.kind != "checkpoint_regression" for f in summary.health)
     out = SimpleNamespace(lines=[], steps={}, batch="2013-04")
     run = SimpleNamespace(

@@ -9,7 +9,7 @@ import pytest
 from pipeline.base.config import resolve_path
 from pipeline.flow.retrain import pod_command, train_config
 from tests.pipeline.flow.retrain_support import plan, retrain_env, window
-from training.cli import _load_train_config, build_parser
+from training.cli.main import build_parser, config_from_args
 
 
 def test_the_pipelines_artifact_location_reaches_the_job(
@@ -24,7 +24,7 @@ def test_the_pipelines_artifact_location_reaches_the_job(
     pod = pod_command(env, plan(), window(tmp_path), config_path=shipped)
     # the pod's arguments, read back as the job's own command line reads them
     args = build_parser().parse_args(pod.arguments)
-    assert _load_train_config(args).mlflow.artifact_location == where
+    assert config_from_args(args).mlflow.artifact_location == where
 
 
 def test_unset_it_is_the_homes_folder_for_a_database_store(

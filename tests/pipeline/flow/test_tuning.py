@@ -1,4 +1,4 @@
-"""The tuner (issue #17 item 2) on a data set that is not flights (loans, 4 labelled
+"""The tuner on a data set that is not flights (loans, 4 labelled
 monthly batches): a study whose trials are nested MLflow runs on a real server, the
 versioned config and its held-out verdict, pruning at cycle ends, the dollar budget,
 bad settings refused before any trial, and a SIGKILLed study resumed."""
@@ -19,16 +19,16 @@ from pipeline.base.config import ConfigError, load_config
 from pipeline.base.sections_tune import TuneConfig
 from pipeline.flow import Plan, Window
 from pipeline.flow.retrain import train_config
-from pipeline.flow.tuning import _export, judge, tune
-from pipeline.steps.tuning import TuneError, check_space
-from pipeline.steps.tuning_store import (
+from pipeline.flow.tuning import export_batches, judge, tune
+from pipeline.steps.tuning.configs import (
     file_sha256,
     read_verdict,
     train_config_path,
     tuned_versions,
     write_version,
 )
-from pipeline.steps.tuning_study import run_study
+from pipeline.steps.tuning.space import TuneError, check_space
+from pipeline.steps.tuning.study import run_study
 from tests.pipeline.flow.tuning_support import (
     SPACE,
     SPACE_WITHOUT_START,
@@ -134,7 +134,7 @@ def test_the_tuned_config_is_adopted_only_when_it_wins_on_the_held_out_window(
     # the shipped stand-in barely learns (peak 1e-6); a tuned 0.02 does
     env = make_env(tmp_path, monkeypatch, shipped_lr=1e-6)
     shipped = tmp_path / "train.yaml"
-    holdout = _export(env, ["2024-03", "2024-04"], "holdout")
+    holdout = export_batches(env, ["2024-03", "2024-04"], "holdout")
     plan, window = _plan_window(tmp_path)
     assert train_config(env, plan, window).schedule.lr_max == 1e-6
 
@@ -197,7 +197,7 @@ def test_the_tuned_config_is_adopted_only_when_it_wins_on_the_held_out_window(
 
 def _study_inputs(env: Any, tmp_path: Path) -> tuple[Any, dict[str, Any]]:
     base = api.load_config(tmp_path / "train.yaml")
-    updates = {**_export(env, ["2024-01", "2024-02"], "w"), "mlflow.enabled": False}
+    updates = {**export_batches(env, ["2024-01", "2024-02"], "w"), "mlflow.enabled": False}
     return base, updates
 
 
@@ -299,7 +299,7 @@ KILLED_STUDY = """
 import json, sys
 from pathlib import Path
 from pipeline.base.sections_tune import TuneConfig
-from pipeline.steps.tuning_study import run_study
+from pipeline.steps.tuning.study import run_study
 from training import api
 a = json.loads(sys.argv[1])
 run_study(TuneConfig.model_validate(a["tune"]), api.load_config(a["config"]),
@@ -427,7 +427,7 @@ def test_the_tune_command_runs_a_study_and_prints_its_verdict(
 
 
 def test_the_start_config_is_trial_zero_only_when_the_space_holds_it(tmp_path: Path) -> None:
-    from pipeline.steps.tuning_study import start_values
+    from pipeline.steps.tuning.study import start_values
 
     base = api.load_config(write_train_yaml(tmp_path / "t.yaml", 0.01))
     assert start_values(TuneConfig(space=SPACE), base) is not None
@@ -470,8 +470,8 @@ def test_a_trial_preempted_by_sigterm_stops_the_study_and_resumes_from_its_check
 ) -> None:
     import optuna
 
-    from pipeline.steps import tuning_study
-    from pipeline.steps.tuning_study import TuneInterrupted
+    from pipeline.steps.tuning import study as tuning_study
+    from pipeline.steps.tuning.study import TuneInterrupted
 
     env = make_env(tmp_path, monkeypatch)
     base, updates = _study_inputs(env, tmp_path)

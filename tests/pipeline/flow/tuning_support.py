@@ -12,8 +12,8 @@ import pytest
 
 from pipeline.base.config import load_config
 from pipeline.flow import Env
-from pipeline.steps.ingest import ingest_frame
-from pipeline.steps.labels import ingest_labels
+from pipeline.steps.landing.ingest import ingest_frame
+from pipeline.steps.landing.labels import ingest_labels
 from tests.pipeline import loans
 
 MONTHS = ["2024-01", "2024-02", "2024-03", "2024-04"]

@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.base.store import get_json, put_frame
-from pipeline.steps.aliases import CANARY, CHAMPION, current_alias
-from pipeline.steps.canary import in_shadow, review_canary
-from pipeline.steps.promotion import apply_review
-from pipeline.steps.promotion_rules import canary_rules
-from pipeline.steps.shadow import evidence_key
+from pipeline.steps.canary.review import apply_review, review_canary
+from pipeline.steps.canary.shadow import evidence_key, in_shadow
+from pipeline.steps.promotion.rules import canary_rules
+from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias
 from tests.pipeline.sequential_reference import cs_radius, log_loss_rows
 from tests.pipeline.steps.test_gate_and_canary import (
     SPEC,

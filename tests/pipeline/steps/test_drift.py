@@ -12,12 +12,12 @@ from scipy import stats
 from pipeline.base.config import DriftConfig, QualityConfig
 from pipeline.base.layout import BatchRef, predictions_key
 from pipeline.base.store import LocalStore, put_frame
-from pipeline.steps.decision import decide_retrain
-from pipeline.steps.drift import ColumnDrift, DriftSummary, check_drift, compute_drift
-from pipeline.steps.ingest import ingest_frame
-from pipeline.steps.labels import ingest_labels
-from pipeline.steps.quality import QualitySummary, check_quality, live_quality
-from pipeline.steps.reference import create_reference, sample_rows
+from pipeline.steps.landing.ingest import ingest_frame
+from pipeline.steps.landing.labels import ingest_labels
+from pipeline.steps.quality.decision import decide_retrain
+from pipeline.steps.quality.drift import ColumnDrift, DriftSummary, check_drift, compute_drift
+from pipeline.steps.quality.live import QualitySummary, check_quality, live_quality
+from pipeline.steps.quality.reference import create_reference, sample_rows
 from training.data.spec import DataError, categories_as_str
 
 REF = BatchRef("flights", "2013-07", 1)

@@ -22,7 +22,11 @@ from sklearn.metrics import roc_auc_score
 from pipeline.base.config import load_config
 from pipeline.base.store import LocalStore, get_json, put_frame
 from pipeline.base.tracking import build_client
-from pipeline.steps.aliases import (
+from pipeline.steps.canary.review import apply_review, review_canary
+from pipeline.steps.canary.routing import route_to_canary, score_batch
+from pipeline.steps.promotion.actions import promote, reject_canary, rollback_champion
+from pipeline.steps.promotion.gate import GateFailed, evaluate_gate, gate_version
+from pipeline.steps.registry.aliases import (
     CANARY,
     CHALLENGER,
     CHAMPION,
@@ -31,11 +35,8 @@ from pipeline.steps.aliases import (
     alias_history,
     current_alias,
 )
-from pipeline.steps.canary import review_canary, route_to_canary, score_batch
-from pipeline.steps.gate import GateFailed, evaluate_gate, gate_version
-from pipeline.steps.holdout import training_holdout
-from pipeline.steps.promotion import apply_review, promote, reject_canary, rollback_champion
-from pipeline.steps.registration import register_training_run
+from pipeline.steps.registry.holdout import training_holdout
+from pipeline.steps.registry.registration import register_training_run
 from tests.pipeline.base.test_alerts import Receiver
 from tests.pipeline.steps.test_registration import as_text_categories
 from training.data import flights
@@ -342,7 +343,7 @@ def _canary_at(env: Env, *, version: str, champion: str) -> None:
     """Two registered versions that passed their gate: champion and canary."""
     from mlflow.exceptions import MlflowException
 
-    from pipeline.steps.aliases import move_alias
+    from pipeline.steps.registry.aliases import move_alias
 
     with contextlib.suppress(MlflowException):
         env.client.create_registered_model(env.name)

@@ -8,10 +8,10 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from pipeline.steps.health import HEALTH_TAG, run_health
+from pipeline.steps.registry.health import HEALTH_TAG, run_health
 from tests.training.helpers import TINY
 from training import api
-from training.config import load_config
+from training.config.train import load_config
 from training.results import TrainResult
 
 
@@ -103,9 +103,9 @@ def test_the_training_task_alerts_once_on_a_flat_run(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)
     monkeypatch.delenv("COSINE_RETRAIN_CONFIG", raising=False)
     env = flow.build_env()
-    summary = flow.retrain.train_summary(env, result)
+    summary = flow.retrain.trained(env, result)
     assert [f.kind for f in summary.health].count("flat_loss") == 1
-    flow.retrain.train_summary(env, result)  # a retried task: still one alert
+    flow.retrain.trained(env, result)  # a retried task: still one alert
     alerts = [a for a in list_alerts(env.store) if a.kind == "training_unhealthy"]
     assert len(alerts) == 1
     assert alerts[0].run_key == result.mlflow_run_id

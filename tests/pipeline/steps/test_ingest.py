@@ -17,9 +17,19 @@ from pipeline.base.layout import (
     resolve_batch,
 )
 from pipeline.base.store import InvalidKey, LocalStore, ObjectStore, get_json
-from pipeline.steps.ingest import ingest_file, ingest_flights_month, ingest_frame, parse_month
-from pipeline.steps.labels import ingest_flights_labels, ingest_labels
-from pipeline.steps.sources import BatchExists, IngestError, UnreadableSource, frame_fingerprint
+from pipeline.steps.landing.ingest import (
+    ingest_file,
+    ingest_flights_month,
+    ingest_frame,
+    parse_month,
+)
+from pipeline.steps.landing.labels import ingest_flights_labels, ingest_labels
+from pipeline.steps.landing.sources import (
+    BatchExists,
+    IngestError,
+    UnreadableSource,
+    frame_fingerprint,
+)
 
 
 def test_month_lands_once_and_again_is_a_noop(store: ObjectStore, spec) -> None:

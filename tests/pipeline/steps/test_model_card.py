@@ -17,11 +17,10 @@ from pipeline.base.config import load_config
 from pipeline.base.store import get_json
 from pipeline.flow.env import Env
 from pipeline.flow.retrain import gate as flow_gate
-from pipeline.flow.retrain import registered
-from pipeline.steps.gate import GateFailed, apply_gate, evaluate_gate
-from pipeline.steps.holdout import training_holdout
-from pipeline.steps.model_card import CARD_MARK, publish_card
-from pipeline.steps.registration import register_training_run
+from pipeline.steps.promotion.gate import GateFailed, apply_gate, evaluate_gate
+from pipeline.steps.registry.holdout import training_holdout
+from pipeline.steps.registry.model_card import CARD_MARK, publish_card
+from pipeline.steps.registry.registration import register_training_run
 
 PERMISSIVE = {"min_auc": 0.55, "min_slice_auc": 0.4, "slice_min_rows": 150, "max_auc_drop": 0.05}
 SECTIONS = [
@@ -64,7 +63,7 @@ def flowed(mlflow_server: Any, trained_runs: Any, tmp_path_factory: Any):  # typ
     reg = register_training_run(
         env.client, env.store, env.spec, run_id, name=env.model, lineage=lineage
     )
-    outcome = flow_gate(env, registered(reg))
+    outcome = flow_gate(env, reg)
     return env, reg, outcome
 
 
@@ -158,7 +157,7 @@ def test_hostile_slice_values_are_escaped_and_slices_under_their_slo_are_limitat
 
 def test_the_canary_review_record_renders_with_its_intervals() -> None:
     """Pure rendering: a review as the store keeps it (JSON: intervals are lists)."""
-    from pipeline.steps.model_card import ModelCard, render_markdown
+    from pipeline.steps.registry.model_card import ModelCard, render_markdown
 
     review = {
         "model": "m",

@@ -28,7 +28,10 @@ from hypothesis.stateful import (
 from pipeline.base.config import load_config
 from pipeline.base.store import LocalStore
 from pipeline.base.tracking import build_client
-from pipeline.steps.aliases import (
+from pipeline.steps.canary.review import CanaryReview, apply_review
+from pipeline.steps.promotion.actions import rollback_champion
+from pipeline.steps.promotion.gate import GateCheck, GateFailed, GateResult, apply_gate
+from pipeline.steps.registry.aliases import (
     ALIASES,
     CANARY,
     CHAMPION,
@@ -37,9 +40,6 @@ from pipeline.steps.aliases import (
     alias_history,
     current_alias,
 )
-from pipeline.steps.canary import CanaryReview
-from pipeline.steps.gate import GateCheck, GateFailed, GateResult, apply_gate
-from pipeline.steps.promotion import apply_review, rollback_champion
 
 
 def _gate_result(name: str, version: str, passed: bool, champion: str | None) -> GateResult:
@@ -48,7 +48,7 @@ def _gate_result(name: str, version: str, passed: bool, champion: str | None) ->
 
 
 def _review(name: str, version: str, outcome: str) -> CanaryReview:
-    from pipeline.steps.canary import Arm
+    from pipeline.steps.canary.review import Arm
 
     arm = Arm(version, 1000, 0.5, 0.7)
     return CanaryReview(

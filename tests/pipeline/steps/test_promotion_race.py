@@ -17,7 +17,7 @@ import pytest
 from pipeline.base.config import load_config
 from pipeline.base.store import LocalStore
 from pipeline.base.tracking import build_client
-from pipeline.steps.aliases import (
+from pipeline.steps.registry.aliases import (
     CANARY,
     CHAMPION,
     PREVIOUS,
@@ -33,7 +33,7 @@ WORKER = textwrap.dedent(
     from pipeline.base.config import load_config
     from pipeline.base.store import LocalStore
     from pipeline.base.tracking import build_client
-    from pipeline.steps.promotion import promote, reject_canary
+    from pipeline.steps.promotion.actions import promote, reject_canary
 
     url, home, name, version, action, start = sys.argv[1:7]
     config = load_config(None, home=home, mlflow={"tracking_uri": url})

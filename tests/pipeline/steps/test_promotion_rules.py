@@ -18,15 +18,16 @@ import pytest
 from pipeline.base.config import load_config
 from pipeline.base.store import LocalStore, put_frame
 from pipeline.base.tracking import build_client
-from pipeline.steps.aliases import CANARY, CHAMPION, move_alias
-from pipeline.steps.canary import review_canary, route_to_canary
-from pipeline.steps.promotion_rules import (
+from pipeline.steps.canary.review import review_canary
+from pipeline.steps.canary.routing import route_to_canary
+from pipeline.steps.promotion.rules import (
     MIN_ROWS_FLOOR,
     auc_noise,
     canary_rules,
     derived_min_rows,
     gate_rules,
 )
+from pipeline.steps.registry.aliases import CANARY, CHAMPION, move_alias
 from tests import spec_support
 from training.data.spec import DatasetSpec
 

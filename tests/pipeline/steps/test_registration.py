@@ -17,12 +17,12 @@ from sklearn.metrics import roc_auc_score
 from pipeline.base.config import load_config
 from pipeline.base.store import LocalStore
 from pipeline.base.tracking import build_client
-from pipeline.steps.aliases import CHALLENGER, RegistryError, alias_history, current_alias
-from pipeline.steps.holdout import training_holdout
-from pipeline.steps.registration import register_training_run
-from training.checkpoint import load_checkpoint
+from pipeline.steps.registry.aliases import CHALLENGER, RegistryError, alias_history, current_alias
+from pipeline.steps.registry.holdout import training_holdout
+from pipeline.steps.registry.registration import register_training_run
+from training.checkpoint.files import load_checkpoint
 from training.data.spec import load_spec
-from training.model import TabularMLP
+from training.model.network import TabularMLP
 
 SPEC = load_spec("configs/datasets/flights.yaml")
 
@@ -41,7 +41,7 @@ def _client(url: str, home: Path) -> MlflowClient:
 
 
 def _independent_probability(checkpoint: Path, frame: pd.DataFrame) -> np.ndarray:
-    """Score with the raw checkpoint, by hand (no training.serving)."""
+    """Score with the raw checkpoint, by hand (no training.model.serving)."""
     import torch
 
     from training.data.preprocess import Preprocessor
@@ -229,8 +229,8 @@ def test_unknown_or_unfinished_runs_are_refused(
 def tiny_run_without_cycles(mlflow_server: Any, tmp_path: Path) -> str:
     """A run stopped by its budget before its first cycle ended."""
     from tests.training.helpers import TINY
-    from training.config import load_config as train_config
-    from training.trainer import Trainer
+    from training.config.train import load_config as train_config
+    from training.engine.trainer import Trainer
 
     config = train_config(
         None,

@@ -18,9 +18,9 @@ from pipeline.base.layout import (
     resolve_batch,
 )
 from pipeline.base.store import ObjectStore, get_json
-from pipeline.steps.ingest import ingest_frame
-from pipeline.steps.release import StillRefused, release_batch, spec_fingerprint
-from pipeline.steps.validation import ValidationFailed, validate_batch
+from pipeline.steps.landing.ingest import ingest_frame
+from pipeline.steps.quality.release import StillRefused, release_batch, spec_fingerprint
+from pipeline.steps.quality.validation import ValidationFailed, validate_batch
 from tests.pipeline import loans
 
 
@@ -62,7 +62,7 @@ def test_release_on_both_stores(store: ObjectStore, tmp_path: Path) -> None:
 
 def test_a_batch_with_a_valid_version_needs_new_version(tmp_path: Path) -> None:
     from pipeline.base.store import LocalStore
-    from pipeline.steps.sources import BatchExists
+    from pipeline.steps.landing.sources import BatchExists
 
     store = LocalStore(tmp_path / "store")
     wrong = loans.spec(tmp_path, region_nulls=0.0)

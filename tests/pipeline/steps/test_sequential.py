@@ -1,4 +1,4 @@
-"""The anytime-valid canary's statistics (pipeline/steps/sequential.py), pure numpy.
+"""The anytime-valid canary's statistics (pipeline/steps/canary/sequential.py), pure numpy.
 
 Error rates are measured by simulation: many runs of a canary reviewed after every
 monthly batch, with per-row log losses drawn from a model of a real classifier (a
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipeline.steps.sequential import (
+from pipeline.steps.canary.sequential import (
     Moments,
     fixed_interval,
     judge,

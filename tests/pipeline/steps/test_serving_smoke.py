@@ -29,7 +29,9 @@ from pipeline.base.config import load_config
 from pipeline.base.layout import BatchRef
 from pipeline.base.store import LocalStore, get_json
 from pipeline.base.tracking import build_client
-from pipeline.steps.aliases import (
+from pipeline.steps.promotion.gate import GateFailed, gate_version
+from pipeline.steps.quality.validation import validate_frame
+from pipeline.steps.registry.aliases import (
     CANARY,
     CHALLENGER,
     CHAMPION,
@@ -37,16 +39,14 @@ from pipeline.steps.aliases import (
     current_alias,
     move_alias,
 )
-from pipeline.steps.gate import GateFailed, gate_version
-from pipeline.steps.holdout import training_holdout
-from pipeline.steps.registration import register_training_run
-from pipeline.steps.scoring import describe_serving_error, load_scorer, predict_probability
-from pipeline.steps.smoke import UNSEEN, synthetic_batch
-from pipeline.steps.validation import validate_frame
-from pipeline.steps.versions import MODEL_CODE, TRAINING_CODE
+from pipeline.steps.registry.holdout import training_holdout
+from pipeline.steps.registry.registration import register_training_run
+from pipeline.steps.registry.scoring import describe_serving_error, load_scorer, predict_probability
+from pipeline.steps.registry.smoke import UNSEEN, synthetic_batch
+from pipeline.steps.registry.versions import MODEL_CODE, TRAINING_CODE
 from tests.pipeline.cli_support import clear_pipeline_env
 from training.data.spec import DatasetSpec, load_spec
-from training.serving import Scorer
+from training.model.serving import Scorer
 
 GRADES = ["A", "B", "C", "D", "E"]
 SPEC_YAML = {
@@ -208,8 +208,8 @@ class Env:
 @pytest.fixture(scope="module")
 def loans_run(mlflow_server: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One training run of the real job on 3,000 loans whose ``region`` is all null."""
-    from training.config import load_config as train_config
-    from training.trainer import Trainer
+    from training.config.train import load_config as train_config
+    from training.engine.trainer import Trainer
 
     folder = tmp_path_factory.mktemp("loans")
     spec_path = write_spec(folder)

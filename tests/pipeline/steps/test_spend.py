@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.base.config import PipelineConfig, load_config
 from pipeline.base.store import LocalStore
-from pipeline.steps.spend import (
+from pipeline.steps.ops.spend import (
     RunCost,
     SpendSummary,
     check_spend,

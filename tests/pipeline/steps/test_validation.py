@@ -10,10 +10,10 @@ import pytest
 
 from pipeline.base.layout import BatchNotFound, BatchRef, committed_versions, resolve_batch
 from pipeline.base.store import LocalStore
-from pipeline.steps.ingest import ingest_frame
-from pipeline.steps.reference import create_reference
-from pipeline.steps.suite import SuiteError, build_suite, prepare_frame
-from pipeline.steps.validation import ValidationFailed, validate_batch, validate_frame
+from pipeline.steps.landing.ingest import ingest_frame
+from pipeline.steps.quality.reference import create_reference
+from pipeline.steps.quality.suite import SuiteError, build_suite, prepare_frame
+from pipeline.steps.quality.validation import ValidationFailed, validate_batch, validate_frame
 from training.data.spec import Expectation
 
 # ------------------------------------------------------------------------------ the suite (no GX)

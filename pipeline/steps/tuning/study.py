@@ -1,0 +1,338 @@
+"""The tuning study: Optuna trials that train through the job's typed API.
+
+:func:`run_study` runs (or continues) one study in an RDB storage: a TPE sampler,
+each trial's values on top of a base training config, trained by
+:func:`training.api.train` with :class:`~pipeline.steps.tuning.space.CyclePruner` as
+its cycle hook (each closed cycle's best val AUC is the intermediate value at the
+cycle's index; the pruner may end the run there), each trial an MLflow run nested
+under the study's parent run. It stops at ``tune.n_trials`` finished (complete or
+pruned) trials, or before a trial that would take the summed trial costs (the job's
+cost meter) past ``tune.budget_usd``, the next trial priced as the dearest so far.
+
+Killed and run again, it continues: finished trials are kept, a trial left RUNNING
+is marked FAIL and its values are queued again; its training run (named by its
+values) resumes from its own checkpoint. :func:`log_study` puts the study's figures
+and plots (optimization history, parameter importances) on the parent run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.base.sections_tune import TuneConfig
+from pipeline.steps.tuning.space import (
+    CyclePruner,
+    build_pruner,
+    build_sampler,
+    check_space,
+    suggest,
+)
+
+if TYPE_CHECKING:
+    import optuna
+    from mlflow import MlflowClient
+
+    from training.api import TrainConfig, TrainResult
+
+__all__ = [
+    "StudySummary",
+    "TrialSummary",
+    "TuneInterrupted",
+    "log_study",
+    "run_study",
+    "start_values",
+]
+
+log = logging.getLogger(__name__)
+
+
+class TuneInterrupted(RuntimeError):
+    """A trial's run was preempted (SIGTERM): the study stops; run again, it resumes
+    (the trial is marked FAIL, its values queued again, its run continues)."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PARENT_ATTR = "mlflow_parent_run_id"
+
+
+class TrialSummary(_Frozen):
+    number: int
+    state: str  # COMPLETE | PRUNED | FAIL
+    value: float | None
+    params: dict[str, float]
+    steps: int | None
+    cost_usd: float | None
+    run_name: str | None
+    pruned_at_cycle: int | None = None
+    incumbent: bool = False  # trial 0: the start config's own values
+
+
+class StudySummary(_Frozen):
+    study: str
+    storage: str
+    trials: list[TrialSummary]
+    best_trial: int | None
+    best_value: float | None
+    best_params: dict[str, float]
+    spent_usd: float
+    steps: int
+    stop_reason: str
+    mlflow_run_id: str | None = None
+
+
+def _run_name(study: str, params: dict[str, float]) -> str:
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{study}-{key}"
+
+
+def _recover(study: optuna.Study) -> list[int]:
+    """Trials left RUNNING by a killed process: FAIL, their values queued again."""
+    from optuna.trial import TrialState
+
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in stale:
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        log.warning("trial %d was running when the study stopped: FAIL, queued again", t.number)
+    return [t.number for t in stale]
+
+
+def _summary(t: optuna.trial.FrozenTrial) -> TrialSummary:
+    return TrialSummary(
+        number=t.number,
+        state=t.state.name,
+        value=t.value if t.state.name == "COMPLETE" else None,
+        params={k: float(v) for k, v in t.params.items()},
+        steps=t.user_attrs.get("steps"),
+        cost_usd=t.user_attrs.get("cost_usd"),
+        run_name=t.user_attrs.get("run_name"),
+        pruned_at_cycle=t.user_attrs.get("pruned_at_cycle"),
+        incumbent=bool(t.user_attrs.get("incumbent", False)),
+    )
+
+
+def _parent_run(client: MlflowClient | None, study: optuna.Study, experiment: str) -> str | None:
+    if client is None:
+        return None
+    run_id = study.user_attrs.get(PARENT_ATTR)
+    if run_id:
+        return str(run_id)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run = client.create_run(
+        experiment_id, run_name=f"tune-{study.study_name}", tags={"tune.study": study.study_name}
+    )
+    study.set_user_attr(PARENT_ATTR, run.info.run_id)
+    return run.info.run_id
+
+
+def start_values(tune: TuneConfig, base: TrainConfig) -> dict[str, float] | None:
+    """The start config's values of the searched fields, when all lie in the space
+    (then the study's trial 0 trains the config it must beat), else None."""
+    values = {}
+    for key, r in tune.space.items():
+        section, name = key.split(".")
+        value = getattr(getattr(base, section), name)
+        if value is None or not r.low <= value <= r.high:
+            return None
+        values[key] = float(value)
+    return values
+
+
+def run_study(
+    tune: TuneConfig,
+    base: TrainConfig,
+    *,
+    storage: str,
+    name: str,
+    output_dir: Path,
+    client: MlflowClient | None = None,
+    experiment: str | None = None,
+    train_updates: dict[str, Any] | None = None,
+    data: Any = None,
+    spec: Any = None,
+) -> StudySummary:
+    """Run (or continue) the study ``name`` in ``storage``; ``base`` with
+    ``train_updates`` is what every trial trains, with its values on top. MLflow: with
+    ``client``, trials nest under the study's parent run in ``experiment``."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from training import api
+
+    check_space(tune, base)  # before any trial, and before the storage is touched
+    study = optuna.create_study(
+        storage=optuna.storages.RDBStorage(storage),
+        study_name=name,
+        sampler=build_sampler(tune),
+        pruner=build_pruner(tune),
+        direction="maximize",
+        load_if_exists=True,
+    )
+    _recover(study)
+    if not study.trials:  # trial 0: the start config itself, the incumbent to beat
+        incumbent = start_values(tune, base)
+        if incumbent:
+            study.enqueue_trial(incumbent, user_attrs={"incumbent": True})
+    study.sampler = build_sampler(tune, len(study.trials))
+    parent = _parent_run(client, study, experiment or name)
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        done = [t for t in trials if t.state in finished]
+        costs = [float(t.user_attrs.get("cost_usd", 0.0)) for t in trials]
+        spent, dearest = sum(costs), max(costs, default=0.0)
+        if len(done) >= tune.n_trials:
+            reason = f"{len(done)} of tune.n_trials={tune.n_trials} trials finished"
+            break
+        if tune.budget_usd is not None and spent + dearest > tune.budget_usd:
+            reason = (
+                f"budget: ${spent:.6f} spent; the next trial (priced ${dearest:.6f}, the "
+                f"dearest so far) would pass tune.budget_usd=${tune.budget_usd:g}"
+            )
+            break
+        trial = study.ask()
+        params = suggest(trial, tune)
+        run_name = _run_name(name, params)
+        trial.set_user_attr("run_name", run_name)
+        updates: dict[str, Any] = {
+            **(train_updates or {}),
+            **params,
+            "run_name": run_name,
+            "output_dir": str(output_dir),
+            "progress": "off",
+        }
+        if parent is not None:
+            updates["mlflow.parent_run_id"] = parent
+            tags = {**base.mlflow.tags, "tune.study": name, "tune.trial": str(trial.number)}
+            updates["mlflow.tags"] = tags
+        config = api.updated(base, updates)
+        pruner = CyclePruner(trial)
+        result = api.finished(config)  # a run that ended (a retried trial's values)...
+        if result is None or result.status == "preempted":  # ...unless it was preempted
+            result = api.train(
+                config, resume="if_present", data=data, spec=spec, cycle_hooks=[pruner]
+            )
+        if result.status == "preempted":  # SIGTERM: the trial stays RUNNING, its run resumes
+            raise TuneInterrupted(
+                f"trial {trial.number} stopped by SIGTERM at step {result.steps_done} "
+                f"(checkpointed): run the study again to resume it"
+            )
+        _tell(study, trial, pruner, result)
+    return _study_summary(study, storage, spent, reason, parent)
+
+
+def _tell(study: Any, trial: Any, pruner: CyclePruner, result: TrainResult) -> None:
+    from optuna.trial import TrialState
+
+    for best in result.finals:  # cycles closed before a resume reached no hook
+        if best.cycle not in pruner.reported:
+            trial.report(best.val_auc, best.cycle)
+    trial.set_user_attr("cost_usd", float(result.cost_usd))
+    trial.set_user_attr("steps", int(result.steps_done))
+    trial.set_user_attr("mlflow_run_id", result.mlflow_run_id)
+    if result.status == "pruned":
+        trial.set_user_attr("pruned_at_cycle", pruner.pruned_at)
+        study.tell(trial, state=TrialState.PRUNED)
+        log.info("trial %d pruned after cycle %s", trial.number, pruner.pruned_at)
+        return
+    value = max((b.val_auc for b in result.finals), default=float("nan"))
+    if value != value:
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    study.tell(trial, value)
+    log.info("trial %d: best val AUC %.4f in %d steps", trial.number, value, result.steps_done)
+
+
+def _study_summary(
+    study: Any, storage: str, spent: float, reason: str, parent: str | None
+) -> StudySummary:
+    trials = [_summary(t) for t in study.get_trials(deepcopy=False)]
+    complete = [t for t in trials if t.state == "COMPLETE"]
+    best = max(complete, key=lambda t: t.value or 0.0) if complete else None
+    return StudySummary(
+        study=study.study_name,
+        storage=_mask(storage),
+        trials=trials,
+        best_trial=best.number if best else None,
+        best_value=best.value if best else None,
+        best_params=best.params if best else {},
+        spent_usd=round(spent, 6),
+        steps=sum(t.steps or 0 for t in trials),
+        stop_reason=reason,
+        mlflow_run_id=parent,
+    )
+
+
+def _mask(url: str) -> str:
+    import re
+
+    return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", url)
+
+
+def log_study(client: MlflowClient, summary: StudySummary, storage: str) -> None:
+    """The study's figures, its trials' table and plots on its parent MLflow run."""
+    import optuna
+
+    run_id = summary.mlflow_run_id
+    if run_id is None:
+        return
+    by_state: dict[str, int] = {}
+    for t in summary.trials:
+        by_state[t.state] = by_state.get(t.state, 0) + 1
+    for key, value in {
+        "spent_usd": summary.spent_usd,
+        "steps": float(summary.steps),
+        **{f"trials_{k.lower()}": float(v) for k, v in by_state.items()},
+        **({"best_val_auc": summary.best_value} if summary.best_value is not None else {}),
+    }.items():
+        client.log_metric(run_id, key, value)
+    client.set_tag(run_id, "tune.stop_reason", summary.stop_reason)
+    for key, value in summary.best_params.items():
+        client.set_tag(run_id, f"tune.best.{key}", f"{value:.6g}")
+    client.log_text(run_id, summary.model_dump_json(indent=1), "tuning/study.json")
+    study = optuna.load_study(study_name=summary.study, storage=storage)
+    for name, path in _plots(study).items():
+        client.log_artifact(run_id, str(path), "tuning")
+        log.info("study plot %s logged", name)
+
+
+def _plots(study: Any) -> dict[str, Path]:
+    """Optimization history and parameter importances as PNGs (matplotlib, no plotly);
+    importances need two finished trials with values that vary, else are left out."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    folder = Path(tempfile.mkdtemp(prefix="tune-plots-"))
+    out: dict[str, Path] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+        for name, plot in (
+            ("history", ovm.plot_optimization_history),
+            ("importances", ovm.plot_param_importances),
+        ):
+            try:
+                ax = plot(study)
+            except (ValueError, RuntimeError) as exc:
+                log.info("study plot %s left out: %s", name, exc)
+                continue
+            fig = getattr(ax, "figure", None) or ax.flat[0].figure
+            fig.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
+            plt.close(fig)
+            out[name] = folder / f"{name}.png"
+    return out
