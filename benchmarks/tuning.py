@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from benchmarks._windows import FLIGHTS, GSS, Run, window_fields, write_dataset_section
-from pipeline.base.sections_tune import TuneConfig
+from pipeline.base.sections import TuneConfig
 from pipeline.steps.tuning.study import run_study
 from training import api
 from training.data.dataset import prepare_for

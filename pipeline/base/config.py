@@ -45,9 +45,9 @@ from pipeline.base.sections import (
     RetrainConfig,
     Section,
     StorageConfig,
+    TuneConfig,
     ValidationConfig,
 )
-from pipeline.base.sections_tune import TuneConfig
 from training.api import DEFAULT_HOME, PROJECT_ROOT, unknown_field
 
 __all__ = [

@@ -34,7 +34,7 @@ import yaml
 from pipeline.base import tracking
 from pipeline.base.config import resolve_path
 from pipeline.base.layout import committed_versions, labelled_batches
-from pipeline.base.sections_tune import TuneConfig
+from pipeline.base.sections import TuneConfig
 from pipeline.flow.env import Env
 from pipeline.flow.records import BatchVersions, Plan, Record
 from pipeline.flow.retrain import export_window

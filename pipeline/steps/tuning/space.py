@@ -1,6 +1,6 @@
 """The tuner's parts: its search space, pruner, sampler and trial objective pieces.
 
-Small functions over :class:`~pipeline.base.sections_tune.TuneConfig` and the
+Small functions over :class:`~pipeline.base.sections.TuneConfig` and the
 training job's typed config; the study itself is run by :mod:`pipeline.flow.tuning`.
 
 - :func:`check_space`: every bound of the space applied to the training config the
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.base.config import ConfigError
-from pipeline.base.sections_tune import TUNABLE, TuneConfig
+from pipeline.base.sections import TUNABLE, TuneConfig
 
 if TYPE_CHECKING:
     import optuna

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.base.sections_tune import TuneConfig
+from pipeline.base.sections import TuneConfig
 from pipeline.steps.tuning.space import (
     CyclePruner,
     build_pruner,

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from pipeline.base.config import ConfigError, load_config
-from pipeline.base.sections_tune import TuneConfig
+from pipeline.base.sections import TuneConfig
 from pipeline.flow import Plan, Window
 from pipeline.flow.retrain import train_config
 from pipeline.flow.tuning import export_batches, judge, tune
@@ -298,7 +298,7 @@ def test_a_space_the_schedule_cannot_run_fails_before_any_trial(
 KILLED_STUDY = """
 import json, sys
 from pathlib import Path
-from pipeline.base.sections_tune import TuneConfig
+from pipeline.base.sections import TuneConfig
 from pipeline.steps.tuning.study import run_study
 from training import api
 a = json.loads(sys.argv[1])

@@ -1,15 +1,14 @@
 """The ``tune`` section: Optuna's search over the cosine schedule (docs/training.md, Tuning).
 
-Kept beside :mod:`pipeline.base.sections` (same :class:`Section` base) so that file
-stays short. Each search dimension is a dotted training-config field with its
-bounds; the names the tuner may search are :data:`TUNABLE`.
+Each search dimension is a dotted training-config field with its bounds; the names
+the tuner may search are :data:`TUNABLE`.
 """
 
 from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from pipeline.base.sections import Section
+from pipeline.base.sections.common import Section
 
 __all__ = ["TUNABLE", "ParamRange", "TuneConfig"]
 

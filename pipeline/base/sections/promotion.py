@@ -1,0 +1,117 @@
+"""From candidate to champion: live quality, the gate, the canary."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from pipeline.base.sections.common import Section
+
+__all__ = ["CanaryConfig", "GateConfig", "QualityConfig"]
+
+
+class QualityConfig(Section):
+    """Live quality of the champion on newly labelled rows (the label-side trigger)."""
+
+    metric: Literal["auc"] = Field("auc", description="ROC AUC of the stored scores")
+    slo: float = Field(0.65, gt=0.0, le=1.0, description="retrain when live AUC falls below")
+    min_rows: int = Field(
+        500, ge=1, description="fewer labelled rows with predictions: no verdict (too noisy)"
+    )
+
+
+class GateConfig(Section):
+    """The SLOs a challenger must meet before it may serve as canary."""
+
+    min_auc: float = Field(
+        0.64,
+        gt=0.0,
+        le=1.0,
+        description="holdout ROC AUC, overall (unset here: the spec's promotion.min_auc first)",
+    )
+    min_slice_auc: float = Field(
+        0.60,
+        gt=0.0,
+        le=1.0,
+        description="holdout AUC in every slice (unset here: the spec's promotion.min_slice_auc "
+        "first)",
+    )
+    slices: list[str] | None = Field(None, description="default: the spec's slices")
+    slice_min_rows: int | None = Field(
+        None, ge=1, description="smaller slices are not judged; default: the spec's"
+    )
+    max_auc_drop: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="largest AUC loss against the champion, same holdout (unset here: the "
+        "spec's promotion.max_auc_drop, else at least the AUC's noise on the holdout)",
+    )
+    max_nan_count: int = Field(0, ge=0, description="non-finite training steps allowed")
+    max_cost_usd: float | None = Field(
+        None, gt=0.0, description="training cost allowed; None: no limit"
+    )
+    latency_batch_rows: int = Field(1000, ge=1, description="rows per scoring call timed")
+    latency_repeats: int = Field(20, ge=5, le=1000, description="timed calls (p95 over them)")
+    max_p95_latency_ms: float = Field(500.0, gt=0.0, description="p95 of one scoring call")
+
+
+class CanaryConfig(Section):
+    """How a canary serves and how it is judged when labels arrive."""
+
+    share: float = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="share of rows the canary scores (unset here: the spec's "
+        "promotion.canary_share first)",
+    )
+    salt: str = Field("canary-v1", min_length=1, description="changes which rows go to it")
+    require_approval: bool = Field(
+        False,
+        description="a canary the review would promote waits for a person's approval in the "
+        "Airflow UI (Required Actions) before it becomes champion; the decision, with its "
+        "comment, joins the alias audit trail",
+    )
+    approval_timeout_hours: float = Field(
+        72.0,
+        gt=0.0,
+        description="no answer for longer: the champion stays and an approval_timed_out "
+        "alert goes out",
+    )
+    min_rows: int = Field(
+        1000,
+        ge=10,
+        description="labelled rows each arm needs before a verdict; unset here: the spec's "
+        "promotion.canary_min_rows, else half the canary's share of the median batch it "
+        "served, within [100, this]",
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="two-sided interval level")
+    margin: float = Field(
+        0.005,
+        ge=0.0,
+        description="mean log loss the canary may exceed the champion's by (non-inferiority)",
+    )
+    max_wait_hours: float = Field(
+        72.0, gt=0.0, description="inconclusive for longer: a person decides (alert)"
+    )
+    test: Literal["sequential", "fixed"] = Field(
+        "sequential",
+        description="sequential: an anytime-valid confidence sequence over the labelled rows "
+        "of every batch since the canary started (valid however often it is reviewed); "
+        "fixed: a Welch interval on the rows of the batches under review alone",
+    )
+    horizon_batches: int = Field(
+        12,
+        ge=1,
+        description="labelled batches a sequential canary may stay undecided before a "
+        "person decides (canary_needs_decision alert)",
+    )
+    shadow_batches: int = Field(
+        1,
+        ge=0,
+        description="batches the challenger scores unserved (shadow) after its gate, beside "
+        "the champion, before the canary serves; its paired evidence can roll it back or "
+        "support its promotion; 0: no shadow",
+    )
