@@ -37,8 +37,8 @@ from scipy import stats
 from scipy.spatial import distance
 
 from benchmarks.report import write_section
-from pipeline.base.config import DriftConfig, ValidationConfig
 from pipeline.base.layout import BatchRef
+from pipeline.base.sections import DriftConfig, ValidationConfig
 from pipeline.base.store import LocalStore
 from pipeline.steps.landing.ingest import ingest_frame
 from pipeline.steps.quality.drift import check_drift, compute_drift

@@ -43,34 +43,13 @@ from pipeline.base.sections import (
     MonitorConfig,
     QualityConfig,
     RetrainConfig,
-    Section,
     StorageConfig,
     TuneConfig,
     ValidationConfig,
 )
 from training.api import DEFAULT_HOME, PROJECT_ROOT, unknown_field
 
-__all__ = [
-    "ENV_PREFIX",
-    "AlertsConfig",
-    "BudgetConfig",
-    "CanaryConfig",
-    "ConfigError",
-    "DriftConfig",
-    "GateConfig",
-    "IngestConfig",
-    "MlflowConfig",
-    "MonitorConfig",
-    "PipelineConfig",
-    "QualityConfig",
-    "RetrainConfig",
-    "Section",
-    "StorageConfig",
-    "TuneConfig",
-    "ValidationConfig",
-    "load_config",
-    "resolve_path",
-]
+__all__ = ["ENV_PREFIX", "ConfigError", "PipelineConfig", "load_config", "resolve_path"]
 
 ENV_PREFIX = "COSINE_RETRAIN_"
 CONFIG_ENV = f"{ENV_PREFIX}CONFIG"

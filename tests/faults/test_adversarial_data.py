@@ -341,7 +341,7 @@ def test_adversarial_file_is_refused_or_judged_and_loses_nothing(
         assert evidence["success"] is False
     else:
         assert code == 0, (code, out, err)
-        from pipeline.base.config import ValidationConfig
+        from pipeline.base.sections import ValidationConfig
         from pipeline.steps.quality.validation import ValidationFailed, validate_batch
 
         ref = BatchRef("flights", "b1", 2)

@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.base.config import StorageConfig
+from pipeline.base.sections import StorageConfig
 from pipeline.base.store import ObjectExists, S3Store, StorageError
 from tests.faults.faultproxy import FaultProxy, Request
 from tests.support import VENV_BIN, free_port, moto_server, stop_process_group

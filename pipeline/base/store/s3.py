@@ -21,7 +21,7 @@ from pipeline.base.store.keys import ObjectExists, ObjectNotFound, StorageError,
 from training.api import atomic_writer
 
 if TYPE_CHECKING:
-    from pipeline.base.config import StorageConfig
+    from pipeline.base.sections import StorageConfig
 
 __all__ = ["WRITE_TOKEN", "S3Store"]
 

@@ -137,7 +137,7 @@ def test_sections_are_extensible() -> None:
     """Later issues add sections as fields; the settings machinery must keep working."""
     from pydantic import Field
 
-    from pipeline.base.config import Section
+    from pipeline.base.sections import Section
 
     class GateConfig(Section):
         margin: float = 0.01

@@ -219,7 +219,7 @@ def test_s3_missing_bucket_names_the_setting(s3_server) -> None:
 def test_s3_unreachable_endpoint_names_the_setting() -> None:
     import socket
 
-    from pipeline.base.config import StorageConfig
+    from pipeline.base.sections import StorageConfig
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipeline.base.config import DriftConfig, QualityConfig
 from pipeline.base.layout import BatchRef, predictions_key
+from pipeline.base.sections import DriftConfig, QualityConfig
 from pipeline.base.store import LocalStore, put_frame
 from pipeline.steps.landing.ingest import ingest_frame
 from pipeline.steps.landing.labels import ingest_labels

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.base.config import DriftConfig
 from pipeline.base.layout import BatchRef
+from pipeline.base.sections import DriftConfig
 from pipeline.base.store import LocalStore
 from pipeline.steps.landing.ingest import ingest_frame
 from pipeline.steps.quality.decision import decide_retrain
