@@ -116,6 +116,21 @@ def stop_process_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> No
         proc.wait(timeout=grace)
 
 
+def long_mode() -> bool:
+    """``FAULTS=long``: the slowest variants of a check run too (tests/faults/conftest.py
+    refuses any other value)."""
+    return os.environ.get("FAULTS", "quick").strip().lower() == "long"
+
+
+def long_variant(*values: Any, reason: str, id: str | None = None) -> Any:
+    """A ``pytest.param`` that runs only in the long mode: a slower variant of a check whose
+    other cases run in every mode."""
+    import pytest
+
+    skip = pytest.mark.skipif(not long_mode(), reason=f"long mode only (FAULTS=long): {reason}")
+    return pytest.param(*values, marks=skip, id=id)
+
+
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import MlflowServer, airflow_script
+from tests.support import MlflowServer, airflow_script, long_variant
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "tiny_train.yaml"
@@ -209,7 +209,13 @@ def _run_pod(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "torchrun-2"])
+@pytest.mark.parametrize(
+    "processes",
+    [
+        long_variant(1, reason="torchrun-2 runs the same pod with DDP", id="one-process"),
+        pytest.param(2, id="torchrun-2"),
+    ],
+)
 def test_the_dags_pod_trains_and_the_next_task_reads_it_back(
     processes: int, mlflow_server: MlflowServer, s3_server: Any, tmp_path: Path
 ) -> None:
