@@ -138,6 +138,9 @@ def airflow_stack(
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__API__WORKERS": "1",
         "GIT_PYTHON_REFRESH": "quiet",
+        # a tick each minute: the burst is sent as one passes (no tick from before the
+        # unpause ever runs: pipeline/apps/timetables.py)
+        "COSINE_RETRAIN_RETRAIN__SCHEDULE": "* * * * *",
     }
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -202,10 +205,12 @@ def test_a_burst_of_requests_and_a_cron_tick_train_once(
         }
         return _call(f"{base}/api/v2/assets/events", body, "POST")["id"]
 
-    # the cron tick (unpausing creates the run of the latest tick, at the scheduler's next
-    # loop) and the burst, at once; events for a paused DAG are not queued, so unpause first
+    # the cron tick and the burst, at once; events for a paused DAG are not queued, so
+    # unpause first (which starts no run: the next tick is the first), then send the burst
+    # as the next minute's tick passes
     unpaused = _call(f"{base}/api/v2/dags/retrain", {"is_paused": False}, "PATCH")
     assert unpaused["is_paused"] is False
+    time.sleep(60.2 - time.time() % 60)
     with ThreadPoolExecutor(max_workers=events) as pool:
         emitted = list(pool.map(emit, range(events)))
     assert len(set(emitted)) == events
@@ -240,7 +245,7 @@ def test_a_burst_of_requests_and_a_cron_tick_train_once(
         print(f"{r['dag_run_id']:60} {r['state']:8} {start - t0:7.1f} {end - t0:7.1f}")
 
     kinds = Counter(r["run_type"] for r in runs)
-    assert kinds["scheduled"] == 1, kinds
+    assert kinds["scheduled"] >= 1, kinds  # the tick of the burst, and any after it
     assert kinds["asset_triggered"] >= 1, kinds
     assert all(r["state"] == "success" for r in runs), [(r["dag_run_id"], r["state"]) for r in runs]
     # the recorded intervals never overlap
