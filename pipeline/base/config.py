@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -100,6 +100,24 @@ class PipelineConfig(BaseSettings):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
 
+    @model_validator(mode="after")
+    def _pod_reaches_what_it_is_given(self) -> PipelineConfig:
+        """With ``retrain.backend: kubernetes`` the pod is handed the tracking URI, the
+        artifact root and the window as they are: refuse what only the worker can open."""
+        if self.retrain.backend != "kubernetes":
+            return self
+        problems = pod_unreachable(
+            self.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "").strip(),
+            self.mlflow.artifact_location,
+            self.storage.kind,
+        )
+        if problems:
+            raise ValueError(
+                "retrain.backend is 'kubernetes', but the training pod could not reach: "
+                + "; ".join(problems)
+            )
+        return self
+
     @property
     def store_root(self) -> Path:
         """The local store folder: ``storage.root`` or ``<home>/store``."""
@@ -157,6 +175,36 @@ def _mask_urls(value: Any) -> Any:
 _FILE_VALUES: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "cosine_retrain_config_file", default=None
 )
+
+
+REMOTE_TRACKING = ("http://", "https://", "databricks", "postgresql", "mysql", "mssql")
+OBJECT_STORES = ("s3://", "gs://", "wasbs://", "abfss://", "dbfs:/", "mlflow-artifacts:/")
+
+
+def pod_unreachable(tracking: str, artifacts: str | None, storage_kind: str) -> list[str]:
+    """What a training pod, on another machine than the worker, could not open: each
+    item names the setting to change."""
+    problems = []
+    if not tracking.startswith(REMOTE_TRACKING):
+        shown = tracking or "the default sqlite:///<home>/mlflow.db"
+        problems.append(
+            f"mlflow.tracking_uri is {shown}, a file on the worker: set an MLflow server URI "
+            "(COSINE_RETRAIN_MLFLOW__TRACKING_URI=http://mlflow:5000) or a database server's"
+        )
+    elif not tracking.startswith(("http://", "https://", "databricks")) and not (
+        artifacts or ""
+    ).startswith(OBJECT_STORES):
+        problems.append(
+            f"mlflow.artifact_location is {artifacts or 'the default <home>/mlartifacts'}, a "
+            "folder on the worker: with a database tracking URI set an object-store root "
+            "(COSINE_RETRAIN_MLFLOW__ARTIFACT_LOCATION=s3://bucket/mlartifacts)"
+        )
+    if storage_kind != "s3":
+        problems.append(
+            "storage.kind is local, so the window the pod trains on stays on the worker: set "
+            "storage.kind s3 and storage.bucket (COSINE_RETRAIN_STORAGE__KIND=s3)"
+        )
+    return problems
 
 
 def resolve_path(path: Path | str) -> Path:
@@ -221,13 +269,13 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> PipelineCon
                     f"{unknown_field(PipelineConfig, loc)} (a typo in the YAML file or in "
                     f"{env_name(loc)}?)"
                 )
-            elif len(loc) == 1 and isinstance(_field_default(loc[0]), BaseModel):
+            elif not loc or (len(loc) == 1 and isinstance(_field_default(loc[0]), BaseModel)):
                 pass  # a section-level rule: its message names the fields already
             else:
                 if "input" in e and not isinstance(e["input"], dict) and "secret" not in field:
                     msg += f" (got {e['input']!r})"
                 msg += f"; set it in the YAML file or with {env_name(loc)}"
-            lines.append(f"  {field}: {msg}")
+            lines.append(f"  {field}: {msg}" if loc else f"  {msg}")
         raise ConfigError(f"invalid pipeline config ({where}):\n" + "\n".join(lines)) from None
     finally:
         _FILE_VALUES.reset(token)

@@ -127,6 +127,15 @@ def test_the_kubernetes_backend_parses(tmp_path: Path) -> None:
     """retrain.backend=kubernetes swaps the training task for a GPU pod."""
     script = PARSE.replace("{airflow_home}", str(tmp_path))
     kubernetes = {"COSINE_RETRAIN_RETRAIN__BACKEND": "kubernetes"}
+    refused = airflow_script(script, str(DAGS), home=tmp_path, extra_env=kubernetes)
+    # the local defaults are files on the worker: the DAG files say what to set instead
+    assert "retrain.py" in " ".join(refused["errors"]), refused["errors"]
+    assert all("mlflow.tracking_uri" in e for e in refused["errors"].values())
+    kubernetes |= {
+        "COSINE_RETRAIN_MLFLOW__TRACKING_URI": "http://mlflow:5000",
+        "COSINE_RETRAIN_STORAGE__KIND": "s3",
+        "COSINE_RETRAIN_STORAGE__BUCKET": "team-data",
+    }
     out = airflow_script(script, str(DAGS), home=tmp_path, extra_env=kubernetes)
     assert out["errors"] == {}
     tasks = out["dags"]["retrain"]["tasks"]

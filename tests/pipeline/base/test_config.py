@@ -146,3 +146,35 @@ def test_sections_are_extensible() -> None:
         gate: GateConfig = Field(default_factory=GateConfig)
 
     assert Extended().gate.margin == 0.01
+
+
+def test_a_pod_is_refused_what_only_the_worker_can_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """retrain.backend kubernetes with the local defaults: one message naming each setting."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("COSINE_RETRAIN_RETRAIN__BACKEND", "kubernetes")
+    with pytest.raises(ConfigError) as caught:
+        load_config()
+    message = str(caught.value)
+    assert "default sqlite:///<home>/mlflow.db" in message
+    assert "COSINE_RETRAIN_MLFLOW__TRACKING_URI" in message
+    assert "storage.kind is local" in message
+    assert message.count("\n") == 1  # one error line, every problem in it
+
+    # a database tracking URI is reachable, its default artifact folder is not
+    monkeypatch.setenv("COSINE_RETRAIN_MLFLOW__TRACKING_URI", "postgresql://db/mlflow")
+    monkeypatch.setenv("COSINE_RETRAIN_STORAGE__KIND", "s3")
+    monkeypatch.setenv("COSINE_RETRAIN_STORAGE__BUCKET", "team-data")
+    with pytest.raises(ConfigError, match=r"mlflow\.artifact_location is the default"):
+        load_config()
+    monkeypatch.setenv("COSINE_RETRAIN_MLFLOW__ARTIFACT_LOCATION", "s3://team-data/mlartifacts")
+    assert load_config().retrain.backend == "kubernetes"
+
+    # a tracking server keeps its own artifacts; $MLFLOW_TRACKING_URI counts as set
+    monkeypatch.delenv("COSINE_RETRAIN_MLFLOW__TRACKING_URI")
+    monkeypatch.delenv("COSINE_RETRAIN_MLFLOW__ARTIFACT_LOCATION")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert load_config().mlflow.tracking_uri is None
+    monkeypatch.setenv("COSINE_RETRAIN_RETRAIN__BACKEND", "local")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("COSINE_RETRAIN_STORAGE__KIND", "local")
+    assert load_config().retrain.backend == "local"  # the worker opens its own files
