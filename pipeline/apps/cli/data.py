@@ -55,7 +55,9 @@ def add_ingest_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--new-version",
             action="store_true",
-            help="store different content for an existing batch id as its next version",
+            help="store different content for an existing batch id as its next version "
+            "(labels: a correction of rows already labelled; a part that only adds rows "
+            "needs none)",
         )
         p.set_defaults(func=_ingest, labels=labels)
 
