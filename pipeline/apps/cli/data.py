@@ -252,7 +252,7 @@ def _batches(args: argparse.Namespace, lazy: Lazy) -> int:
 
     from pipeline import flow
 
-    env = lazy.env
+    env = lazy.announce()
     rows = [asdict(b) for b in flow.batches(env)]
     lines = [f"{env.store.description}, dataset {env.dataset}: {len(rows)} batch id(s)"]
     for r in rows:
