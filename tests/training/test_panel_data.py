@@ -100,6 +100,12 @@ def test_a_duplicate_id_inside_one_batch_stays_an_error(spec_path: Path) -> None
         join_labels(twice, labels, spec, BATCH_COLUMN)
 
 
+def test_without_a_batch_column_the_error_says_how_to_key_by_batch(spec_path: Path) -> None:
+    features, labels = panel()
+    with pytest.raises(DataError, match=r"set data\.batch_column to the column that names"):
+        join_labels(features, labels, load_spec(spec_path))
+
+
 def test_id_scope_global_refuses_an_id_seen_in_two_batches(tmp_path: Path) -> None:
     path = tmp_path / "global.yaml"
     path.write_text(yaml.safe_dump({**SPEC, "id_scope": "global"}))

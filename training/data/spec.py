@@ -253,7 +253,12 @@ class DatasetSpec(_Strict):
             shown = list(dict.fromkeys(dupes.tolist()))[:3]
             where = " within one batch" if len(keys) == 2 else ""
             hint = "each row needs its own id"
-            if batch_column is not None and len(keys) == 1:
+            if batch_column is None and what == "features":
+                hint += (
+                    " (an entity seen in several batches: set data.batch_column to the "
+                    "column that names each row's batch)"
+                )
+            elif len(keys) == 1:
                 hint += (
                     " (the spec's id_scope is 'global'; set id_scope: batch when the same "
                     "entity recurs in every batch)"
