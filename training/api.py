@@ -52,6 +52,7 @@ _WHERE = {
     "StoppingSummary": "training.results",
     "TrainResult": "training.results",
     "TrainingDiverged": "training.results",
+    "BATCH_COLUMN": "training.data.spec",
     "ColumnSpec": "training.data.spec",
     "DataError": "training.data.spec",
     "DatasetSpec": "training.data.spec",

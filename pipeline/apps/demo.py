@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.apps.replay import BatchSource, Replay
+from pipeline.base.config import HOME_SPEC, home_spec
 from training.api import DEFAULT_HOME, PROJECT_ROOT, atomic_write_text
 
 __all__ = [
     "claim_home",
     "folder_batches",
-    "home_spec",
     "main",
     "migrate",
     "prepare_environment",
@@ -48,7 +48,6 @@ ROOT = PROJECT_ROOT
 DAGS = ROOT / "dags"
 FLIGHTS_SPEC = ROOT / "configs" / "datasets" / "flights.yaml"
 FLIGHTS_TRAIN = ROOT / "configs" / "flights.yaml"
-HOME_SPEC = "dataset-spec.txt"  # in a home: the spec its replay ran with (./run ui reads it)
 
 
 class UsageError(Exception):
@@ -57,12 +56,6 @@ class UsageError(Exception):
 
 def _say(text: str = "") -> None:
     print(text, flush=True)
-
-
-def home_spec(home: Path) -> Path | None:
-    """The dataset spec the replay in ``home`` ran with, if one did."""
-    note = home / HOME_SPEC
-    return Path(note.read_text().strip()) if note.is_file() else None
 
 
 def claim_home(home: Path, spec: Path, record: bool = False) -> None:

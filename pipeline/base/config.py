@@ -49,10 +49,19 @@ from pipeline.base.sections import (
 )
 from training.api import DEFAULT_HOME, PROJECT_ROOT, unknown_field
 
-__all__ = ["ENV_PREFIX", "ConfigError", "PipelineConfig", "load_config", "resolve_path"]
+__all__ = [
+    "ENV_PREFIX",
+    "HOME_SPEC",
+    "ConfigError",
+    "PipelineConfig",
+    "home_spec",
+    "load_config",
+    "resolve_path",
+]
 
 ENV_PREFIX = "COSINE_RETRAIN_"
 CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
+HOME_SPEC = "dataset-spec.txt"  # in a home: the spec its replay ran with
 
 
 class ConfigError(ValueError):
@@ -207,6 +216,30 @@ def pod_unreachable(tracking: str, artifacts: str | None, storage_kind: str) -> 
     return problems
 
 
+def home_spec(home: Path) -> Path | None:
+    """The dataset spec the replay in ``home`` ran with (``./run demo`` records it), if any."""
+    note = Path(home) / HOME_SPEC
+    return Path(note.read_text().strip()) if note.is_file() else None
+
+
+def _home_keeps_its_spec(config: PipelineConfig, where: str) -> PipelineConfig:
+    """A home that recorded its data set's spec uses it: every command on the home (CLI,
+    DAGs, UI) reads what its replay wrote; a different spec set explicitly is refused."""
+    recorded = home_spec(config.home)
+    if recorded is None:
+        return config
+    if "dataset_spec" not in config.model_fields_set:
+        return config.model_copy(update={"dataset_spec": recorded})
+    chosen = resolve_path(config.dataset_spec).resolve()
+    if chosen != recorded.resolve():
+        raise ConfigError(
+            f"invalid pipeline config ({where}):\n  dataset_spec: {chosen} is not the spec "
+            f"of home {config.home} ({recorded}, recorded by its replay); unset "
+            f"{ENV_PREFIX}DATASET_SPEC, or give this data set its own home"
+        )
+    return config
+
+
 def resolve_path(path: Path | str) -> Path:
     """A relative path as given when it exists from the working folder, else from the
     project root (Airflow runs tasks from other folders than the checkout)."""
@@ -257,7 +290,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> PipelineCon
     file_values = _read_file(Path(path)) if path is not None else {}
     token = _FILE_VALUES.set(file_values)
     try:
-        return PipelineConfig(**overrides)
+        return _home_keeps_its_spec(PipelineConfig(**overrides), where)
     except ValidationError as exc:
         lines = []
         for e in exc.errors():

@@ -56,8 +56,8 @@ __all__ = [
     "labelled_batches",
     "labels_prefix",
     "landed_batches",
-    "latest_labels",
     "manifest_key",
+    "merged_labels",
     "next_version",
     "predictions_key",
     "quarantine_prefix",
@@ -261,14 +261,29 @@ def read_labels(store: ObjectStore, dataset: str, batch_id: str, version: int) -
     return get_frame(store, join_key(prefix, LABELS))
 
 
-def latest_labels(store: ObjectStore, dataset: str, batch_id: str) -> pd.DataFrame:
-    """The newest committed labels of a batch (labels may be corrected: v2 wins)."""
-    versions = committed_versions(store, dataset, batch_id, "labels")
+def merged_labels(
+    store: ObjectStore, dataset: str, batch_id: str, id_column: str, upto: int | None = None
+) -> pd.DataFrame:
+    """Every label of a batch: its committed label versions (up to ``upto``) merged in
+    order. A later delivery adds the rows the earlier ones lacked and replaces a row
+    they already held (a correction, landed only with ``--new-version`` and recorded in
+    its manifest: :func:`pipeline.steps.landing.labels.ingest_labels`)."""
+    import pandas as pd
+
+    versions = [
+        v
+        for v in committed_versions(store, dataset, batch_id, "labels")
+        if upto is None or v <= upto
+    ]
     if not versions:
         raise BatchNotFound(
             f"no labels for {dataset}/{batch_id} yet (ingest them first: ingest-labels)"
         )
-    return read_labels(store, dataset, batch_id, versions[-1])
+    parts = [read_labels(store, dataset, batch_id, v) for v in versions]
+    if len(parts) == 1:
+        return parts[0]
+    merged = pd.concat(parts, ignore_index=True)
+    return merged.drop_duplicates(id_column, keep="last").reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------ listing

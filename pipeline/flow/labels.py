@@ -6,7 +6,7 @@ import logging
 
 import pandas as pd
 
-from pipeline.base.layout import latest_labels
+from pipeline.base.layout import merged_labels
 from pipeline.base.store import get_frame, join_key
 from pipeline.flow.cards import publish
 from pipeline.flow.env import Env
@@ -63,7 +63,7 @@ def quality_summary(env: Env, batch_id: str) -> QualitySummary | None:
     version = ",".join(sorted(set(served["model_version"].astype(str)))) or "none"
     return live_quality(
         served,
-        latest_labels(env.store, env.dataset, batch_id),
+        merged_labels(env.store, env.dataset, batch_id, env.spec.id_column),
         env.spec,
         env.config.quality,
         batch_id=batch_id,
@@ -104,8 +104,13 @@ def review_canary(
     """Compare canary and champion on the labels of these batches, then act (promote,
     roll back or wait; ``hold``: a promotion waits for a person's approval): the steps'
     CanaryReview and PromotionResult. A decision adds a revision to the version's card."""
+    # keyed by (batch, id): an id may recur in every batch (the spec's id_scope)
     labels = pd.concat(
-        [latest_labels(env.store, env.dataset, b) for b in batch_ids], ignore_index=True
+        [
+            merged_labels(env.store, env.dataset, b, env.spec.id_column).assign(batch_id=b)
+            for b in batch_ids
+        ],
+        ignore_index=True,
     )
     result = judge(env.client, env.store, env.config, env.spec, env.model, labels)
     action = apply_review(env.client, env.store, env.config, result, hold=hold)

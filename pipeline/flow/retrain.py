@@ -22,8 +22,8 @@ from pipeline.base.layout import (
     BatchRef,
     committed_versions,
     labelled_batches,
+    merged_labels,
     read_batch,
-    read_labels,
     report_summaries,
 )
 from pipeline.base.store import join_key
@@ -45,6 +45,7 @@ from pipeline.steps.registry.registration import Registration, register_training
 from pipeline.steps.tuning.configs import train_config_path
 from training import api
 from training.api import (
+    BATCH_COLUMN,
     DIVERGED_TAG,
     Finding,
     ResultError,
@@ -155,15 +156,21 @@ def export_window(env: Env, plan: Plan) -> Window:
 
     run_name = plan.require_run()
     folder = _work_dir(env, run_name)
+    # each row keyed by (batch, id): an id may recur once per batch (the spec's id_scope)
     features = pd.concat(
         [
-            read_batch(env.store, BatchRef(env.dataset, b, v.features))
+            read_batch(env.store, BatchRef(env.dataset, b, v.features)).assign(**{BATCH_COLUMN: b})
             for b, v in plan.versions.items()
         ],
         ignore_index=True,
     )
     labels = pd.concat(
-        [read_labels(env.store, env.dataset, b, v.labels) for b, v in plan.versions.items()],
+        [
+            merged_labels(env.store, env.dataset, b, env.spec.id_column, upto=v.labels).assign(
+                **{BATCH_COLUMN: b}
+            )
+            for b, v in plan.versions.items()
+        ],
         ignore_index=True,
     )
     paths = {"features": folder / "features.parquet", "labels": folder / "labels.parquet"}
@@ -199,6 +206,7 @@ def train_config(env: Env, plan: Plan, window: Window, *, remote: bool = False) 
         "progress": "off",
         "data.dataset": str(resolve_path(env.config.dataset_spec)),
         "data.source": "files",
+        "data.batch_column": BATCH_COLUMN,
         "data.features": window.features_uri if remote else window.features,
         "data.labels": window.labels_uri if remote else window.labels,
         "mlflow.tracking_uri": tracking.tracking_uri(env.config),

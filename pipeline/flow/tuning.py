@@ -116,7 +116,8 @@ def tune_windows(
     if not window or not holdout:
         raise TuneError(
             f"tuning needs {t.window_batches} + {t.holdout_batches} labelled batches "
-            f"(tune.window_batches, tune.holdout_batches); the store has {len(batches)}"
+            f"(tune.window_batches, tune.holdout_batches); the store has {len(batches)} "
+            f"of data set {env.dataset}"
         )
     if set(window) & set(holdout):
         raise TuneError(f"the tuning window {window} and the held-out {holdout} overlap")

@@ -154,7 +154,8 @@ def _run_schedule(args: argparse.Namespace) -> CosineSchedule:
         rows = len(prepare_for(config, spec).train)
         spe = config.steps_per_epoch(rows)
         print(
-            f"steps per epoch: {spe} ({rows} training rows / batch {config.optim.batch_size})",
+            f"steps per epoch: {spe} ({rows} training rows / batch "
+            f"{config.optim.batch_size_for(rows)})",
             file=sys.stderr,
         )
     return config.schedule.build(spe, spec.schedule.bounds())

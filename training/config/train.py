@@ -54,6 +54,12 @@ class DataConfig(_Section):
     labels: str | list[str] | None = Field(
         None, description="labels (id and target): a file, a folder or a list, as features"
     )
+    batch_column: str | None = Field(
+        None,
+        description="column of features and labels naming each row's batch: rows join on "
+        "(batch, id), and an id may recur once per batch (the spec's id_scope); unset: "
+        "the id alone",
+    )
     valid_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="latest rows held out")
     max_rows: int | None = Field(None, ge=100, description="keep only the latest N rows")
 
@@ -92,6 +98,11 @@ class ModelConfig(_Section):
         return self
 
 
+# A window smaller than this many batches of ``optim.batch_size`` rows trains with a
+# smaller batch (halved until it fits), as the schedule's epochs scale with the rows.
+MIN_STEPS_PER_EPOCH = 2
+
+
 class OptimConfig(_Section):
     """The optimizer and the batch."""
 
@@ -99,7 +110,12 @@ class OptimConfig(_Section):
     weight_decay: float = Field(1e-4, ge=0.0, description="decoupled (AdamW) or L2 (SGD)")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW's (beta1, beta2)")
-    batch_size: int = Field(512, ge=1, description="examples per optimizer step (all ranks)")
+    batch_size: int = Field(
+        512,
+        ge=1,
+        description="examples per optimizer step (all ranks); halved for a window of "
+        f"fewer than {MIN_STEPS_PER_EPOCH} batches of training rows",
+    )
     grad_accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
     grad_clip_norm: float | None = Field(
         1.0, gt=0.0, description="clip the gradient's global norm to this; null: no clipping"
@@ -128,6 +144,16 @@ class OptimConfig(_Section):
                 f"optim.grad_accum_steps {self.grad_accum_steps}"
             )
         return self
+
+    def batch_size_for(self, train_rows: int, world_size: int = 1) -> int:
+        """The batch for ``train_rows`` training rows: ``batch_size``, halved while the
+        rows fill fewer than :data:`MIN_STEPS_PER_EPOCH` batches and the half still divides
+        over ``world_size`` ranks x ``grad_accum_steps`` (then it may stay too large: the
+        trainer refuses it, naming the rows)."""
+        size, unit = self.batch_size, world_size * self.grad_accum_steps
+        while train_rows < MIN_STEPS_PER_EPOCH * size and size % 2 == 0 and (size // 2) % unit == 0:
+            size //= 2
+        return size
 
 
 class PlateauConfig(_Section):
@@ -291,10 +317,11 @@ class TrainConfig(_Section):
     pushgateway: PushgatewayConfig = Field(default_factory=PushgatewayConfig)
     fault_injection: FaultInjection = Field(default_factory=FaultInjection)
 
-    def steps_per_epoch(self, train_rows: int) -> int:
+    def steps_per_epoch(self, train_rows: int, world_size: int = 1) -> int:
         """Optimizer steps per epoch of ``train_rows`` training rows (what epoch forms
-        of the schedule are multiplied by); 0 when the rows fill no batch."""
-        return train_rows // self.optim.batch_size
+        of the schedule are multiplied by), at the batch those rows get
+        (:meth:`OptimConfig.batch_size_for`); 0 when the rows fill no batch."""
+        return train_rows // self.optim.batch_size_for(train_rows, world_size)
 
     def resolved(self) -> dict[str, Any]:
         return json.loads(self.model_dump_json())
@@ -305,6 +332,8 @@ class TrainConfig(_Section):
             d.pop(key, None)
         if not self.stopping.enabled:  # off: the definitions (and hashes) of before it existed
             d.pop("stopping", None)
+        if self.data.batch_column is None:  # likewise
+            d["data"].pop("batch_column", None)
         return d
 
     def definition_hash(self) -> str:

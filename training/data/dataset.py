@@ -1,9 +1,12 @@
 """From configured sources to in-memory arrays: join, split, preprocess.
 
 Features and labels are read separately (labels arrive later in production)
-and inner-joined on the spec's id column; rows without a label are not yet
-trainable and are left out. The split is chronological by default: the latest
-``valid_fraction`` of rows (by the spec's timestamp) is the validation set.
+and inner-joined on the spec's id column, or on (batch, id) when the data names
+each row's batch (``data.batch_column``: the pipeline's windows); rows without a
+label are not yet trainable and are left out. The split is chronological: the
+latest ``valid_fraction`` of rows (by the spec's timestamp) is the validation set,
+so an entity that recurs across batches trains on its earlier rows and is judged
+on its later ones, as the model will meet it in production.
 """
 
 from __future__ import annotations
@@ -158,18 +161,26 @@ class PreparedData:
         }
 
 
-def join_labels(features: pd.DataFrame, labels: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+def join_labels(
+    features: pd.DataFrame,
+    labels: pd.DataFrame,
+    spec: DatasetSpec,
+    batch_column: str | None = None,
+) -> pd.DataFrame:
+    """Features with their label, inner-joined on the row key: the id, or (batch, id)
+    with ``batch_column`` (a window of batches whose ids may recur, ``id_scope: batch``)."""
+    keys = [spec.id_column] if batch_column is None else [batch_column, spec.id_column]
     for frame, what, needed in (
-        (features, "features", spec.id_column),
-        (labels, "labels", spec.id_column),
+        *((features, "features", k) for k in keys),
+        *((labels, "labels", k) for k in keys),
         (labels, "labels", spec.target),
     ):
         if needed not in frame.columns:
             raise DataError(f"{what} lack column {needed!r} (dataset spec {spec.name!r})")
-    spec.check_ids(features, "features")
-    spec.check_ids(labels, "labels")
+    spec.check_ids(features, "features", batch_column)
+    spec.check_ids(labels, "labels", batch_column)
     spec.check_labels(labels, "labels")
-    joined = features.merge(labels[[spec.id_column, spec.target]], on=spec.id_column, how="inner")
+    joined = features.merge(labels[[*keys, spec.target]], on=keys, how="inner")
     unlabelled = len(features) - len(joined)
     if unlabelled:
         log.info("%d feature rows have no label yet and are left out", unlabelled)
@@ -186,15 +197,16 @@ def prepare(
 ) -> PreparedData:
     features, labels = load_frames(config)
     spec.check_features(features, "features")
-    frame = join_labels(features, labels, spec)
+    frame = join_labels(features, labels, spec, config.batch_column)
     if len(frame) == 0:
         raise DataError("no feature row has a label: nothing to train on")
     frame[spec.timestamp_column] = pd.to_datetime(frame[spec.timestamp_column], errors="coerce")
     if frame[spec.timestamp_column].isna().any():
         raise DataError(f"timestamp column {spec.timestamp_column!r} has unparseable values")
-    frame = frame.sort_values([spec.timestamp_column, spec.id_column], kind="stable").reset_index(
-        drop=True
-    )
+    # time-ordered: an entity seen in several batches (id_scope: batch) has its earlier rows
+    # in training and its latest ones held out, as production scores known entities later
+    order = [spec.timestamp_column, *([config.batch_column] if config.batch_column else [])]
+    frame = frame.sort_values([*order, spec.id_column], kind="stable").reset_index(drop=True)
     if config.max_rows is not None and len(frame) > config.max_rows:
         frame = frame.iloc[-config.max_rows :].reset_index(drop=True)
     n_valid = max(1, round(len(frame) * config.valid_fraction))
@@ -226,7 +238,7 @@ def prepare(
         valid=split(valid_frame, "validation data"),
         preprocessor=preprocessor,
         fingerprint=digest.hexdigest(),
-        valid_frame=valid_frame,
+        valid_frame=valid_frame.drop(columns=[config.batch_column or ""], errors="ignore"),
         first_valid_time=str(valid_frame[spec.timestamp_column].iloc[0]),
     )
 

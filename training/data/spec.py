@@ -23,6 +23,7 @@ from training.config.text import read_yaml
 from training.schedule.epochs import CycleBounds
 
 __all__ = [
+    "BATCH_COLUMN",
     "ColumnSpec",
     "DataError",
     "DatasetSpec",
@@ -33,6 +34,11 @@ __all__ = [
 ]
 
 Role = Literal["id", "timestamp", "categorical", "numeric"]
+IdScope = Literal["batch", "global"]
+
+# The column the pipeline adds to a training window's features and labels: the batch each
+# row came from. Rows are keyed by (batch, id); no spec column may take this name.
+BATCH_COLUMN = "_batch"
 
 
 class DataError(ValueError):
@@ -131,6 +137,10 @@ class DatasetSpec(_Strict):
     model_name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
     description: str = ""
     id_column: str
+    # "batch": an id is unique within one batch and may recur in others (a panel: the same
+    # customers every month); rows are keyed by (batch, id). "global": ids never recur
+    # (a flight, an order); a training window holding an id twice is refused.
+    id_scope: IdScope = "batch"
     timestamp_column: str
     target: str
     target_description: str = ""
@@ -150,6 +160,10 @@ class DatasetSpec(_Strict):
         if dupes:
             raise ValueError(f"columns listed twice: {dupes}")
         by_name = {c.name: c for c in self.columns}
+        if BATCH_COLUMN in by_name or self.target == BATCH_COLUMN:
+            raise ValueError(
+                f"the name {BATCH_COLUMN!r} is reserved for the pipeline's batch id: rename it"
+            )
         for attr, role in (("id_column", "id"), ("timestamp_column", "timestamp")):
             col = by_name.get(getattr(self, attr))
             if col is None or col.role != role:
@@ -219,8 +233,11 @@ class DatasetSpec(_Strict):
         if problems:
             raise DataError(f"{what} has columns of the wrong type: " + "; ".join(problems))
 
-    def check_ids(self, frame: pd.DataFrame, what: str) -> None:
-        """The id column is never null and unique (what validation's suite expects)."""
+    def check_ids(self, frame: pd.DataFrame, what: str, batch_column: str | None = None) -> None:
+        """The id column is never null and unique (what validation's suite expects).
+
+        With ``batch_column`` (a training window of several batches) an id must be unique
+        within its batch; across batches too when the spec's ``id_scope`` is ``global``."""
         ids = frame[self.id_column]
         nulls = int(ids.isna().sum())
         if nulls:
@@ -228,12 +245,27 @@ class DatasetSpec(_Strict):
                 f"{what}: id column {self.id_column!r} has {nulls} null value(s): every row "
                 "needs an id"
             )
-        dupes = ids[ids.duplicated(keep=False)]
+        keys = [self.id_column]
+        if batch_column is not None and self.id_scope == "batch":
+            keys = [batch_column, self.id_column]
+        dupes = ids[frame.duplicated(keys, keep=False)]
         if len(dupes):
             shown = list(dict.fromkeys(dupes.tolist()))[:3]
+            where = " within one batch" if len(keys) == 2 else ""
+            hint = "each row needs its own id"
+            if batch_column is None and what == "features":
+                hint += (
+                    " (an entity seen in several batches: set data.batch_column to the "
+                    "column that names each row's batch)"
+                )
+            elif len(keys) == 1:
+                hint += (
+                    " (the spec's id_scope is 'global'; set id_scope: batch when the same "
+                    "entity recurs in every batch)"
+                )
             raise DataError(
-                f"{what}: id column {self.id_column!r} holds duplicate ids ({len(dupes)} rows "
-                f"share {dupes.nunique()} id(s)), e.g. {shown}: each row needs its own id"
+                f"{what}: id column {self.id_column!r} holds duplicate ids{where} ({len(dupes)} "
+                f"rows share {dupes.nunique()} id(s)), e.g. {shown}: {hint}"
             )
 
     def check_labels(self, labels: pd.DataFrame, what: str = "labels") -> None:

@@ -12,6 +12,7 @@ copies to the host once per window, the only place the loop waits for the device
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from training.schedule import CosineAnnealingScheduler
 
 __all__ = ["StepRecord", "StepRunner"]
+
+log = logging.getLogger("training.engine.trainer")
 
 
 class StepRecord(NamedTuple):
@@ -70,7 +73,13 @@ class StepRunner:
         self.optimizer = optimizer
         self.steps_per_epoch = steps_per_epoch
         device = runtime.device
-        self.micro = config.optim.batch_size // (ctx.world_size * config.optim.grad_accum_steps)
+        self.batch = config.optim.batch_size_for(len(data.train), ctx.world_size)
+        self.micro = self.batch // (ctx.world_size * config.optim.grad_accum_steps)
+        if self.batch != config.optim.batch_size and ctx.is_main:
+            log.info(
+                "batch of %d rows: optim.batch_size %d halved for %d training rows",
+                self.batch, config.optim.batch_size, len(data.train),
+            )  # fmt: skip
         self.params = list(module.parameters())  # one list, not a module walk per step
         self.wrapped: torch.nn.Module = (
             DistributedDataParallel(
@@ -125,7 +134,7 @@ class StepRunner:
             g = torch.Generator().manual_seed(self.config.runtime.seed * 1_000_003 + epoch)
             self._perm = torch.randperm(len(self.data.train), generator=g).to(self.runtime.device)
             self._perm_epoch = epoch
-        size = self.config.optim.batch_size
+        size = self.batch
         assert self._perm is not None
         return self._perm[pos * size : (pos + 1) * size]
 

@@ -60,7 +60,7 @@ def lr_find(
     opt = build_optimizer(config.optim, model.parameters(), start_lr)
     cats, nums, y = (torch.from_numpy(a) for a in (data.train.cats, data.train.nums, data.train.y))
     g = torch.Generator().manual_seed(config.runtime.seed)
-    batch = config.optim.batch_size
+    batch = config.optim.batch_size_for(len(y))
     ratio = end_lr / start_lr
     lrs, losses, smoothed = [], [], []
     avg, best = 0.0, math.inf

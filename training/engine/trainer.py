@@ -90,8 +90,8 @@ class Trainer:
                 f"optim.batch_size {per_step} must divide evenly over {self.ctx.world_size} "
                 f"rank(s) x {cfg.optim.grad_accum_steps} accumulation step(s)"
             )
-        steps_per_epoch = cfg.steps_per_epoch(len(data.train))
-        if steps_per_epoch < 1:
+        steps_per_epoch = cfg.steps_per_epoch(len(data.train), self.ctx.world_size)
+        if steps_per_epoch < 1:  # halving stopped at what ranks x accumulation divide
             raise DataError(
                 f"optim.batch_size {per_step} is larger than the {len(data.train)} training rows"
             )

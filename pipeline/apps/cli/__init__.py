@@ -23,6 +23,7 @@ Subcommands (each keyed by an explicit batch id, safe to re-run):
   approval approve|reject VERSION --comment TEXT   a person's answer about promoting
   demo                   replay batches month by month through the Airflow DAGs (./run demo)
   example NAME --out DIR write a bundled example (gss) as batch files for demo --batches
+  spec draft FILE...     draft a dataset spec from sample files (--id, --timestamp, --target)
   ui                     start the Airflow and MLflow UIs on the local data (./run ui)
 
 Configuration: ``--config FILE`` (or $COSINE_RETRAIN_CONFIG) and environment variables
@@ -56,9 +57,9 @@ log = logging.getLogger("pipeline")
 
 
 def _subcommands() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
-    from pipeline.apps.cli import data, models, ops, tune
+    from pipeline.apps.cli import data, models, ops, spec, tune
 
-    return [*data.PARSERS, *ops.PARSERS, *models.PARSERS, *tune.PARSERS]
+    return [*data.PARSERS, *ops.PARSERS, *models.PARSERS, *tune.PARSERS, *spec.PARSERS]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,9 +6,10 @@ import argparse
 import functools
 import inspect
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
-from pipeline.base.config import load_config
+from pipeline.base.config import home_spec, load_config, resolve_path
 
 if TYPE_CHECKING:
     from pipeline.flow import Env
@@ -32,6 +33,15 @@ class Lazy:
         from pipeline.flow import Env
 
         return Env(load_config(self._config_path))
+
+    def announce(self) -> Env:
+        """The env, after one stderr line naming the data set it looks at (and whether
+        the home's replay chose its spec): a home never silently shows another data set."""
+        env = self.env
+        spec = resolve_path(env.config.dataset_spec)
+        why = ", the spec its replay recorded" if home_spec(env.config.home) else ""
+        print(f"data set {env.dataset} (home {env.config.home}{why}: {spec})", file=sys.stderr)
+        return env
 
 
 def emit(args: argparse.Namespace, text: str, data: Any) -> None:

@@ -55,7 +55,9 @@ def add_ingest_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--new-version",
             action="store_true",
-            help="store different content for an existing batch id as its next version",
+            help="store different content for an existing batch id as its next version "
+            "(labels: a correction of rows already labelled; a part that only adds rows "
+            "needs none)",
         )
         p.set_defaults(func=_ingest, labels=labels)
 
@@ -250,7 +252,7 @@ def _batches(args: argparse.Namespace, lazy: Lazy) -> int:
 
     from pipeline import flow
 
-    env = lazy.env
+    env = lazy.announce()
     rows = [asdict(b) for b in flow.batches(env)]
     lines = [f"{env.store.description}, dataset {env.dataset}: {len(rows)} batch id(s)"]
     for r in rows:

@@ -138,7 +138,7 @@ def _models(args: argparse.Namespace, lazy: Lazy) -> int:
     """registered versions, aliases and the alias history"""
     from pipeline.flow import models
 
-    env = lazy.env
+    env = lazy.announce()
     listing = models.list_models(env)
     lines = [
         f"{env.model}: " + ", ".join(f"{a} -> v{v}" for a, v in sorted(listing.aliases.items()))

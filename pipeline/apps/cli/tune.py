@@ -30,9 +30,10 @@ def _tune(args: argparse.Namespace, lazy: Lazy) -> int:
 
     if args.trials is not None and args.trials < 1:
         raise UsageError(f"--trials must be at least 1, got {args.trials}")
+    env = lazy.announce()
     try:
         summary = tune(
-            lazy.env,
+            env,
             window=_batches(args.window),
             holdout=_batches(args.holdout),
             n_trials=args.trials,

@@ -138,9 +138,10 @@ def _served_rows(
         return pd.DataFrame(columns=columns), []
     frame = pd.concat(frames, ignore_index=True)
     if "scored_at" in frame.columns and id_column in frame.columns:
-        # a row scored again while the same canary served counts once (its latest scoring)
+        # a row scored again while the same canary served counts once (its latest scoring);
+        # a row is (batch, id): an id may recur in every batch (the spec's id_scope)
         frame = frame.sort_values("scored_at", kind="stable")
-        frame = frame.drop_duplicates(id_column, keep="last")
+        frame = frame.drop_duplicates(["batch_id", id_column], keep="last")
     return frame, [len(f) for f in frames]
 
 
@@ -188,7 +189,8 @@ def review_canary(
     now: datetime | None = None,
 ) -> CanaryReview:
     """Compare canary and champion on the labelled rows each served (and, from its
-    shadow, on the same rows); ``canary.test`` says how (module docstring)."""
+    shadow, on the same rows); ``canary.test`` says how (module docstring). ``labels``
+    carry ``batch_id``: rows are keyed by (batch, id)."""
     c = config.canary
     now = now or datetime.now(UTC)
     canary = current_alias(client, name, CANARY)
@@ -201,12 +203,15 @@ def review_canary(
     since = client.get_model_version(name, canary).tags.get("alias.canary.at")
     age = (now - datetime.fromisoformat(since)).total_seconds() / 3600 if since else None
     served, batch_rows = _served_rows(store, spec.name, canary, spec.id_column)
-    missing = {spec.id_column, spec.target} - set(labels.columns)
+    keys = ["batch_id", spec.id_column]  # predictions meet labels on (batch, id)
+    missing = {*keys, spec.target} - set(labels.columns)
     if missing:
-        raise RegistryError(f"labels lack column(s) {sorted(missing)}")
+        raise RegistryError(f"labels lack column(s) {sorted(missing)} (rows are (batch, id))")
     # the share and minimum rows of this data set: config, spec, else the batch sizes seen
     c = canary_rules(config, spec, batch_rows or [len(labels)])
-    joined = served.merge(labels[[spec.id_column, spec.target]], on=spec.id_column, how="inner")
+    as_text = dict.fromkeys(keys, str)  # scoring stores ids as text (routing.py)
+    labels = labels[[*keys, spec.target]].astype(as_text)
+    joined = served.astype(as_text).merge(labels, on=keys, how="inner")
     joined = joined.dropna(subset=[spec.target])
     shadowed = joined[joined["phase"] == "shadow"]
     joined = joined[joined["phase"] == "canary"]

@@ -3,11 +3,20 @@
 :func:`ingest_labels` lands the labels (the spec's id and target columns) of an
 already ingested feature batch as their own versioned object
 (``datasets/<dataset>/labels/<batch>/v<N>/``), with the same idempotence as
-features: the same content again is a no-op, other content needs a new version.
+features: the same content again is a no-op.
+
+**Labels in parts.** A batch's labels are every delivery merged
+(:func:`pipeline.base.layout.merged_labels`). A later delivery lands as the next
+version and adds the rows that were missing; a row it repeats with the same target
+changes nothing; a row whose target it changes is a *correction*: refused unless
+``new_version`` (``--new-version``), which replaces it and records each change (id,
+old target, new target) in the new version's manifest. A delivery that adds and
+changes nothing lands nothing.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -18,7 +27,9 @@ from pipeline.base.layout import (
     BatchRef,
     committed_versions,
     labels_prefix,
+    merged_labels,
     read_batch,
+    read_manifest,
 )
 from pipeline.base.store import (
     ObjectStore,
@@ -110,10 +121,28 @@ def ingest_labels(
         uri = store.uri(join_key(labels_prefix(dataset, batch_id, same), LABELS))
         message = f"labels {dataset}/{batch_id} v{same} already hold this content; nothing to do"
         return Landed.unchanged(ref, "labels", manifest, uri, message)
-    if versions and not new_version:
+    delta = _delta(store, spec, batch_id, labels, versions)
+    if versions and not delta.added and not delta.changed:
+        ref = BatchRef(dataset, batch_id, versions[-1])
+        prefix = labels_prefix(dataset, batch_id, versions[-1])
+        message = (
+            f"labels {dataset}/{batch_id} (v{versions[-1]}) already hold these {len(labels):,} "
+            "rows with the same targets; nothing to do"
+        )
+        return Landed.unchanged(
+            ref,
+            "labels",
+            read_manifest(store, prefix),
+            store.uri(join_key(prefix, LABELS)),
+            message,
+        )
+    if delta.changed and not new_version:
+        shown = [c["id"] for c in delta.changed[:3]]
         raise BatchExists(
-            f"labels for {dataset}/{batch_id} already exist (v{versions[-1]}) with different "
-            f"content; refusing to replace them. Pass --new-version to store v{versions[-1] + 1}"
+            f"labels for {dataset}/{batch_id} already exist (v{versions[-1]}) and this "
+            f"delivery changes the target of {len(delta.changed):,} labelled row(s), e.g. ids "
+            f"{shown}; refusing to replace them. Pass --new-version to store the correction "
+            f"as v{versions[-1] + 1} (each change is recorded in its manifest)"
         )
     features = read_batch(store, BatchRef(dataset, batch_id, feature_versions[-1]))
     known = labels[spec.id_column].astype(str).isin(set(features[spec.id_column].astype(str)))
@@ -134,10 +163,19 @@ def ingest_labels(
         "positive_rate": round(float(labels[spec.target].mean()), 6),
         "content_sha256": digest,
         "source": source,
+        "added_rows": delta.added,
+        "unchanged_rows": delta.unchanged,
+        "replaced_rows": len(delta.changed),
+        "replaced": delta.changed,  # the record of each correction: id, old and new target
     }
     commit_version(store, ref, prefix, LABELS, frame_to_parquet(labels), manifest)
     unmatched = int((~known).sum())
     extra = f"; {unmatched:,} ids are not in the batch" if unmatched else ""
+    if versions:
+        extra += (
+            f"; merged with v{versions[-1]}: {delta.added:,} added, "
+            f"{len(delta.changed):,} corrected, {delta.unchanged:,} unchanged"
+        )
     return Landed.at(
         ref,
         "labels",
@@ -146,6 +184,36 @@ def ingest_labels(
         store.uri(join_key(prefix, LABELS)),
         f"landed {len(labels):,} labels for {dataset}/{batch_id} as v{ref.version}{extra}",
     )
+
+
+@dataclass(frozen=True)
+class _Delta:
+    """What a delivery does to the labels a batch already has."""
+
+    added: int
+    unchanged: int
+    changed: list[dict[str, Any]]
+
+
+def _delta(
+    store: ObjectStore, spec: DatasetSpec, batch_id: str, labels: pd.DataFrame, versions: list[int]
+) -> _Delta:
+    if not versions:
+        return _Delta(len(labels), 0, [])
+    key, target = spec.id_column, spec.target
+    before = merged_labels(store, spec.name, batch_id, key)[[key, target]]
+    before = before.assign(**{key: before[key].astype(str)})
+    now = labels[[key, target]].assign(**{key: labels[key].astype(str)})
+    both = now.merge(before, on=key, how="left", suffixes=("", "_before"), indicator=True)
+    known = both["_merge"] == "both"
+    changed = both[known & (both[target] != both[f"{target}_before"])]
+    record = [
+        {"id": i, "old": int(old), "new": int(new)}
+        for i, old, new in zip(
+            changed[key], changed[f"{target}_before"], changed[target], strict=True
+        )
+    ]
+    return _Delta(int((~known).sum()), int(known.sum()) - len(record), record)
 
 
 def ingest_labels_file(

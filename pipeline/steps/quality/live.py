@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.base.layout import committed_versions, predictions_key, read_labels
+from pipeline.base.layout import committed_versions, merged_labels, predictions_key
 from pipeline.base.sections import QualityConfig
 from pipeline.base.store import ObjectNotFound, ObjectStore, get_frame
 from training.api import DataError, DatasetSpec, roc_auc
@@ -70,8 +70,13 @@ def live_quality(
         missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise DataError(f"{what} for {batch_id} lack column(s) {missing}")
-    joined = predictions[[spec.id_column, PREDICTION_COLUMN]].merge(
-        labels[[spec.id_column, spec.target]], on=spec.id_column, how="inner"
+    # one batch's predictions and labels: the row key (batch, id) is the id here; as text,
+    # as scoring stores it (an integer id column of the labels still matches)
+    key = {spec.id_column: str}
+    joined = (
+        predictions[[spec.id_column, PREDICTION_COLUMN]]
+        .astype(key)
+        .merge(labels[[spec.id_column, spec.target]].astype(key), on=spec.id_column, how="inner")
     )
     joined = joined.dropna(subset=[PREDICTION_COLUMN, spec.target])
     rows = len(joined)
@@ -114,7 +119,7 @@ def check_quality(
     if not versions:
         raise DataError(f"no labels for {spec.name}/{batch_id} yet (ingest them first)")
     version = labels_version if labels_version is not None else versions[-1]
-    labels = read_labels(store, spec.name, batch_id, version)
+    labels = merged_labels(store, spec.name, batch_id, spec.id_column, upto=version)
     try:
         predictions = get_frame(store, predictions_key(spec.name, batch_id, model_version))
     except ObjectNotFound:

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import flow
 from pipeline.base.config import load_config
-from pipeline.base.layout import latest_labels
+from pipeline.base.layout import read_labels
 from pipeline.base.store import get_frame
 from pipeline.flow.env import Env
 from pipeline.flow.labels import review_canary
@@ -65,7 +65,7 @@ def test_shadow_then_canary_through_the_flow(
         scored = flow.score(env, batch)
         assert (scored.shadow_rows > 0) == (i == 0)  # one batch in shadow, then served
         preds = get_frame(env.store, scored.key)
-        rows = preds.merge(latest_labels(env.store, spec.name, batch), on=spec.id_column)
+        rows = preds.merge(read_labels(env.store, spec.name, batch, 1), on=spec.id_column)
         y = rows[spec.target].to_numpy(dtype=float)
         if i == 0:
             assert scored.canary_rows == 0

@@ -64,7 +64,7 @@ def test_the_review_accumulates_batches_once_each_and_decides_like_the_reference
         )
         served["scored_at"] = datetime.now(UTC).isoformat()
         _fake_served(env, batch, "1", "2", served)
-        labels = pd.DataFrame({"flight_id": ids, "late": y})
+        labels = pd.DataFrame({"flight_id": ids, "late": y, "batch_id": batch})
         review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
         all_c.append(log_loss_rows(y[to_canary], canary[to_canary]))
         all_h.append(log_loss_rows(y[~to_canary], champion[~to_canary]))
@@ -115,7 +115,7 @@ def _review_shadow(env: Env, rng: np.random.Generator, noise: float) -> tuple[An
     shadow = np.clip(champion + rng.normal(0, noise, y.size), 0.01, 0.99)
     ids = [f"s{i}" for i in range(y.size)]
     _fake_shadow(env, "2014-01", ids, champion, shadow)
-    labels = pd.DataFrame({"flight_id": ids, "late": y})
+    labels = pd.DataFrame({"flight_id": ids, "late": y, "batch_id": "2014-01"})
     review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
     return y, champion, shadow, review
 
@@ -132,7 +132,7 @@ def _review_served(env: Env, rng: np.random.Generator, batch: str, prefix: str) 
         ]
     )
     _fake_served(env, batch, "1", "2", served)
-    labels = pd.DataFrame({"flight_id": ids, "late": y})
+    labels = pd.DataFrame({"flight_id": ids, "late": y, "batch_id": batch})
     return review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
 
 

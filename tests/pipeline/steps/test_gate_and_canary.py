@@ -328,7 +328,7 @@ def test_review_outcomes_match_welch_tests(
     )
     _fake_served(env, "2013-05", "1", "2", served)
     _canary_at(env, version="2", champion="1")
-    labels = pd.DataFrame({"flight_id": ids, "late": y})
+    labels = pd.DataFrame({"flight_id": ids, "late": y, "batch_id": "2013-05"})
     review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
     reference = _welch_non_inferiority(
         _loss(y[to_canary], canary_p[to_canary]), _loss(y[~to_canary], good[~to_canary]), 0.005
@@ -373,7 +373,7 @@ def test_too_few_labels_is_inconclusive_then_a_person_decides(canary_env: Env) -
         ]
     )
     _fake_served(env, "2013-06", "1", "2", served)
-    labels = pd.DataFrame({"flight_id": ids, "late": [0, 1] * 50})
+    labels = pd.DataFrame({"flight_id": ids, "late": [0, 1] * 50, "batch_id": "2013-06"})
     review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
     assert review.outcome == "inconclusive"
     assert "too few labelled rows (canary 50, champion 50" in review.reason

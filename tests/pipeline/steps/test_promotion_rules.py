@@ -149,7 +149,7 @@ def _serving(store: LocalStore, batch: str, rows: int, seed: int) -> pd.DataFram
     )
     key = f"predictions/churn/{batch}/champion-v1_canary-v2/predictions.parquet"
     put_frame(store, key, served)
-    return pd.DataFrame({"customer_id": ids, "churned": y})
+    return pd.DataFrame({"customer_id": ids, "churned": y, "batch_id": batch})
 
 
 def test_a_3000_row_month_concludes_the_canary(mlflow_server: Any, tmp_path: Path) -> None:
