@@ -1,7 +1,8 @@
 """
 ### Canary review
 
-Runs when labels land (`labels_landed`). For the labelled batch:
+Runs when labels land (`labels_landed`). For every labelled batch of the events
+it consumed (labels of several batches may land before it runs), in batch order:
 
 1. **quality**: the champion's live AUC on the rows it served; below the SLO it
    requests a retrain (`retrain_request`), the label-side trigger.
@@ -34,59 +35,62 @@ from pipeline.apps import dagkit as kit
     schedule=[kit.LABELS_LANDED],
     doc_md=__doc__,
     params={
-        "batch_id": kit.batch_param("labelled batch (default: the batch of the triggering event)"),
+        "batch_id": kit.batch_param(
+            "labelled batch (default: every batch of the triggering events)"
+        ),
     },
 )
 def canary_review():
-    @task(doc_md="The labelled batch: the param or the triggering event.")
-    def which_batch(params=None, triggering_asset_events=None) -> str:
+    @task(doc_md="The labelled batches, in batch order: the param, or every triggering event's.")
+    def which_batches(params=None, triggering_asset_events=None) -> list[str]:
         from pipeline import flow
 
-        batch = params["batch_id"] or flow.newest_extra(
-            kit.events(triggering_asset_events), "batch_id"
-        )
-        if not batch:
+        if params["batch_id"]:
+            return [params["batch_id"]]
+        batches = flow.event_batches(kit.events(triggering_asset_events))
+        if not batches:
             from airflow.sdk.exceptions import AirflowFailException
 
             raise AirflowFailException("no batch_id: pass one, or let labels_landed trigger")
-        return batch
+        return batches
 
-    @task(doc_md="Champion's live AUC on its labelled rows; below the SLO -> retrain.")
-    def quality(batch_id: str):
+    @task(doc_md="Champion's live AUC on each batch's labelled rows; below the SLO -> retrain.")
+    def quality(batch_ids: list[str]):
         from pipeline import flow
 
         with kit.permanent():
-            return flow.quality(kit.env(), batch_id).to_xcom()
+            return [flow.quality(kit.env(), b).to_xcom() for b in batch_ids]
 
-    @task.branch(doc_md="Live quality below its SLO requests a retrain.")
-    def branch(result):
-        return "request_retrain" if result["decision"]["retrain"] else "quality_ok"
+    @task.branch(doc_md="Live quality below its SLO (on any batch) requests a retrain.")
+    def branch(results):
+        return "request_retrain" if any(r["decision"]["retrain"] for r in results) else "quality_ok"
 
-    @task(outlets=[kit.RETRAIN_REQUEST], doc_md="Emits `retrain_request` with the reason.")
-    def request_retrain(result, *, outlet_events=None):
+    @task(outlets=[kit.RETRAIN_REQUEST], doc_md="Emits `retrain_request` with the reasons.")
+    def request_retrain(results, *, outlet_events=None):
+        asking = [r for r in results if r["decision"]["retrain"]]
         outlet_events[kit.RETRAIN_REQUEST].extra = {
             "trigger": "quality",
-            "reason": result["decision"]["reason"],
-            "batch_id": result["batch_id"],
+            "reason": "; ".join(r["decision"]["reason"] for r in asking),
+            "batch_id": asking[-1]["batch_id"],
         }
-        return result
+        return results
 
     @task(doc_md="Live quality meets its SLO (or too few rows to say).")
-    def quality_ok(result):
-        return result
+    def quality_ok(results):
+        return results
 
-    @task(doc_md="Canary vs champion: promote (or hold for approval), roll back or wait.")
-    def review(batch_id: str):
+    @task(doc_md="Canary vs champion on every labelled batch: promote (or hold), roll back, wait.")
+    def review(batch_ids: list[str]):
         from pipeline import flow
 
         with kit.permanent():
             hold = kit.CONFIG.canary.require_approval
-            return flow.review(kit.env(), [batch_id], hold=hold).to_xcom()
+            return flow.review(kit.env(), batch_ids, hold=hold).to_xcom()
 
-    batch = which_batch()
-    checked = quality(batch)
+    batches = which_batches()
+    checked = quality(batches)
     branch(checked) >> [request_retrain(checked), quality_ok(checked)]
-    reviewed = review(batch)
+    reviewed = review(batches)
     checked >> reviewed
 
     if kit.CONFIG.canary.require_approval:

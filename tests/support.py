@@ -270,7 +270,11 @@ def stack_env(
 # cron schedules that tick every minute: were they on, a stack that runs a minute
 # would start runs of its own
 EVERY_MINUTE = {
-    f"COSINE_RETRAIN_{section}__SCHEDULE": "* * * * *" for section in ("MONITOR", "RETRAIN", "TUNE")
+    **{
+        f"COSINE_RETRAIN_{section}__SCHEDULE": "* * * * *"
+        for section in ("MONITOR", "RETRAIN", "TUNE")
+    },
+    "COSINE_RETRAIN_INGEST__LANDING_SCHEDULE": "* * * * *",
 }
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "RETRAIN_REQUEST",
     "MlflowRunLink",
     "TrainOperator",
+    "announce",
     "approval_answer",
     "approval_task",
     "asset_or_cron",
@@ -163,6 +164,16 @@ def permanent() -> Iterator[None]:
         ValueError,
     ) as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def announce(swept: dict[str, Any], outlet: Any) -> None:
+    """The landing zone's event: every batch a sweep landed (``batch_ids``), in batch
+    order; a sweep that landed nothing emits none (the task is skipped)."""
+    if not swept["landed"]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(f"nothing new landed from landing/{swept['kind']}/")
+    outlet.extra = {"batch_ids": list(swept["landed"]), "kind": swept["kind"]}
 
 
 def env() -> Any:

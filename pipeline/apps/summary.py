@@ -29,18 +29,60 @@ def ingest_line(out: Any, landed: dict[str, Any], what: str) -> None:
         out.lines.append(f"  labels     {what}: {landed.get('rows', '?')} rows arrived{again}")
 
 
+def _each(value: Any) -> list[Any]:
+    """A step's result over the run's batches (a list; one record reads as a list of one)."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
 def monitor_lines(out: Any, run: Any, failure: Failure) -> None:
+    """The drift monitor's lines: each batch of the run (validation, drift, scoring;
+    named when the run took more than one), then its one decision."""
     res = run.results
-    val = res.get("validate")
-    if val is None:
+    validated = _each(res.get("validate"))
+    if not validated:
         out.steps["validation"] = "failed"
         failure(out, "validation", run)
         return
-    out.steps["validation"] = "passed"
-    out.lines.append(f"  validation passed: {val['evaluated']} expectations on {val['rows']} rows")
-    dr = res.get("drift", {})
+    drifted = {d.get("batch_id"): d for d in _each(res.get("drift"))}
+    scored = {s.get("batch_id"): s for s in _each(res.get("score"))}
+    several = len(validated) > 1
+    for val in validated:
+        batch = val.get("batch_id")
+        mine = not several or batch == out.batch
+        if several:
+            out.lines.append(f"  batch      {batch}")
+        if val.get("refused"):
+            if mine:
+                out.steps["validation"] = "failed"
+            out.lines.append(f"  validation refused: {str(val['refused']).splitlines()[0]}")
+            continue
+        summary = val.get("summary") or val  # one batch's ValidationSummary
+        if mine:
+            out.steps["validation"] = "passed"
+        out.lines.append(
+            f"  validation passed: {summary['evaluated']} expectations on {summary['rows']} rows"
+        )
+        _drift_lines(out, drifted.get(batch) or {}, mine)
+        _score_line(out, scored.get(batch) or {})
+    if any(v.get("refused") for v in validated):
+        failure(out, "validation", run)
+    decision = res.get("decide")
+    if decision is None:
+        failure(out, "decision", run)
+        return
+    reason = str(decision.get("reason"))
+    if decision.get("retrain"):
+        out.lines.append(f"  decision   RETRAIN: {reason}")
+    else:  # the reason says "no retrain" (or why the request was paused) itself
+        out.lines.append(f"  decision   {reason}")
+
+
+def _drift_lines(out: Any, dr: dict[str, Any], mine: bool) -> None:
     if dr.get("checked"):
-        out.steps["drift_share"] = dr["drift_share"]
+        if mine:
+            out.steps["drift_share"] = dr["drift_share"]
         # the share counts value drift; a moved null share is its own finding
         cols = ", ".join(dr["value_drifted"]) or "none"
         out.lines.append(
@@ -54,7 +96,9 @@ def monitor_lines(out: Any, run: Any, failure: Failure) -> None:
             out.lines.append(f"             not compared: {skipped}")
     else:
         out.lines.append(f"  drift      not measured: {dr.get('reason')}")
-    sc = res.get("score", {})
+
+
+def _score_line(out: Any, sc: dict[str, Any]) -> None:
     if sc.get("champion_version"):
         canary = (
             f", canary v{sc['canary_version']} {sc['canary_rows']}"
@@ -65,33 +109,25 @@ def monitor_lines(out: Any, run: Any, failure: Failure) -> None:
             canary = f", canary v{sc['canary_version']} {sc['shadow_rows']} in shadow (unserved)"
         served = sc["rows"] - sc["canary_rows"]
         out.lines.append(f"  scoring    champion v{sc['champion_version']} {served} rows{canary}")
-    decision = res.get("decide")
-    if decision is None:
-        failure(out, "decision", run)
-        return
-    reason = str(decision.get("reason"))
-    if decision.get("retrain"):
-        out.lines.append(f"  decision   RETRAIN: {reason}")
-    else:  # the reason says "no retrain" (or why the request was paused) itself
-        out.lines.append(f"  decision   {reason}")
 
 
 def canary_lines(out: Any, run: Any, previous: Any, failure: Failure) -> None:
-    q = run.results.get("quality")
-    if q is None:
+    checked = _each(run.results.get("quality"))
+    if not checked:
         failure(out, "quality", run)
         return
-    decided = q.get("decision") or {}
-    live = q.get("summary") or {}  # None: nothing was scored
-    batch = previous.batch_id if previous is not None else "?"
-    if live.get("value") is not None:
-        out.steps["live_auc"] = live["value"]
-        out.lines.append(
-            f"  quality    champion v{live['model_version']} live AUC {live['value']:.4f} on "
-            f"{live['rows']} labelled rows of {batch} (SLO {live['slo']})"
-        )
-    else:
-        out.lines.append(f"  quality    {decided.get('reason', 'not measured')}")
+    for q in checked:
+        decided = q.get("decision") or {}
+        live = q.get("summary") or {}  # None: nothing was scored
+        batch = q.get("batch_id") or (previous.batch_id if previous is not None else "?")
+        if live.get("value") is not None:
+            out.steps["live_auc"] = live["value"]
+            out.lines.append(
+                f"  quality    champion v{live['model_version']} live AUC {live['value']:.4f} on "
+                f"{live['rows']} labelled rows of {batch} (SLO {live['slo']})"
+            )
+        else:
+            out.lines.append(f"  quality    {decided.get('reason', 'not measured')}")
     rv = run.results.get("review")
     if rv:
         out.steps["canary"] = rv["outcome"]
@@ -106,6 +142,8 @@ def retrain_lines(replay: Any, out: Any, run: Any) -> None:
     if plan is None:
         replay.failure(out, "retrain", run)
         return
+    for batch, why in (plan.get("left_out") or {}).items():
+        out.lines.append(f"  retrain    left out {batch}: {why}")
     if plan.get("skip"):
         out.lines.append(f"  retrain    skipped: {plan.get('reason')}")
         return

@@ -17,6 +17,9 @@ finds exactly what it wrote before and never "the latest" of something::
     reports/<dataset>/<batch>/v<N>/drift/<snapshot>-<settings>/summary.json
     reports/<dataset>/<batch>/v<N>/drift/<snapshot>-<settings>/report.html
     predictions/<dataset>/<batch>/<model_version>/predictions.parquet
+    ledger/<dataset>/<batch>/<step>.json                         the batch's ledger (base/ledger.py)
+    landing/<kind>/<batch>.<parquet|csv>                         the landing zone: a file waiting
+    landing/<outcome>/<kind>/<batch>.<ext>[.json]                landed or refused (with why)
     alerts/<kind>/<run_key>/alert.json                           one alert, create-if-absent (dedup)
     alerts/<kind>/<run_key>/<channel>/round-NNNN[.result].json   a delivery round and its outcome
 
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AREAS",
+    "LANDING_KINDS",
     "BatchNotFound",
     "BatchRef",
     "batch_ids",
@@ -56,6 +60,8 @@ __all__ = [
     "labelled_batches",
     "labels_prefix",
     "landed_batches",
+    "landing_files",
+    "landing_outcome_key",
     "manifest_key",
     "merged_labels",
     "next_version",
@@ -236,6 +242,30 @@ def resolve_batch(
 
 def _names(versions: list[int]) -> str:
     return ", ".join(f"v{v}" for v in versions)
+
+
+# ------------------------------------------------------------------------------ landing zone
+
+LANDING = "landing"
+LANDING_KINDS = ("features", "labels")
+
+
+def landing_files(store: ObjectStore, kind: str) -> list[tuple[str, str]]:
+    """``(file name, key)`` of every file waiting directly under ``landing/<kind>/``,
+    in name order (a name starting with a dot is not listed: write a file under such a
+    name and rename it into place, so that no sweep reads it half written)."""
+    if kind not in LANDING_KINDS:
+        raise ValueError(f"landing kind must be one of {LANDING_KINDS}, got {kind!r}")
+    prefix = join_key(LANDING, kind)
+    names = [(k[len(prefix) + 1 :], k) for k in store.list(prefix)]
+    return sorted((n, k) for n, k in names if "/" not in n and not n.startswith("."))
+
+
+def landing_outcome_key(kind: str, name: str, outcome: str) -> str:
+    """Where a swept file goes: ``landing/landed/<kind>/<name>`` or ``landing/refused/...``."""
+    if outcome not in ("landed", "refused"):
+        raise ValueError(f"landing outcome must be landed or refused, got {outcome!r}")
+    return join_key(LANDING, outcome, kind, name)
 
 
 # ------------------------------------------------------------------------------ reading

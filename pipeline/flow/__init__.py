@@ -11,7 +11,9 @@ resumes its own run or returns its finished result, registering twice creates
 nothing.
 
 The drift monitor: :func:`validate` -> :func:`drift` -> :func:`score` ->
-:func:`decide`. The retrain: :func:`plan_retrain` -> :func:`export_window` ->
+:func:`decide`, each over every batch of the run (:mod:`pipeline.flow.every`:
+:func:`monitor_batches`, :func:`validate_each` ... :func:`decide_all`). The
+retrain: :func:`plan_retrain` -> :func:`export_window` ->
 :func:`train` (or the GPU pod, :func:`pod_command`, and
 :func:`train_result_from_mlflow`) -> :func:`register` -> :func:`gate`. When
 labels arrive: :func:`quality` and :func:`review`. What a run was asked to do
@@ -39,6 +41,15 @@ _WHERE = {
     "QualityOutcome": "pipeline.flow.labels",
     "quality": "pipeline.flow.labels",
     "review": "pipeline.flow.labels",
+    "BatchValidation": "pipeline.flow.every",
+    "decide_all": "pipeline.flow.every",
+    "drift_each": "pipeline.flow.every",
+    "event_batches": "pipeline.flow.triggers",
+    "monitor_batches": "pipeline.flow.every",
+    "pending_batches": "pipeline.flow.every",
+    "score_each": "pipeline.flow.every",
+    "trainable_batches": "pipeline.flow.every",
+    "validate_each": "pipeline.flow.every",
     "champion_reference": "pipeline.flow.monitor",
     "decide": "pipeline.flow.monitor",
     "drift": "pipeline.flow.monitor",
@@ -66,6 +77,8 @@ _WHERE = {
     "events_from_airflow": "pipeline.flow.triggers",
     "newest_extra": "pipeline.flow.triggers",
     "resolve_request": "pipeline.flow.triggers",
+    "Sweep": "pipeline.flow.zone",
+    "sweep": "pipeline.flow.zone",
     "Landed": "pipeline.steps.landing.ingest",
     "ValidationSummary": "pipeline.steps.quality.validation",
     "ScoringSummary": "pipeline.steps.canary.routing",
@@ -73,6 +86,7 @@ _WHERE = {
 }
 
 __all__ = [
+    "BatchValidation",
     "Decision",
     "DriftOutcome",
     "Env",
@@ -85,6 +99,7 @@ __all__ = [
     "RetrainRequest",
     "ReviewOutcome",
     "ScoringSummary",
+    "Sweep",
     "Trained",
     "ValidationSummary",
     "Window",
@@ -93,14 +108,19 @@ __all__ = [
     "champion_reference",
     "check_source",
     "decide",
+    "decide_all",
     "drift",
+    "drift_each",
+    "event_batches",
     "events_from_airflow",
     "export_window",
     "gate",
     "land",
     "mlflow_run_url",
+    "monitor_batches",
     "newest_batch",
     "newest_extra",
+    "pending_batches",
     "plan_retrain",
     "pod_command",
     "quality",
@@ -109,15 +129,29 @@ __all__ = [
     "resolve_request",
     "review",
     "score",
+    "score_each",
     "source_roots",
+    "sweep",
     "train",
     "train_config",
     "train_result_from_mlflow",
+    "trainable_batches",
     "validate",
+    "validate_each",
 ]
 
 if TYPE_CHECKING:
     from pipeline.flow.env import Env, build_env
+    from pipeline.flow.every import (
+        BatchValidation,
+        decide_all,
+        drift_each,
+        monitor_batches,
+        pending_batches,
+        score_each,
+        trainable_batches,
+        validate_each,
+    )
     from pipeline.flow.labels import QualityOutcome, quality, review
     from pipeline.flow.landing import batches, check_source, land, reference, source_roots
     from pipeline.flow.monitor import (
@@ -150,7 +184,13 @@ if TYPE_CHECKING:
         train_config,
         train_result_from_mlflow,
     )
-    from pipeline.flow.triggers import events_from_airflow, newest_extra, resolve_request
+    from pipeline.flow.triggers import (
+        event_batches,
+        events_from_airflow,
+        newest_extra,
+        resolve_request,
+    )
+    from pipeline.flow.zone import Sweep, sweep
     from pipeline.steps.canary.routing import ScoringSummary
     from pipeline.steps.landing.ingest import Landed
     from pipeline.steps.quality.validation import ValidationSummary

@@ -6,7 +6,8 @@ import logging
 
 import pandas as pd
 
-from pipeline.base.layout import merged_labels
+from pipeline.base.layout import committed_versions, merged_labels
+from pipeline.base.ledger import REVIEWED, record_step
 from pipeline.base.store import get_frame, join_key
 from pipeline.flow.cards import publish
 from pipeline.flow.env import Env
@@ -120,8 +121,13 @@ def review_canary(
 
 
 def review(env: Env, batch_ids: list[str], *, hold: bool = False) -> ReviewOutcome:
-    """:func:`review_canary` as the canary review's record."""
+    """:func:`review_canary` as the canary review's record; the ledger records each
+    batch as reviewed (with the labels version the review read)."""
     result, action = review_canary(env, batch_ids, hold=hold)
+    for b in batch_ids:
+        labels = committed_versions(env.store, env.dataset, b, "labels")
+        detail = f"{result.outcome} -> {action.action}"
+        record_step(env.store, env.dataset, b, REVIEWED, version=labels[-1], detail=detail)
     return ReviewOutcome(
         outcome=result.outcome,
         reason=result.reason,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.base.config import resolve_path
@@ -14,6 +14,15 @@ from pipeline.base.layout import (
     committed_versions,
     read_manifest,
     resolve_batch,
+)
+from pipeline.base.ledger import (
+    LABELS_RECEIVED,
+    LANDED,
+    BatchState,
+    ledger_key,
+    missing_steps,
+    read_ledger,
+    record_step,
 )
 from pipeline.flow.env import Env
 from pipeline.steps.landing import ingest
@@ -40,11 +49,36 @@ def land(
     new_version: bool = False,
     trusted: bool = False,
 ) -> Landed:
-    """Land a batch: a bundled flights month (``2013-03``) or a file with ``batch_id``.
+    """Land a batch: a bundled flights month (``2013-03``) or a file with ``batch_id``;
+    the ledger records it (``landed`` or ``labels_received``).
 
     ``trusted`` (a person at a shell): the file may lie outside
     ``ingest.source_roots``; a DAG run's ``source`` param is never trusted.
     """
+    landed = _land(
+        env, source, labels=labels, batch_id=batch_id, new_version=new_version, trusted=trusted
+    )
+    step = LABELS_RECEIVED if labels else LANDED
+    # the same content again keeps the first entry (and its time), unless it was never written
+    if landed.status == "landed" or not env.store.exists(
+        ledger_key(env.dataset, landed.batch_id, step)
+    ):
+        detail = f"{landed.rows} rows"
+        record_step(
+            env.store, env.dataset, landed.batch_id, step, version=landed.version, detail=detail
+        )
+    return landed
+
+
+def _land(
+    env: Env,
+    source: str,
+    *,
+    labels: bool = False,
+    batch_id: str | None = None,
+    new_version: bool = False,
+    trusted: bool = False,
+) -> Landed:
     month = ingest.parse_month(source) if not Path(source).exists() else None
     if month is not None:
         if batch_id is not None:
@@ -100,6 +134,8 @@ class BatchListing:
     quarantined: list[int]
     labels: list[int]
     released: dict[int, int]  # quarantined version -> the version it was released as
+    ledger: str = "nothing recorded"  # the steps recorded, in order, with their versions
+    missing: list[str] = field(default_factory=list)  # monitor steps not done for the newest
 
 
 def _released(env: Env, batch_id: str, versions: list[int]) -> dict[int, int]:
@@ -113,15 +149,20 @@ def _released(env: Env, batch_id: str, versions: list[int]) -> dict[int, int]:
 
 def batches(env: Env) -> list[BatchListing]:
     """Every batch id in the store with its versions, quarantined versions (and those
-    released by ``revalidate``) and labels."""
+    released by ``revalidate``), labels, and its ledger: the steps recorded and the drift
+    monitor's steps still missing for its newest version."""
     ids = sorted({b for area in AREAS for b in batch_ids(env.store, env.dataset, area)})
+    ledger: dict[str, BatchState] = read_ledger(env.store, env.dataset)
     out = []
     for b in ids:
         versions = committed_versions(env.store, env.dataset, b)
         quarantined = committed_versions(env.store, env.dataset, b, "quarantine")
         released = _released(env, b, versions) if quarantined else {}
         labels = committed_versions(env.store, env.dataset, b, "labels")
-        out.append(BatchListing(b, versions, quarantined, labels, released))
+        state = ledger.get(b)
+        missing = missing_steps(state, versions[-1]) if versions else []
+        line = state.line() if state is not None else "nothing recorded"
+        out.append(BatchListing(b, versions, quarantined, labels, released, line, missing))
     return out
 
 

@@ -14,6 +14,7 @@ from pipeline.base.layout import (
     read_batch,
     resolve_batch,
 )
+from pipeline.base.ledger import DRIFT_CHECKED, QUARANTINED, SCORED, VALIDATED, record_step
 from pipeline.flow.env import Env
 from pipeline.flow.records import Decision, DriftOutcome
 from pipeline.steps.canary.routing import ScoringSummary, score_batch
@@ -72,7 +73,7 @@ def validate(
     """
     ref = resolve_batch(env.store, env.dataset, batch_id, version)
     try:
-        return validate_batch(
+        summary = validate_batch(
             env.store,
             env.spec,
             ref,
@@ -80,6 +81,10 @@ def validate(
             config=env.config.validation,
         )
     except ValidationFailed as exc:
+        failed_line = f"{len(exc.summary.failed)} of {exc.summary.evaluated} expectations failed"
+        record_step(
+            env.store, env.dataset, batch_id, QUARANTINED, version=ref.version, detail=failed_line
+        )
         if alert:
             failed = [f"{f.expectation} {f.column or ''}".strip() for f in exc.summary.failed]
             raise_alert(
@@ -92,6 +97,9 @@ def validate(
                 {"batch": batch_id, "version": ref.version, "failed": failed},
             )
         raise
+    detail = f"{summary.passed} of {summary.evaluated} expectations on {summary.rows} rows"
+    record_step(env.store, env.dataset, batch_id, VALIDATED, version=ref.version, detail=detail)
+    return summary
 
 
 def revalidate(
@@ -144,10 +152,20 @@ def drift_summary(
 
 
 def drift(env: Env, batch_id: str, *, alert: bool = True) -> DriftOutcome:
-    """Evidently drift of the batch against the champion's reference snapshot."""
+    """Evidently drift of the batch against the champion's reference snapshot (recorded
+    in the ledger, also when there is no champion to measure against yet)."""
     summary = drift_summary(env, batch_id)
     if summary is None:
+        version = resolve_batch(env.store, env.dataset, batch_id).version
+        record_step(
+            env.store, env.dataset, batch_id, DRIFT_CHECKED, version=version,
+            detail="not measured: no champion yet",
+        )  # fmt: skip
         return DriftOutcome(batch_id=batch_id, checked=False, reason="no champion yet")
+    record_step(
+        env.store, env.dataset, batch_id, DRIFT_CHECKED, version=summary.ref.version,
+        detail=f"{summary.drift_share:.0%} of columns against {summary.reference_id}",
+    )  # fmt: skip
     if summary.drifted and alert:
         raise_alert(
             env.config,
@@ -186,9 +204,13 @@ def drift(env: Env, batch_id: str, *, alert: bool = True) -> DriftOutcome:
 def score(env: Env, batch_id: str) -> ScoringSummary:
     """Champion and canary score the batch (routing by a stable hash of the row id)."""
     ref = resolve_batch(env.store, env.dataset, batch_id)
-    return score_batch(
+    summary = score_batch(
         env.client, env.store, env.config, env.spec, env.model, batch_id, read_batch(env.store, ref)
     )
+    record_step(
+        env.store, env.dataset, batch_id, SCORED, version=ref.version, detail=summary.describe()
+    )
+    return summary
 
 
 def retrain_request(env: Env, trigger: Trigger, reason: str, batch_id: str) -> Decision:

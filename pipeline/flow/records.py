@@ -138,6 +138,8 @@ class Plan(Record):
     versions: dict[str, BatchVersions] = {}
     window_key: str | None = None
     run_name: str | None = None
+    # labelled batches the window could have held but may not, and why (not validated)
+    left_out: dict[str, str] = {}
 
     @property
     def snapshot(self) -> str:

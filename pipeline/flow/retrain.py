@@ -21,7 +21,6 @@ from pipeline.base.config import resolve_path
 from pipeline.base.layout import (
     BatchRef,
     committed_versions,
-    labelled_batches,
     merged_labels,
     read_batch,
     report_summaries,
@@ -29,6 +28,7 @@ from pipeline.base.layout import (
 from pipeline.base.store import join_key
 from pipeline.flow.cards import after
 from pipeline.flow.env import Env
+from pipeline.flow.every import trainable_batches
 from pipeline.flow.records import (
     BatchVersions,
     GateOutcome,
@@ -78,21 +78,28 @@ POD_CONFIG = "/config/train.yaml"  # where the ConfigMap mounts the training con
 
 
 def plan_retrain(env: Env, request: RetrainRequest, *, until: str | None = None) -> Plan:
-    """The training window (the latest labelled batches) and whether to train it.
+    """The training window (the latest labelled batches that passed validation) and
+    whether to train it; the labelled batches it left out, and why, are in the plan.
 
     Requests close together coalesce: a window that a finished run already
     trained (and registered) is not trained again.
     """
     trigger, reasons = request.trigger, list(request.reasons)
-    batches = [b for b in labelled_batches(env.store, env.dataset) if until is None or b <= until]
+    batches, excluded = trainable_batches(env, until=until)
     window = batches[-env.config.retrain.window_batches :]
+    left_out = {b: why for b, why in excluded.items() if not window or b >= window[0]}
+    for b, why in left_out.items():
+        log.warning("batch %s left out of the training window: %s", b, why)
     if not window:
         return Plan(
             trigger=trigger,
             reasons=reasons,
             window=[],
             skip=True,
-            reason="no labelled batch yet: nothing to train on",
+            reason="no validated labelled batch yet: nothing to train on"
+            if left_out
+            else "no labelled batch yet: nothing to train on",
+            left_out=left_out,
         )
     versions = {
         b: BatchVersions(
@@ -106,7 +113,7 @@ def plan_retrain(env: Env, request: RetrainRequest, *, until: str | None = None)
     run_name = f"retrain-{window[-1]}-{key}"
 
     def plan(skip: bool, reason: str) -> Plan:
-        window_ = {"window": window, "versions": versions, "window_key": key}
+        window_ = {"window": window, "versions": versions, "window_key": key, "left_out": left_out}
         return Plan(
             trigger=trigger, reasons=reasons, run_name=run_name, **window_, skip=skip, reason=reason
         )
@@ -423,6 +430,11 @@ def register(env: Env, plan: Plan, run: Trained) -> Registration:
         "reference_snapshot": snapshot,
         "trigger": plan.trigger,
         "reasons": "; ".join(plan.reasons)[:1000],
+        **(
+            {"left_out": "; ".join(f"{b}: {w}" for b, w in plan.left_out.items())[:1000]}
+            if plan.left_out
+            else {}
+        ),
         **report_lineage(env, refs),
     }
     return register_training_run(

@@ -9,7 +9,9 @@ type. The rules that turn those into a request live here, not in the DAG files:
   ``scheduled`` for a cron tick;
 - the reasons: every event's ``reason`` (requests close together coalesce into
   one run), then the ``reason`` param;
-- the batch: the ``batch_id`` param, else the newest event's.
+- the batch: the ``batch_id`` param, else the newest event's;
+- the batches of a run over several (the drift monitor, the canary review): every
+  event's, in batch order (:func:`event_batches`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from pipeline.base.kinds import TRIGGERS
 from pipeline.flow.records import RetrainRequest
 
-__all__ = ["Event", "events_from_airflow", "newest_extra", "resolve_request"]
+__all__ = ["Event", "event_batches", "events_from_airflow", "newest_extra", "resolve_request"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,18 @@ def events_from_airflow(triggering_asset_events: Any) -> list[Event]:
     ]
     # events without a time (a test double) keep their order, before timed ones
     return sorted(events, key=lambda e: (e.timestamp is not None, e.timestamp or datetime.min))
+
+
+def event_batches(events: Iterable[Event]) -> list[str]:
+    """Every batch id the events name (``extra["batch_id"]``, or the landing zone's
+    ``extra["batch_ids"]``), once each, in batch order (batch ids sort in time order):
+    what a run that consumed them processes."""
+    found: set[str] = set()
+    for e in events:
+        if e.extra.get("batch_id"):
+            found.add(str(e.extra["batch_id"]))
+        found.update(str(b) for b in e.extra.get("batch_ids") or [])
+    return sorted(found)
 
 
 def newest_extra(events: Iterable[Event], key: str) -> Any:

@@ -80,6 +80,7 @@ def test_the_folder_imports_without_errors_or_parse_time_io(parsed: dict) -> Non
         "canary_review",
         "drift_monitor",
         "ingest",
+        "landing",
         "retrain",
         "tune",
     ]
@@ -104,6 +105,8 @@ def test_schedules_and_concurrency(parsed: dict) -> None:
     assert dags["retrain"]["timetable"] == "AssetOrTimeSchedule"
     assert dags["canary_review"]["timetable"] == "AssetTriggeredTimetable"
     assert dags["ingest"]["timetable"] == "NullTimetable"
+    assert dags["landing"]["timetable"] == "NoCatchUpCron"  # the landing zone's sweep
+    assert dags["landing"]["max_active_runs"] == 1  # one sweep at a time: each file once
     assert dags["tune"]["timetable"] == "NoCatchUpCron"  # quarterly, and manual
     assert dags["tune"]["max_active_runs"] == 1  # one process holds a study at a time
     for dag_id in ("drift_monitor", "retrain", "canary_review"):
@@ -119,7 +122,11 @@ def test_the_retrain_wiring(parsed: dict) -> None:
     assert tasks["gate"]["upstream"] == ["register"]
     assert tasks["export_window"]["upstream"] == ["branch", "plan"]
     monitor = parsed["dags"]["drift_monitor"]["tasks"]
-    assert monitor["drift"]["upstream"] == ["validate", "which_batch"]
+    assert monitor["validate"]["upstream"] == ["which_batches"]
+    assert monitor["drift"]["upstream"] == ["validate"]
+    assert monitor["score"]["upstream"] == ["validate"]
+    assert monitor["decide"]["upstream"] == ["drift", "score", "validate"]
+    assert monitor["refused"]["upstream"] == ["validate"]
     assert monitor["request_retrain"]["upstream"] == ["branch", "decide"]
 
 

@@ -152,7 +152,7 @@ def _run_pod(
         "KUBECONFIG": str(_kube_config(tmp_path / "kubeconfig")),
     }
     land = [sys.executable, "-m", "pipeline"]
-    for args in (["ingest", "2013-01"], ["ingest-labels", "2013-01"]):
+    for args in (["ingest", "2013-01"], ["validate", "2013-01"], ["ingest-labels", "2013-01"]):
         done = subprocess.run(
             land + args,
             cwd=ROOT,

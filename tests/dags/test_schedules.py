@@ -79,7 +79,7 @@ def test_no_cron_dag_runs_a_tick_from_before_the_scheduler_looked(schedules_on: 
     assert schedules_on["errors"] == {}
     now = schedules_on["now"]
     crons = {k: v for k, v in schedules_on.items() if isinstance(v, dict) and "expression" in v}
-    assert sorted(crons) == ["drift_monitor", "retrain", "tune"]
+    assert sorted(crons) == ["drift_monitor", "landing", "retrain", "tune"]
     for dag_id, row in crons.items():
         assert row["cron"] == "NoCatchUpCron", dag_id
         # the stock timetable would start a run for the latest past tick right away
@@ -99,5 +99,6 @@ def test_cron_schedules_off_leaves_the_asset_triggers(tmp_path: Path) -> None:
     assert off["retrain"]["type"] == "AssetTriggeredTimetable"
     assert off["canary_review"]["type"] == "AssetTriggeredTimetable"
     assert off["tune"]["type"] == "NullTimetable"
+    assert off["landing"]["type"] == "NullTimetable"  # the landing zone: when triggered
     assert off["ingest"]["type"] == "NullTimetable"
     assert not any("expression" in v for v in off.values() if isinstance(v, dict))

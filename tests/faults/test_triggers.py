@@ -95,6 +95,7 @@ def _time(text: str | None) -> float | None:
 LAND = """
 from pipeline.apps.cli import main
 assert main(["ingest", "2013-01"]) == 0
+assert main(["validate", "2013-01"]) == 0  # a retrain trains only on validated batches
 assert main(["ingest-labels", "2013-01"]) == 0
 """
 # the window's training run exists and finished (what plan_retrain looks up)
@@ -316,11 +317,13 @@ def _january_landed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.delenv("COSINE_RETRAIN_CONFIG", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     from pipeline.flow import build_env
+    from pipeline.flow import validate as env_validate
     from pipeline.steps.landing.ingest import ingest_flights_month
     from pipeline.steps.landing.labels import ingest_flights_labels
 
     env = build_env()
     ingest_flights_month(env.store, env.spec, 1)
+    env_validate(env, "2013-01")  # a retrain trains only on validated batches
     ingest_flights_labels(env.store, env.spec, 1)
     return env
 

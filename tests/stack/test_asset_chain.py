@@ -31,7 +31,7 @@ def _api(stack: Any, method: str, path: str, body: Any = None) -> Any:
     return stack.api(method, path, body)
 
 
-DAG_IDS = ("canary_review", "drift_monitor", "ingest", "retrain", "tune")
+DAG_IDS = ("canary_review", "drift_monitor", "ingest", "landing", "retrain", "tune")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_only_ingest_is_triggered_the_scheduler_follows_the_assets(stack: Any) -
 
     monitor = _wait_run(stack, "drift_monitor")
     assert monitor["state"] == "success"
-    assert _xcom(stack, "drift_monitor", monitor, "which_batch") == "2013-01"
+    assert _xcom(stack, "drift_monitor", monitor, "which_batches") == ["2013-01"]
     decision = _xcom(stack, "drift_monitor", monitor, "decide")
     assert decision["retrain"] is True
     assert decision["reason"] == "no champion yet: train the first one"
@@ -100,8 +100,8 @@ def test_only_ingest_is_triggered_the_scheduler_follows_the_assets(stack: Any) -
     _ingest(stack, "labels")
     assert _wait_run(stack, "ingest", n=2, run_type="manual")["state"] == "success"
     review = _wait_run(stack, "canary_review")
-    assert _xcom(stack, "canary_review", review, "which_batch") == "2013-01"
-    quality = _xcom(stack, "canary_review", review, "quality")
+    assert _xcom(stack, "canary_review", review, "which_batches") == ["2013-01"]
+    (quality,) = _xcom(stack, "canary_review", review, "quality")
     assert quality["decision"]["reason"] == "no predictions for this batch"
     # the runs consumed the events of their own assets (what the scheduler handed them)
     for dag_id, run, asset in (

@@ -73,9 +73,11 @@ def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         "COSINE_RETRAIN_GATE__MIN_AUC": "0.55",
         "COSINE_RETRAIN_GATE__MIN_SLICE_AUC": "0.45",
     }
-    # the data the runs work on: January's features and labels, February's features
+    # the data the runs work on: January's features (validated: a retrain trains only on
+    # validated batches) and labels, February's features
     land = [sys.executable, "-m", "pipeline"]
-    for args in (["ingest", "2013-01"], ["ingest-labels", "2013-01"], ["ingest", "2013-02"]):
+    steps = (["ingest", "2013-01"], ["validate", "2013-01"], ["ingest-labels", "2013-01"])
+    for args in (*steps, ["ingest", "2013-02"]):
         done = subprocess.run(land + args, cwd=ROOT, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
     migrate = subprocess.run(

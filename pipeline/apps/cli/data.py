@@ -247,7 +247,7 @@ def add_quality_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _batches(args: argparse.Namespace, lazy: Lazy) -> int:
-    """list stored batches and their versions"""
+    """list stored batches, their versions and their ledger (the steps done for each)"""
     from dataclasses import asdict
 
     from pipeline import flow
@@ -261,6 +261,8 @@ def _batches(args: argparse.Namespace, lazy: Lazy) -> int:
             f"  {r['batch_id']:<12} versions {r['versions'] or '-'}  "
             f"quarantined {r['quarantined'] or '-'}  labels {r['labels'] or '-'}{released}"
         )
+        missing = f"  (missing: {', '.join(r['missing'])})" if r["missing"] else ""
+        lines.append(f"  {'':<12} ledger: {r['ledger']}{missing}")
     emit(args, "\n".join(lines), {"store": env.store.description, "batches": rows})
     return 0
 

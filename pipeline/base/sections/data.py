@@ -50,11 +50,17 @@ CatMethod = Literal[CATEGORICAL_METHODS]  # type: ignore[valid-type]
 
 class IngestConfig(Section):
     """Where the ingest DAG may read files from (its ``source`` param comes from
-    whoever triggers the DAG; the CLI, run by a person with a shell, is not limited)."""
+    whoever triggers the DAG; the CLI, run by a person with a shell, is not limited),
+    and when the landing DAG sweeps the store's landing zone."""
 
     source_roots: list[str] = Field(
         default_factory=list,
         description="folders and s3:// prefixes files may come from; empty: <home>/incoming",
+    )
+    landing_schedule: str | None = Field(
+        "*/5 * * * *",
+        description="cron (UTC) of the landing DAG's sweep of the store's landing/features/ "
+        "and landing/labels/ (off with cron_schedules: false); null: only when triggered",
     )
 
 

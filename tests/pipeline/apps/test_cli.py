@@ -38,6 +38,16 @@ def test_ingest_month_then_again(home: Path, capsys: pytest.CaptureFixture[str])
     assert "landed 24,951 labels for flights/2013-02 as v1" in out
     code, out, _ = run_cli(capsys, "batches")
     assert "2013-02      versions [1]  quarantined -  labels [1]" in out
+    # its ledger: landed and labelled (once each, however often ingested), nothing checked
+    assert (
+        "ledger: landed v1, labels_received v1  (missing: validated, drift_checked, scored)"
+    ) in out
+    code, _, _ = run_cli(capsys, "validate", "2013-02")
+    assert code == 0
+    code, out, _ = run_cli(capsys, "batches", "--json")
+    (row,) = json.loads(out)["batches"]
+    assert row["ledger"] == "landed v1, validated v1, labels_received v1"
+    assert row["missing"] == ["drift_checked", "scored"]
 
 
 def test_file_ingest_needs_a_batch_id(

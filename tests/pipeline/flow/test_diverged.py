@@ -37,6 +37,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> flow.Env:
 @pytest.mark.slow
 def test_a_diverged_run_alerts_nan_detected_once(env: flow.Env) -> None:
     flow.land(env, "2013-01")
+    flow.validate(env, "2013-01")  # a retrain trains only on validated batches
     flow.land(env, "2013-01", labels=True)
     plan = flow.plan_retrain(env, flow.RetrainRequest(trigger="manual", reasons=["test"]))
     window = flow.export_window(env, plan)

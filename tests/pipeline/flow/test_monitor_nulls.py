@@ -58,7 +58,10 @@ def test_a_filled_up_column_requests_a_retrain_through_the_monitor(env: Env) -> 
     # the demo's month summary keeps the two findings apart (the share counts values)
     out = SimpleNamespace(lines=[], steps={})
     run = SimpleNamespace(
-        results={"validate": {"evaluated": 9, "rows": 800}, "drift": outcome.to_xcom()}
+        results={
+            "validate": [{"batch_id": "2024-07", "summary": {"evaluated": 9, "rows": 800}}],
+            "drift": [outcome.to_xcom()],
+        }
     )
     monitor_lines(out, run, failure=lambda *_: None)
     assert out.lines[1].endswith("; values drifted: none"), out.lines
