@@ -3,12 +3,14 @@
 
 Tunes the cosine schedule (`tune.schedule`: quarterly by default, or a manual
 trigger): an Optuna study (TPE) over `tune.space` (peak rate, first cycle in
-epochs, cycle multiplier, peak decay, weight decay, warmup) whose trials train the
-tuning window, each a nested MLflow run under the study's run, pruned at cycle
-ends; bounded by `tune.n_trials` and `tune.budget_usd`. A killed run resumes the
+epochs, cycle multiplier, peak decay, weight decay, warmup, number of cycles,
+stopping) whose trials train the tuning window, each a nested MLflow run under the
+study's run, pruned at cycle ends by successive halving; bounded by `tune.n_trials`
+and `tune.budget_usd` (each trial stops at what is left). A killed run resumes the
 study from its storage. The best trial is written as a versioned training config
 (`tuning/<dataset>/v<N>.yaml`) that later retrains use only after it beats the
-current config on the held-out window (docs/training.md, Tuning).
+current config on the held-out window beyond the noise of paired seeds, or is
+cheaper and no worse (docs/training.md, Tuning).
 """
 
 from __future__ import annotations

@@ -253,6 +253,8 @@ class CycleEndEvent:
     best: CycleBest  # the closed cycle's best (its cycle, step, val_auc, val_loss)
     end_step: int  # the cycle's last step
     cost_usd: float  # the run's cost so far
+    steps_per_epoch: int  # optimizer steps per pass over the training rows
+    total_steps: int  # the schedule's steps in all (end_step + 1 == total_steps: the last cycle)
 
 
 CycleHook = Callable[[CycleEndEvent], bool]

@@ -7,15 +7,17 @@
 2. :func:`run_study`: a TPE study (Optuna, RDB storage: ``tune.storage``, else
    ``sqlite:///<home>/tuning.db``) whose trials train the tuning window through
    :func:`training.api.train`, each an MLflow run nested under the study's parent
-   run, each closed cycle's best val AUC reported at the cycle's index and the trial
-   pruned there when the pruner says so (:class:`~pipeline.steps.tuning.space.CyclePruner`).
-   It stops at ``tune.n_trials`` finished trials, or before a trial that would take
-   the summed trial costs past ``tune.budget_usd`` (priced as the dearest so far);
+   run, its running best val AUC reported at the epochs run at each cycle end and the
+   trial pruned there when the pruner (successive halving) says so
+   (:class:`~pipeline.steps.tuning.space.CyclePruner`). A study per tuning window
+   (:func:`study_name`). It stops at ``tune.n_trials`` ended trials, or when the trials
+   have spent ``tune.budget_usd`` (each runs with what is left as its own budget);
 3. the best trial's config is written as ``tuning/<dataset>/v<N>.yaml``
    (:mod:`pipeline.steps.tuning.configs`);
 4. :func:`judge`: the config in use now and the tuned one train the held-out window
-   (same seed); the tuned one is adopted (later retrains start from it) only when its
-   best val AUC beats the current one's by more than ``tune.adopt_min_gain``.
+   with ``tune.judge_seeds`` paired seeds; the tuned one is adopted (later retrains
+   start from it) only when the lower bound of its mean gain's interval beats
+   ``tune.adopt_min_gain``, or when it is cheaper and not worse beyond the noise.
 
 Killed at any point and run again, the study continues: finished trials are kept,
 a trial left RUNNING is marked FAIL and its values are queued again; its training
@@ -25,6 +27,8 @@ run (named by its values) resumes from its own checkpoint.
 from __future__ import annotations
 
 import logging
+import math
+import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,7 @@ from pipeline.flow.retrain import export_window
 from pipeline.steps.tuning.configs import (
     Verdict,
     file_sha256,
+    gain_interval,
     read_verdict,
     read_version,
     train_config_path,
@@ -60,6 +65,7 @@ __all__ = [
     "export_batches",
     "judge",
     "storage_url",
+    "study_name",
     "tune",
     "tune_windows",
 ]
@@ -86,8 +92,10 @@ def storage_url(env: Env) -> str:
     return f"sqlite:///{env.home / 'tuning.db'}"
 
 
-def study_name(env: Env) -> str:
-    return env.config.tune.study_name or f"{env.dataset}-schedule"
+def study_name(tune: TuneConfig, dataset: str, window: list[str]) -> str:
+    """``<tune.study_name or <dataset>-tune>-<first>-<last batch of the window>``: a
+    study per tuning window, so a reused ``tune.study_name`` never mixes windows."""
+    return f"{tune.study_name or f'{dataset}-tune'}-{window[0]}-{window[-1]}"
 
 
 def base_config_path(env: Env) -> Path:
@@ -166,52 +174,106 @@ def judge(
     parent: str | None,
     experiment: str,
 ) -> Verdict:
-    """Train the config in use (``current``) and the tuned one on the held-out window
-    (same seed, same data); adopt the tuned one only when it wins by more than
-    ``tune.adopt_min_gain``. The verdict is written beside the version, adopted or not."""
-    results: dict[str, TrainResult] = {}
-    for which, path in (("current", current), ("tuned", tuned)):
-        updates = {
-            **holdout_updates,
-            "run_name": f"judge-{env.dataset}-v{version}-{which}",
-            "output_dir": str(env.home / "runs" / "tuning"),
-            "progress": "off",
-        }
-        updates.update(_mlflow_updates(env, experiment, parent, {"tune.judge": which}))
-        config = api.updated(api.load_config(path), updates)
-        done = api.finished(config)
-        if done is None or done.status == "preempted":
-            done = api.train(config, resume="if_present")
-        if done.status == "preempted":
-            raise TuneInterrupted(f"the {which} config's held-out run stopped by SIGTERM")
-        results[which] = done
-    auc = {k: max((b.val_auc for b in r.finals), default=float("nan")) for k, r in results.items()}
-    gain = auc["tuned"] - auc["current"]
-    min_gain = env.config.tune.adopt_min_gain
-    adopted = gain > min_gain
+    """Train the config in use (``current``) and the tuned one on the held-out window with
+    ``tune.judge_seeds`` seeds, paired (the same seed and data on both sides); adopt the
+    tuned one when the lower bound of the mean gain's interval
+    (:func:`~pipeline.steps.tuning.configs.gain_interval`) exceeds ``tune.adopt_min_gain``
+    ("better"), or when it trains at least ``tune.adopt_min_saving`` fewer rows and that
+    lower bound is not below ``-tune.adopt_max_loss`` ("cheaper"). The verdict, with the
+    interval, is written beside the version, adopted or not."""
+    t = env.config.tune
+    configs = {"current": api.load_config(current), "tuned": api.load_config(tuned)}
+    seeds = [configs["current"].runtime.seed + i for i in range(t.judge_seeds)]
+    auc: dict[str, list[float]] = {"current": [], "tuned": []}
+    rows: dict[str, list[int]] = {"current": [], "tuned": []}
+    steps: dict[str, list[int]] = {"current": [], "tuned": []}
+    for seed in seeds:
+        for which, base in configs.items():
+            run_name = f"judge-{env.dataset}-v{version}-{which}-s{seed}"
+            done = _held_out_run(
+                env, base, holdout_updates, run_name, seed, which, parent, experiment
+            )
+            auc[which].append(max((b.val_auc for b in done.finals), default=float("nan")))
+            steps[which].append(done.steps_done)
+            rows[which].append(done.steps_done * base.optim.batch_size)
+    gains = [a - b for a, b in zip(auc["tuned"], auc["current"], strict=True)]
+    gain, low, high = gain_interval(gains, t.adopt_confidence)
+    work = {k: statistics.fmean(v) for k, v in rows.items()}
+    saving = 1 - work["tuned"] / work["current"] if work["current"] else 0.0
+    basis = None
+    if low > t.adopt_min_gain:
+        basis = "better"
+    elif saving >= t.adopt_min_saving and low >= -t.adopt_max_loss:
+        basis = "cheaper"
     current_name = current.stem if current.parent.name == env.dataset else "file"
+    mean = {k: statistics.fmean(v) for k, v in auc.items()}
     reason = (
-        f"on the held-out window {','.join(holdout)} the tuned v{version} reached best val AUC "
-        f"{auc['tuned']:.4f} against {auc['current']:.4f} for the current config "
-        f"({current_name}): {gain:+.4f}; "
-        + ("adopted" if adopted else f"not adopted (needs more than +{min_gain:g})")
+        f"on the held-out window {','.join(holdout)}, {len(seeds)} paired seed(s): the tuned "
+        f"v{version} reached best val AUC {mean['tuned']:.4f} against {mean['current']:.4f} "
+        f"for the current config ({current_name}): gain {gain:+.4f}, "
+        f"{t.adopt_confidence:.0%} interval [{low:+.4f}, {high:+.4f}]; it trains "
+        f"{saving:+.1%} fewer rows; "
+        + {
+            "better": f"adopted (better: the interval is above +{t.adopt_min_gain:g})",
+            "cheaper": f"adopted (cheaper, and no worse than -{t.adopt_max_loss:g})",
+            None: (
+                f"not adopted (needs the interval above +{t.adopt_min_gain:g}, or "
+                f"{t.adopt_min_saving:.0%} fewer rows with it above -{t.adopt_max_loss:g})"
+            ),
+        }[basis]
     )
     verdict = Verdict(
         version=version,
-        adopted=adopted,
+        adopted=basis is not None,
         holdout=holdout,
-        tuned_auc=auc["tuned"],
-        current_auc=auc["current"],
+        tuned_auc=mean["tuned"],
+        current_auc=mean["current"],
         current=current_name,
-        min_gain=min_gain,
-        tuned_steps=results["tuned"].steps_done,
-        current_steps=results["current"].steps_done,
+        min_gain=t.adopt_min_gain,
+        tuned_steps=round(statistics.fmean(steps["tuned"])),
+        current_steps=round(statistics.fmean(steps["current"])),
         reason=reason,
         judged_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        seeds=seeds,
+        gains=gains,
+        gain_low=low if math.isfinite(low) else None,  # one seed: no interval
+        gain_high=high if math.isfinite(high) else None,
+        confidence=t.adopt_confidence,
+        tuned_examples=round(work["tuned"]),
+        current_examples=round(work["current"]),
+        basis=basis,
     )
     write_verdict(env.store, env.dataset, verdict)
     log.info("tuned config verdict: %s", reason)
     return verdict
+
+
+def _held_out_run(
+    env: Env,
+    base: TrainConfig,
+    holdout_updates: dict[str, Any],
+    run_name: str,
+    seed: int,
+    which: str,
+    parent: str | None,
+    experiment: str,
+) -> TrainResult:
+    updates = {
+        **holdout_updates,
+        "run_name": run_name,
+        "runtime.seed": seed,
+        "output_dir": str(env.home / "runs" / "tuning"),
+        "progress": "off",
+    }
+    tags = {"tune.judge": which, "tune.seed": str(seed)}
+    updates.update(_mlflow_updates(env, experiment, parent, tags))
+    config = api.updated(base, updates)
+    done = api.finished(config)
+    if done is None or done.status == "preempted":
+        done = api.train(config, resume="if_present")
+    if done.status == "preempted":
+        raise TuneInterrupted(f"the {which} config's held-out run stopped by SIGTERM")
+    return done
 
 
 def _mlflow_updates(
@@ -249,7 +311,7 @@ def tune(
     base = api.load_config(current)
     check_space(settings, base)
     window, holdout = tune_windows(env, window, holdout)
-    name = settings.study_name or f"{env.dataset}-tune-{window[0]}-{window[-1]}"
+    name = study_name(settings, env.dataset, window)
     experiment = f"{env.experiment}-tuning"
     tuning_data = export_batches(env, window, f"{name}-window")
     mlflow = _mlflow_updates(env, experiment, None, {})

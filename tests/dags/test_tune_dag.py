@@ -39,7 +39,9 @@ RUN = textwrap.dedent(
 def test_the_tune_dag_runs_the_study_and_judges_its_best(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = make_env(tmp_path, monkeypatch, startup_trials=2, space=SPACE_WITHOUT_START)
+    env = make_env(
+        tmp_path, monkeypatch, startup_trials=2, space=SPACE_WITHOUT_START, judge_seeds=2
+    )
     cfg = tmp_path / "pipeline.yaml"
     cfg.write_text(yaml.safe_dump(json.loads(env.config.model_dump_json())))
     out = airflow_script(

@@ -317,6 +317,22 @@ class TrainConfig(_Section):
     pushgateway: PushgatewayConfig = Field(default_factory=PushgatewayConfig)
     fault_injection: FaultInjection = Field(default_factory=FaultInjection)
 
+    @model_validator(mode="after")
+    def _stopping_can_fire(self) -> TrainConfig:
+        """The rule stops only after a cycle that is not the last (cycle c, 0-based,
+        c <= K - 2) with ``patience`` losing cycles behind it (cycle 0 sets the mark, so
+        c >= patience) and c + 1 >= ``min_cycles``: settings that can never stop a run of
+        K cycles are an error, not a silent no-op."""
+        k, s = self.schedule.max_cycles, self.stopping
+        if s.enabled and k is not None and (s.patience > k - 2 or s.min_cycles > k - 1):
+            raise ValueError(
+                f"stopping.patience {s.patience} and stopping.min_cycles {s.min_cycles} can "
+                f"never stop a run of schedule.max_cycles {k} cycles (the last cycle ends it "
+                f"anyway): use patience <= {max(k - 2, 0)} and min_cycles <= {k - 1}, or "
+                "more cycles"
+            )
+        return self
+
     def steps_per_epoch(self, train_rows: int, world_size: int = 1) -> int:
         """Optimizer steps per epoch of ``train_rows`` training rows (what epoch forms
         of the schedule are multiplied by), at the batch those rows get

@@ -44,7 +44,8 @@ def load_last(path: Path) -> tuple[LastPayload, Path]:
 def resume_point(path: Path, config: TrainConfig) -> LastPayload:
     """The checkpoint to resume from; refused if the run's definition changed since."""
     ckpt, _ = load_last(path)
-    if ckpt.identity.definition_hash != config.definition_hash():
+    same = ckpt.identity.definition_hash == config.definition_hash()
+    if not same and not _turns_stopping_on(ckpt, config):
         changes = diff_definitions(ckpt.identity.definition, config.definition())
         raise CheckpointError(
             "the configuration changed since the checkpoint, so resuming would not continue "
@@ -52,6 +53,18 @@ def resume_point(path: Path, config: TrainConfig) -> LastPayload:
             "--run-name) or restore these settings."
         )
     return ckpt
+
+
+def _turns_stopping_on(ckpt: LastPayload, config: TrainConfig) -> bool:
+    """A checkpoint from before the stopping rule existed (no rule state: payload
+    version 1, whose definition has no ``stopping``) resumed with the rule on: the same
+    run, plus the rule, which the trainer replays over its closed cycles."""
+    if ckpt.stopping is not None or not config.stopping.enabled:
+        return False
+    off = config.model_copy(
+        update={"stopping": config.stopping.model_copy(update={"enabled": False})}
+    )
+    return ckpt.identity.definition_hash == off.definition_hash()
 
 
 def last_payload(

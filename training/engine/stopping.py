@@ -4,8 +4,9 @@ The rule (``stopping`` in the config, on the cycle bests of ``eval.metric``):
 
 - the first closed cycle's best sets the mark;
 - a later cycle **wins** when its best beats the best so far by more than
-  ``min_delta`` (AUC: higher, loss: lower); a win moves the mark and resets the
-  streak, anything else (a NaN best included) adds one to the streak;
+  ``min_delta`` (AUC: higher, loss: lower; a tie is no win); a win moves the mark and
+  resets the streak, anything else adds one to the streak: a NaN best, and a cycle
+  with no finite evaluation at all (:meth:`StopRule.close`), included;
 - at the end of a cycle that is not the schedule's last, the run **stops** when the
   streak has reached ``patience`` and at least ``min_cycles`` cycles have run: no
   further cycle starts.
@@ -149,6 +150,22 @@ class StopRule:
     def _better(self, score: float, than: float) -> float:
         """How much ``score`` beats ``than`` (positive: better)."""
         return score - than if self.metric == "val_auc" else than - score
+
+    def close(
+        self,
+        state: StopState,
+        cycle: int,
+        end_step: int,
+        best: CycleBest | None,
+        *,
+        is_last: bool,
+    ) -> CycleDecision | None:
+        """Decide at cycle ``cycle``'s end on its best (None: the cycle had no finite
+        evaluation, a NaN score, never a win); None when the cycle was decided already."""
+        if any(d.cycle == cycle for d in state.decisions):
+            return None
+        score = best.metric(self.metric) if best is not None else math.nan
+        return self.observe(state, cycle, end_step, score, is_last=is_last)
 
     def observe(
         self, state: StopState, cycle: int, end_step: int, score: float, *, is_last: bool

@@ -393,22 +393,19 @@ class Trainer:
         self.bests.record(CycleBest(cycle, step, lr, val_auc, val_loss, rel, sha))
 
     def _close_cycle(self, cycle: int, end_step: int) -> None:
-        best = self.bests.close(cycle)
-        if best is None:
+        best, last = self.bests.close(cycle), self.state.step >= self._total_steps()
+        decision = self.stop_rule.close(self.stop_state, cycle, end_step, best, is_last=last)
+        if decision is None:  # closed and decided already
             return
-        decision = self.stop_rule.observe(
-            self.stop_state,
-            cycle,
-            end_step,
-            best.metric(self.config.eval.metric),
-            is_last=self.state.step >= self._total_steps(),
-        )
         if self.ctx.is_main:
             self.telemetry.set_tags(
                 {f"cycle_{cycle}_stopping": f"{decision.action}: {decision.reason}"}
             )
         log.info("stopping rule after cycle %d: %s (%s)", cycle, decision.action, decision.reason)
-        event = CycleEndEvent(self.run_name, best, end_step, round(self.cost.usd, 6))
+        if best is None:  # no finite evaluation: the rule counted it, there is nothing to keep
+            return
+        cost, spe, total = round(self.cost.usd, 6), self.runner.steps_per_epoch, self._total_steps()
+        event = CycleEndEvent(self.run_name, best, end_step, cost, spe, total)
         if [h for h in self.cycle_hooks if h(event)] and not self.stop_state.stopped:
             self._stop = self._stop or "pruned"
         if self.ctx.is_main:

@@ -19,11 +19,13 @@ def _batches(text: str | None) -> list[str] | None:
 def _tune(args: argparse.Namespace, lazy: Lazy) -> int:
     """tune the cosine schedule with Optuna; adopt the best only if it wins held out
 
-    Trials (tune.n_trials, tune.budget_usd) train the tuning window with values from
-    tune.space, each a nested MLflow run, pruned at cycle ends; a killed study resumes
-    from its storage (tune.storage). The best trial becomes tuning/<dataset>/v<N>.yaml
-    in the store; later retrains start from it only when it beats the current config
-    on the held-out window (docs/training.md, Tuning).
+    Trials (tune.n_trials, tune.budget_usd: each trial stops at what is left) train
+    the tuning window with values from tune.space, each a nested MLflow run, pruned at
+    cycle ends (successive halving); a killed study resumes from its storage
+    (tune.storage). The best trial becomes tuning/<dataset>/v<N>.yaml in the store;
+    later retrains start from it only when it beats the current config on the
+    held-out window beyond the noise of paired seeds, or is cheaper and no worse
+    (docs/training.md, Tuning).
     """
     from pipeline.flow.tuning import TuneError, tune
     from pipeline.steps.tuning.study import TuneInterrupted
@@ -51,8 +53,16 @@ def _tune(args: argparse.Namespace, lazy: Lazy) -> int:
     ]
     for t in s.trials:
         value = f"{t.value:.4f}" if t.value is not None else "-"
-        pruned = f" (pruned after cycle {t.pruned_at_cycle})" if t.state == "PRUNED" else ""
-        lines.append(f"  trial {t.number}: {t.state}{pruned} val AUC {value}, {t.steps} steps")
+        why = ""
+        if t.state == "PRUNED":
+            why = (
+                " (stopped by the budget)"
+                if t.stopped_by == "budget"
+                else f" (pruned after cycle {t.pruned_at_cycle})"
+            )
+        elif t.state == "FAIL":
+            why = f" ({t.fail_reason})"
+        lines.append(f"  trial {t.number}: {t.state}{why} val AUC {value}, {t.steps} steps")
     if summary.verdict is not None:
         lines.append(f"tuned v{summary.version}: {summary.verdict.reason}")
     else:

@@ -22,10 +22,11 @@ from pipeline.base.sections.ops import AlertsConfig, BudgetConfig
 from pipeline.base.sections.promotion import CanaryConfig, GateConfig, QualityConfig
 from pipeline.base.sections.retraining import MonitorConfig, RetrainConfig
 from pipeline.base.sections.stores import MlflowConfig, StorageConfig
-from pipeline.base.sections.tuning import TUNABLE, ParamRange, TuneConfig
+from pipeline.base.sections.tuning import INTEGER, TUNABLE, ParamRange, TuneConfig
 
 __all__ = [
     "CATEGORICAL_METHODS",
+    "INTEGER",
     "NUMERIC_METHODS",
     "TUNABLE",
     "AlertsConfig",

@@ -6,15 +6,18 @@ the tuner may search are :data:`TUNABLE`.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from pipeline.base.sections.common import Section
 
-__all__ = ["TUNABLE", "ParamRange", "TuneConfig"]
+__all__ = ["INTEGER", "TUNABLE", "ParamRange", "TuneConfig"]
 
 # The training-config fields the tuner searches: the schedule's peak, the
 # first cycle's length in epochs, the cycle multiplier, the restart peak's decay, the
-# optimizer's weight decay and the warmup in epochs.
+# optimizer's weight decay and the warmup in epochs; and what drives the cost: the
+# number of cycles, the batch size and the cycle-aware stopping rule's settings.
 TUNABLE = (
     "schedule.lr_max",
     "schedule.cycle_epochs",
@@ -22,7 +25,13 @@ TUNABLE = (
     "schedule.peak_decay",
     "optim.weight_decay",
     "schedule.warmup_epochs",
+    "schedule.max_cycles",
+    "optim.batch_size",
+    "stopping.patience",
+    "stopping.min_delta",
 )
+# the integer ones (searched as integers; their bounds must be whole numbers)
+INTEGER = ("schedule.max_cycles", "optim.batch_size", "stopping.patience")
 
 
 class ParamRange(Section):
@@ -41,6 +50,9 @@ def _default_space() -> dict[str, ParamRange]:
         "schedule.peak_decay": ParamRange(low=0.5, high=1.0),
         "optim.weight_decay": ParamRange(low=1e-6, high=1e-2, log=True),
         "schedule.warmup_epochs": ParamRange(low=0.0, high=0.75),
+        # cost: more cycles, or a stopping rule that asks a cycle to win by more
+        "schedule.max_cycles": ParamRange(low=3, high=5),
+        "stopping.min_delta": ParamRange(low=0.0, high=0.002),
     }
 
 
@@ -59,12 +71,16 @@ class TuneConfig(Section):
         description="training-config field -> {low, high, log}; the fields a study may "
         f"search: {', '.join(TUNABLE)}",
     )
-    n_trials: int = Field(12, ge=1, description="trials a study runs in all (a resumed study too)")
+    n_trials: int = Field(
+        12,
+        ge=1,
+        description="trials a study runs in all, failed ones included (a resumed study too)",
+    )
     budget_usd: float | None = Field(
         None,
         gt=0.0,
-        description="dollars the trials may cost (the job's cost meter, summed); no trial "
-        "starts when the next (priced as the dearest so far) would pass it; null: no limit",
+        description="dollars the trials may cost (the job's cost meter, summed): each trial "
+        "runs with what is left as its own cost.budget_usd and stops there; null: no limit",
     )
     storage: str | None = Field(
         None,
@@ -73,8 +89,8 @@ class TuneConfig(Section):
     )
     study_name: str | None = Field(
         None,
-        description="default: '<dataset>-tune-<first>-<last batch of the tuning window>' (a new "
-        "window, a new study); the same name continues the same study",
+        description="the study is '<this>-<first>-<last batch of the tuning window>' (default "
+        "'<dataset>-tune'): a new window, a new study; the same window continues it",
     )
     window_batches: int = Field(
         3, ge=1, le=60, description="labelled batches of the tuning window (before the held-out)"
@@ -86,9 +102,41 @@ class TuneConfig(Section):
         description="the latest labelled batches: the held-out window the tuned config must "
         "win on (never tuned on)",
     )
+    heartbeat_seconds: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="a running trial records a heartbeat this often; one silent for three "
+        "is stale (its process is gone): FAIL, and queued again",
+    )
+    max_retries: int = Field(
+        2, ge=0, le=10, description="times a stale (or preempted) trial is queued again"
+    )
     seed: int = Field(0, description="the TPE sampler's seed")
     startup_trials: int = Field(
-        4, ge=0, description="trials sampled at random before TPE; the pruner waits for as many"
+        4,
+        ge=0,
+        description="trials sampled at random before TPE; no trial is pruned (but by "
+        "prune_below) before as many have completed",
+    )
+    pruner: Literal["halving", "hyperband", "off"] = Field(
+        "halving",
+        description="Optuna's pruner at cycle ends, on the running best val AUC at the epochs "
+        "run (rungs compare trials whose cycles end at different steps): successive "
+        "halving, Hyperband, or none",
+    )
+    prune_warmup_epochs: float | None = Field(
+        None,
+        gt=0.0,
+        description="the first rung (epochs): no trial is pruned before it; null: the longest "
+        "warmup plus first cycle the space allows (else 1 epoch), so every trial has restarted",
+    )
+    prune_reduction: int = Field(
+        3,
+        ge=2,
+        le=10,
+        description="halving/Hyperband: about 1 in this many trials passes each rung "
+        "(rungs at the warm-up rung times its powers)",
     )
     prune_below: float | None = Field(
         None,
@@ -96,11 +144,37 @@ class TuneConfig(Section):
         lt=1.0,
         description="also prune a trial at any cycle end whose best val AUC is below this",
     )
+    judge_seeds: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="seeds each side trains the held-out window with, paired (the same seed "
+        "on both sides); one seed has no noise estimate, so nothing is adopted",
+    )
+    adopt_confidence: float = Field(
+        0.9,
+        gt=0.0,
+        lt=1.0,
+        description="two-sided confidence of the paired gain's Student-t interval",
+    )
     adopt_min_gain: float = Field(
         0.0,
         ge=0.0,
-        description="the tuned config is adopted when its best val AUC on the held-out window "
-        "beats the current config's by more than this",
+        description="adopted as better when the lower bound of the mean held-out val AUC "
+        "gain's interval is above this",
+    )
+    adopt_max_loss: float = Field(
+        0.003,
+        ge=0.0,
+        description="adopted as cheaper when it trains adopt_min_saving fewer rows and the "
+        "gain's lower bound is not below minus this",
+    )
+    adopt_min_saving: float = Field(
+        0.2,
+        gt=0.0,
+        le=1.0,
+        description="the share of rows trained (steps x batch size) the tuned config must "
+        "save to be adopted as cheaper",
     )
 
     @model_validator(mode="after")
@@ -116,4 +190,9 @@ class TuneConfig(Section):
                 raise ValueError(f"tune.space.{name}: low {r.low:g} is above high {r.high:g}")
             if r.log and r.low <= 0:
                 raise ValueError(f"tune.space.{name}: log needs low > 0, got {r.low:g}")
+            if name in INTEGER and not (r.low.is_integer() and r.high.is_integer()):
+                raise ValueError(
+                    f"tune.space.{name}: an integer field; give whole-number bounds, got "
+                    f"{r.low:g} and {r.high:g}"
+                )
         return self

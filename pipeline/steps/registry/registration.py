@@ -12,7 +12,9 @@ holdout's dtypes) and an input example from real holdout rows. Versions are
 tagged with their lineage (cycle, step, lr, metrics, schedule, data snapshot,
 reports, code revision). When the mean of the cycle
 bests' probabilities (a snapshot ensemble) beats the best single one on the
-holdout, it becomes a version of its own. The best version of the run gets the
+holdout by more than the holdout's noise (the lower end of a paired bootstrap interval
+of the AUC gain, :func:`paired_auc_gain`, above 0: two members cost twice the scoring),
+it becomes a version of its own. The best version of the run gets the
 ``challenger`` alias. Every new version gets its first model card
 (:mod:`pipeline.steps.registry.model_card`), linked from its description.
 
@@ -59,7 +61,13 @@ if TYPE_CHECKING:
 
     from training.api import DatasetSpec
 
-__all__ = ["RegisteredVersion", "Registration", "register_training_run", "run_result"]
+__all__ = [
+    "RegisteredVersion",
+    "Registration",
+    "paired_auc_gain",
+    "register_training_run",
+    "run_result",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +118,36 @@ def run_result(client: MlflowClient, run_id: str, work: Path) -> TrainResult:
     return result
 
 
+ENSEMBLE_RESAMPLES = 400  # bootstrap resamples of the holdout
+
+
+def paired_auc_gain(
+    y: Any,
+    a: Any,
+    b: Any,
+    *,
+    resamples: int = ENSEMBLE_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """AUC(a) - AUC(b) on the rows ``y``, with its percentile interval from a paired
+    bootstrap: each resample draws the rows with replacement and scores both on the
+    same draw, so what the two share (which rows are hard) cancels out."""
+    import numpy as np
+
+    from training.api import roc_auc
+
+    y, a, b = np.asarray(y), np.asarray(a), np.asarray(b)
+    rng = np.random.default_rng(seed)
+    gains = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(y), len(y))
+        gains.append(roc_auc(y[i], a[i]) - roc_auc(y[i], b[i]))
+    finite = np.asarray(gains)[np.isfinite(gains)]
+    low, high = np.quantile(finite, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return roc_auc(y, a) - roc_auc(y, b), float(low), float(high)
+
+
 def _scores(scorer: Any, holdout: pd.DataFrame, target: str) -> tuple[Any, float, float]:
     from training.api import log_loss, roc_auc
 
@@ -128,12 +166,16 @@ def register_training_run(
     lineage: dict[str, str] | None = None,
     holdout: pd.DataFrame | None = None,
     ensemble: bool = True,
+    ensemble_confidence: float = 0.95,
     work: Path | None = None,
 ) -> Registration:
     """Register every cycle's best of ``run_id`` (and the ensemble if it wins); set ``challenger``.
 
     ``lineage`` (data snapshot keys, validation and drift report locations...)
-    becomes version tags. ``holdout`` defaults to the run's own validation rows.
+    becomes version tags. ``holdout`` defaults to the run's own validation rows. The
+    ensemble is registered when the lower end of the paired bootstrap interval of its AUC
+    gain over the best single (:func:`paired_auc_gain`, two-sided ``ensemble_confidence``)
+    is above 0.
     """
     name = name or spec.model_name
     with workdir(work) as folder:
@@ -206,14 +248,19 @@ def register_training_run(
             mean = np.mean([probs[c] for c in sorted(probs)], axis=0)
             e_auc, e_loss = roc_auc(y, mean), log_loss(y, mean)
             single = max(versions, key=lambda v: v.val_auc)
+            assert single.cycle is not None  # every version so far is a cycle's best
+            _, low, high = paired_auc_gain(
+                y, mean, probs[single.cycle], confidence=ensemble_confidence
+            )
             summary = {
                 "members": sorted(probs),
                 "auc": round(e_auc, 6),
                 "log_loss": round(e_loss, 6),
                 "best_single_auc": round(single.val_auc, 6),
-                "registered": bool(e_auc > single.val_auc),
+                "gain_interval": [round(low, 6), round(high, 6)],
+                "registered": bool(low > 0),
             }
-            if e_auc > single.val_auc:
+            if low > 0:  # it wins by more than the holdout's noise: worth its serving cost
                 tags = {
                     **base,
                     "candidate": "ensemble",

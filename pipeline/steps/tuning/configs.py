@@ -20,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
-from dataclasses import asdict, dataclass
+import statistics
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,7 @@ __all__ = [
     "Verdict",
     "adopted_version",
     "file_sha256",
+    "gain_interval",
     "read_verdict",
     "train_config_path",
     "tuned_versions",
@@ -49,7 +52,7 @@ class TunedVersion:
     study: str
     trial: int
     value: float  # the trial's best val AUC on the tuning window
-    params: dict[str, float]
+    params: dict[str, int | float]
     window: list[str]
     base_config: str  # the config file the study started from
     base_sha256: str
@@ -69,6 +72,29 @@ class Verdict:
     current_steps: int
     reason: str
     judged_at: str
+    # paired seeds (the same seed and held-out window on both sides); older verdicts: one
+    seeds: list[int] = field(default_factory=list)
+    gains: list[float] = field(default_factory=list)  # tuned - current, per seed
+    gain_low: float | None = None  # the mean gain's confidence interval
+    gain_high: float | None = None
+    confidence: float | None = None
+    tuned_examples: int | None = None  # rows trained (steps x batch size), mean over seeds
+    current_examples: int | None = None
+    basis: str | None = None  # "better", "cheaper" (adopted) or None
+
+
+def gain_interval(gains: list[float], confidence: float) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of the paired gains and its two-sided Student-t
+    interval at ``confidence`` (the gains' spread is the noise); one pair has no spread
+    to measure, so its interval is unbounded."""
+    mean = statistics.fmean(gains)
+    if len(gains) < 2:
+        return mean, -math.inf, math.inf
+    from scipy import stats
+
+    n = len(gains)
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * statistics.stdev(gains) / n**0.5
+    return mean, mean - half, mean + half
 
 
 def _prefix(dataset: str) -> str:

@@ -8,8 +8,10 @@ training job's typed config; the study itself is run by :mod:`pipeline.flow.tuni
   the longest warmup and the restart ramp), checked before any trial runs;
 - :func:`suggest`: one trial's values, from Optuna's trial, as dotted updates for
   :func:`training.api.updated`;
-- :class:`CyclePruner`: the training job's cycle hook that reports each closed cycle's
-  best val AUC as the trial's intermediate value at the cycle's index and asks the
+- :func:`build_pruner`: Optuna's successive halving (or Hyperband)
+  with its first rung at :func:`prune_warmup_epochs`;
+- :class:`CyclePruner`: the training job's cycle hook that reports the trial's running
+  best val AUC at the epochs run (:func:`epoch_step`) at each cycle end and asks the
   job to stop when Optuna's pruner says so.
 """
 
@@ -20,14 +22,24 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.base.config import ConfigError
-from pipeline.base.sections import TUNABLE, TuneConfig
+from pipeline.base.sections import INTEGER, TUNABLE, TuneConfig
 
 if TYPE_CHECKING:
     import optuna
 
     from training.api import CycleEndEvent, TrainConfig
 
-__all__ = ["CyclePruner", "TuneError", "build_pruner", "build_sampler", "check_space", "suggest"]
+__all__ = [
+    "EPOCH_UNITS",
+    "CyclePruner",
+    "TuneError",
+    "build_pruner",
+    "build_sampler",
+    "check_space",
+    "epoch_step",
+    "prune_warmup_epochs",
+    "suggest",
+]
 
 
 class TuneError(ConfigError):
@@ -89,12 +101,17 @@ def _show(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in values.items())
 
 
-def suggest(trial: optuna.trial.Trial, tune: TuneConfig) -> dict[str, float]:
-    """One trial's values (dotted training-config fields), in :data:`TUNABLE`'s order."""
-    out: dict[str, float] = {}
+def suggest(trial: optuna.trial.Trial, tune: TuneConfig) -> dict[str, int | float]:
+    """One trial's values (dotted training-config fields), in :data:`TUNABLE`'s order
+    (the :data:`INTEGER` ones as integers)."""
+    out: dict[str, int | float] = {}
     for key in TUNABLE:
         r = tune.space.get(key)
-        if r is not None:
+        if r is None:
+            continue
+        if key in INTEGER:
+            out[key] = trial.suggest_int(key, int(r.low), int(r.high), log=r.log)
+        else:
             out[key] = float(trial.suggest_float(key, r.low, r.high, log=r.log))
     return out
 
@@ -109,40 +126,101 @@ def build_sampler(tune: TuneConfig, trials_so_far: int = 0) -> optuna.samplers.B
     )
 
 
-def build_pruner(tune: TuneConfig) -> optuna.pruners.BasePruner:
-    """The median rule at cycle ends (after ``startup_trials`` finished trials), and with
-    ``prune_below`` also an absolute floor on a cycle's best val AUC."""
+EPOCH_UNITS = 100  # a rung's step is in hundredths of an epoch (Optuna's steps are integers)
+
+
+def epoch_step(steps_done: int, steps_per_epoch: int) -> int:
+    """The intermediate value's step for a trial that has run ``steps_done`` optimizer
+    steps: the epochs run, in :data:`EPOCH_UNITS` (so trials whose cycles end at
+    different steps are compared at the same amount of data seen)."""
+    return round(EPOCH_UNITS * steps_done / steps_per_epoch)
+
+
+def prune_warmup_epochs(tune: TuneConfig, base: TrainConfig) -> float:
+    """The first rung in epochs: ``tune.prune_warmup_epochs``, else the longest warmup
+    plus the longest first cycle the space allows (every trial has restarted at least
+    once before it, so ``cycle_mult`` and ``peak_decay`` have acted), else 1 epoch
+    (a start config whose lengths are in steps)."""
+    if tune.prune_warmup_epochs is not None:
+        return tune.prune_warmup_epochs
+    total = 0.0
+    for name in ("warmup_epochs", "cycle_epochs"):
+        r = tune.space.get(f"schedule.{name}")
+        value = r.high if r is not None else getattr(base.schedule, name)
+        if value is None:
+            return 1.0
+        total += float(value)
+    return total
+
+
+def build_pruner(tune: TuneConfig, warmup_epochs: float) -> optuna.pruners.BasePruner:
+    """``tune.pruner`` on the running best val AUC reported at the epochs run, its first
+    rung (no pruning before) at ``warmup_epochs``, pruning only once ``startup_trials``
+    trials have completed (before that it still records every trial's rung values); with
+    ``prune_below`` also an absolute floor at any cycle end."""
     import optuna
 
-    median = optuna.pruners.MedianPruner(n_startup_trials=tune.startup_trials, n_warmup_steps=0)
-    if tune.prune_below is None:
-        return median
-    floor = optuna.pruners.ThresholdPruner(lower=tune.prune_below)
+    rung = max(1, round(EPOCH_UNITS * warmup_epochs))
+    rule: optuna.pruners.BasePruner
+    if tune.pruner == "halving":
+        rule = optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=rung, reduction_factor=tune.prune_reduction, min_early_stopping_rate=0
+        )
+    elif tune.pruner == "hyperband":
+        rule = optuna.pruners.HyperbandPruner(
+            min_resource=rung, max_resource="auto", reduction_factor=tune.prune_reduction
+        )
+    else:
+        rule = optuna.pruners.NopPruner()
+    floor = (
+        optuna.pruners.ThresholdPruner(lower=tune.prune_below)
+        if tune.prune_below is not None
+        else optuna.pruners.NopPruner()
+    )
+    startup = tune.startup_trials
 
-    class Either(optuna.pruners.BasePruner):  # Optuna has no 'or' of pruners
+    class Pruner(optuna.pruners.BasePruner):  # Optuna has no 'or' of pruners, nor a wait
         def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-            return median.prune(study, trial) or floor.prune(study, trial)
+            ruled = rule.prune(study, trial)  # called always: halving records its rungs
+            states = (optuna.trial.TrialState.COMPLETE,)
+            ready = len(study.get_trials(deepcopy=False, states=states)) >= startup
+            return (ruled and ready) or floor.prune(study, trial)
 
-    return Either()
+    return Pruner()
 
 
 @dataclass
 class CyclePruner:
-    """The training job's cycle hook for one trial: each closed cycle's best val AUC
-    is the trial's intermediate value at the cycle's index; True (stop the run) when
-    the study's pruner prunes the trial there."""
+    """The training job's cycle hook for one trial: at each cycle end it reports the
+    trial's running best val AUC (the best of all its closed cycles, not the cycle's
+    own) at the epochs run (:func:`epoch_step`), and returns True (stop the run) when
+    the study's pruner prunes the trial there. At the schedule's last cycle end it is
+    never pruned: the run is over, pruning it would save nothing."""
 
     trial: optuna.trial.Trial
     reported: set[int] = field(default_factory=set)
+    best: float | None = None
     pruned_at: int | None = None
 
-    def __call__(self, event: CycleEndEvent) -> bool:
-        cycle, value = event.best.cycle, event.best.val_auc
-        if cycle in self.reported or not math.isfinite(value):
+    def report(self, cycle: int, value: float, steps_done: int, steps_per_epoch: int) -> bool:
+        """Fold cycle ``cycle``'s best into the running best and report it; False when
+        nothing was reported (a cycle seen before, or no finite value yet)."""
+        if cycle in self.reported:
             return False
-        self.trial.report(value, cycle)
         self.reported.add(cycle)
-        if self.trial.should_prune():
-            self.pruned_at = cycle
+        if math.isfinite(value) and (self.best is None or value > self.best):
+            self.best = value
+        if self.best is None:
+            return False
+        self.trial.report(self.best, epoch_step(steps_done, steps_per_epoch))
+        return True
+
+    def __call__(self, event: CycleEndEvent) -> bool:
+        done = event.end_step + 1
+        if not self.report(event.best.cycle, event.best.val_auc, done, event.steps_per_epoch):
+            return False
+        pruned = self.trial.should_prune()  # at the last cycle too: its rung values count
+        if pruned and done < event.total_steps:
+            self.pruned_at = event.best.cycle
             return True
         return False

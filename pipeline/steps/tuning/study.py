@@ -3,16 +3,25 @@
 :func:`run_study` runs (or continues) one study in an RDB storage: a TPE sampler,
 each trial's values on top of a base training config, trained by
 :func:`training.api.train` with :class:`~pipeline.steps.tuning.space.CyclePruner` as
-its cycle hook (each closed cycle's best val AUC is the intermediate value at the
-cycle's index; the pruner may end the run there), each trial an MLflow run nested
-under the study's parent run. It stops at ``tune.n_trials`` finished (complete or
-pruned) trials, or before a trial that would take the summed trial costs (the job's
-cost meter) past ``tune.budget_usd``, the next trial priced as the dearest so far.
+its cycle hook (at each cycle end the trial's running best val AUC is reported at the
+epochs run; the pruner, successive halving by default, may end the run there), each
+trial an MLflow run nested under the study's parent run.
 
-Killed and run again, it continues: finished trials are kept, a trial left RUNNING
-is marked FAIL and its values are queued again; its training run (named by its
-values) resumes from its own checkpoint. :func:`log_study` puts the study's figures
-and plots (optimization history, parameter importances) on the parent run.
+It stops at ``tune.n_trials`` ended trials (complete, pruned or failed), or when the
+trials' summed costs (the job's cost meter) reach ``tune.budget_usd``: each trial runs
+with what is left as its own ``cost.budget_usd`` and stops there (PRUNED, stopped by
+the budget), so the study spends at most its budget plus what the job runs between
+two budget checks (at most an evaluation interval). A trial whose run diverges (the
+NaN guard's :class:`~training.api.TrainingDiverged`) or closes no cycle with a finite
+val AUC is FAIL with its reason, and the study goes on.
+
+Killed and run again, it continues: finished trials are kept; a trial left RUNNING
+whose heartbeat is older than its grace period (its process is gone) is marked FAIL
+(not counted) and queued again with its values by Optuna's RetryFailedTrialCallback,
+and its training run (named by its values) resumes from its own checkpoint. A trial
+whose heartbeat is fresh belongs to a live process and is left alone.
+:func:`log_study` puts the study's figures and plots (optimization history, parameter
+importances) on the parent run.
 """
 
 from __future__ import annotations
@@ -20,20 +29,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.base.sections import TuneConfig
+from pipeline.base.sections import INTEGER, TuneConfig
 from pipeline.steps.tuning.space import (
     CyclePruner,
     build_pruner,
     build_sampler,
     check_space,
+    epoch_step,
+    prune_warmup_epochs,
     suggest,
 )
+from training import api
 
 if TYPE_CHECKING:
     import optuna
@@ -69,12 +85,14 @@ class TrialSummary(_Frozen):
     number: int
     state: str  # COMPLETE | PRUNED | FAIL
     value: float | None
-    params: dict[str, float]
+    params: dict[str, int | float]
     steps: int | None
     cost_usd: float | None
     run_name: str | None
     pruned_at_cycle: int | None = None
     incumbent: bool = False  # trial 0: the start config's own values
+    stopped_by: str | None = None  # PRUNED: "pruner" or "budget" (its own cost.budget_usd)
+    fail_reason: str | None = None  # FAIL: why (a diverged run, no finite evaluation)
 
 
 class StudySummary(_Frozen):
@@ -83,41 +101,73 @@ class StudySummary(_Frozen):
     trials: list[TrialSummary]
     best_trial: int | None
     best_value: float | None
-    best_params: dict[str, float]
+    best_params: dict[str, int | float]
     spent_usd: float
     steps: int
     stop_reason: str
     mlflow_run_id: str | None = None
 
 
-def _run_name(study: str, params: dict[str, float]) -> str:
+def _run_name(study: str, params: dict[str, int | float]) -> str:
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     return f"{study}-{key}"
 
 
-def _recover(study: optuna.Study) -> list[int]:
-    """Trials left RUNNING by a killed process: FAIL, their values queued again."""
-    from optuna.trial import TrialState
+def _open_storage(tune: TuneConfig, url: str) -> Any:
+    """Optuna's RDB storage with heartbeats: a trial's process records one every
+    ``tune.heartbeat_seconds``; a RUNNING trial silent for three of them is stale (its
+    process is gone), failed and queued again by Optuna's RetryFailedTrialCallback
+    (at most ``tune.max_retries`` times)."""
+    import optuna
+    from optuna.storages import RetryFailedTrialCallback
 
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for t in stale:
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-        log.warning("trial %d was running when the study stopped: FAIL, queued again", t.number)
-    return [t.number for t in stale]
+    return optuna.storages.RDBStorage(
+        url,
+        heartbeat_interval=tune.heartbeat_seconds,
+        grace_period=3 * tune.heartbeat_seconds,
+        heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=tune.max_retries),
+    )
 
 
-def _summary(t: optuna.trial.FrozenTrial) -> TrialSummary:
+@contextmanager
+def _heartbeat(storage: Any, trial: optuna.trial.Trial) -> Iterator[None]:
+    """Record the trial's heartbeat from a thread while its run trains."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial._trial_id)
+            if stop.wait(storage.get_heartbeat_interval()):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Trials failed as stale (or preempted) and queued again by the retry callback."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+
+
+def _summary(t: optuna.trial.FrozenTrial, retried: set[int]) -> TrialSummary:
     return TrialSummary(
         number=t.number,
         state=t.state.name,
         value=t.value if t.state.name == "COMPLETE" else None,
-        params={k: float(v) for k, v in t.params.items()},
+        params={k: int(v) if k in INTEGER else float(v) for k, v in t.params.items()},
         steps=t.user_attrs.get("steps"),
         cost_usd=t.user_attrs.get("cost_usd"),
         run_name=t.user_attrs.get("run_name"),
         pruned_at_cycle=t.user_attrs.get("pruned_at_cycle"),
         incumbent=bool(t.user_attrs.get("incumbent", False)),
+        stopped_by=t.user_attrs.get("stopped_by"),
+        fail_reason=t.user_attrs.get("fail_reason")
+        or ("stopped while running: queued again" if t.number in retried else None),
     )
 
 
@@ -136,7 +186,7 @@ def _parent_run(client: MlflowClient | None, study: optuna.Study, experiment: st
     return run.info.run_id
 
 
-def start_values(tune: TuneConfig, base: TrainConfig) -> dict[str, float] | None:
+def start_values(tune: TuneConfig, base: TrainConfig) -> dict[str, int | float] | None:
     """The start config's values of the searched fields, when all lie in the space
     (then the study's trial 0 trains the config it must beat), else None."""
     values = {}
@@ -145,7 +195,7 @@ def start_values(tune: TuneConfig, base: TrainConfig) -> dict[str, float] | None
         value = getattr(getattr(base, section), name)
         if value is None or not r.low <= value <= r.high:
             return None
-        values[key] = float(value)
+        values[key] = int(value) if key in INTEGER else float(value)
     return values
 
 
@@ -166,40 +216,34 @@ def run_study(
     ``train_updates`` is what every trial trains, with its values on top. MLflow: with
     ``client``, trials nest under the study's parent run in ``experiment``."""
     import optuna
-    from optuna.trial import TrialState
-
-    from training import api
 
     check_space(tune, base)  # before any trial, and before the storage is touched
+    rdb = _open_storage(tune, storage)
     study = optuna.create_study(
-        storage=optuna.storages.RDBStorage(storage),
+        storage=rdb,
         study_name=name,
         sampler=build_sampler(tune),
-        pruner=build_pruner(tune),
+        pruner=build_pruner(tune, prune_warmup_epochs(tune, base)),
         direction="maximize",
         load_if_exists=True,
     )
-    _recover(study)
+    optuna.storages.fail_stale_trials(study)  # RUNNING with no heartbeat: FAIL, queued again
     if not study.trials:  # trial 0: the start config itself, the incumbent to beat
         incumbent = start_values(tune, base)
         if incumbent:
             study.enqueue_trial(incumbent, user_attrs={"incumbent": True})
     study.sampler = build_sampler(tune, len(study.trials))
     parent = _parent_run(client, study, experiment or name)
-    finished = (TrialState.COMPLETE, TrialState.PRUNED)
     while True:
         trials = study.get_trials(deepcopy=False)
-        done = [t for t in trials if t.state in finished]
-        costs = [float(t.user_attrs.get("cost_usd", 0.0)) for t in trials]
-        spent, dearest = sum(costs), max(costs, default=0.0)
-        if len(done) >= tune.n_trials:
-            reason = f"{len(done)} of tune.n_trials={tune.n_trials} trials finished"
+        spent = sum(float(t.user_attrs.get("cost_usd", 0.0)) for t in trials)
+        retried = _retried(trials)
+        counted = len([t for t in trials if _counts(t, retried)])
+        if counted >= tune.n_trials:
+            reason = f"{counted} of tune.n_trials={tune.n_trials} trials finished"
             break
-        if tune.budget_usd is not None and spent + dearest > tune.budget_usd:
-            reason = (
-                f"budget: ${spent:.6f} spent; the next trial (priced ${dearest:.6f}, the "
-                f"dearest so far) would pass tune.budget_usd=${tune.budget_usd:g}"
-            )
+        if tune.budget_usd is not None and spent >= tune.budget_usd:
+            reason = f"budget: ${spent:.6f} spent of tune.budget_usd=${tune.budget_usd:g}"
             break
         trial = study.ask()
         params = suggest(trial, tune)
@@ -212,6 +256,8 @@ def run_study(
             "output_dir": str(output_dir),
             "progress": "off",
         }
+        if tune.budget_usd is not None:  # what is left: the trial's run stops there
+            updates["cost.budget_usd"] = tune.budget_usd - spent
         if parent is not None:
             updates["mlflow.parent_run_id"] = parent
             tags = {**base.mlflow.tags, "tune.study": name, "tune.trial": str(trial.number)}
@@ -219,11 +265,17 @@ def run_study(
         config = api.updated(base, updates)
         pruner = CyclePruner(trial)
         result = api.finished(config)  # a run that ended (a retried trial's values)...
-        if result is None or result.status == "preempted":  # ...unless it was preempted
-            result = api.train(
-                config, resume="if_present", data=data, spec=spec, cycle_hooks=[pruner]
-            )
-        if result.status == "preempted":  # SIGTERM: the trial stays RUNNING, its run resumes
+        try:
+            if result is None or result.status in ("preempted", "budget_exhausted"):
+                with _heartbeat(rdb, trial):
+                    result = api.train(
+                        config, resume="if_present", data=data, spec=spec, cycle_hooks=[pruner]
+                    )
+        except api.TrainingDiverged as exc:  # FAIL with its reason; the study goes on
+            _fail(study, trial, f"diverged: {exc}")
+            continue
+        if result.status == "preempted":  # SIGTERM: FAIL, queued again; its run resumes
+            _requeue(study, rdb, trial)
             raise TuneInterrupted(
                 f"trial {trial.number} stopped by SIGTERM at step {result.steps_done} "
                 f"(checkpointed): run the study again to resume it"
@@ -232,23 +284,53 @@ def run_study(
     return _study_summary(study, storage, spent, reason, parent)
 
 
+def _counts(t: optuna.trial.FrozenTrial, retried: set[int]) -> bool:
+    """Toward ``n_trials``: every ended trial but a stopped one queued again."""
+    name = t.state.name
+    return name in ("COMPLETE", "PRUNED") or (name == "FAIL" and t.number not in retried)
+
+
+def _requeue(study: Any, storage: Any, trial: Any) -> None:
+    """A trial whose process is stopping (SIGTERM): FAIL, and queued again by the retry
+    callback now rather than after its heartbeat's grace period."""
+    from optuna.trial import TrialState
+
+    study.tell(trial, state=TrialState.FAIL)
+    storage.get_heartbeat_stale_trial_callback()(study, study._storage.get_trial(trial._trial_id))
+
+
+def _fail(study: Any, trial: Any, reason: str) -> None:
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("fail_reason", reason[:500])
+    study.tell(trial, state=TrialState.FAIL)
+    log.warning("trial %d failed: %s", trial.number, reason)
+
+
 def _tell(study: Any, trial: Any, pruner: CyclePruner, result: TrainResult) -> None:
     from optuna.trial import TrialState
 
-    for best in result.finals:  # cycles closed before a resume reached no hook
-        if best.cycle not in pruner.reported:
-            trial.report(best.val_auc, best.cycle)
+    schedule = api.CosineSchedule(**result.schedule)
+    spe = int(result.schedule["steps_per_epoch"])
+    running = -math.inf
+    for b in result.finals:  # cycles closed before a resume reached no hook
+        running = max(running, b.val_auc) if math.isfinite(b.val_auc) else running
+        if b.cycle not in pruner.reported and math.isfinite(running):
+            done = schedule.cycle_end_step(b.cycle) + 1
+            trial.report(running, epoch_step(done, spe))
     trial.set_user_attr("cost_usd", float(result.cost_usd))
     trial.set_user_attr("steps", int(result.steps_done))
     trial.set_user_attr("mlflow_run_id", result.mlflow_run_id)
-    if result.status == "pruned":
+    if result.status in ("pruned", "budget_exhausted"):
+        stopped_by = "pruner" if result.status == "pruned" else "budget"
+        trial.set_user_attr("stopped_by", stopped_by)
         trial.set_user_attr("pruned_at_cycle", pruner.pruned_at)
         study.tell(trial, state=TrialState.PRUNED)
-        log.info("trial %d pruned after cycle %s", trial.number, pruner.pruned_at)
+        log.info("trial %d stopped by the %s: %s", trial.number, stopped_by, result.stop_reason)
         return
     value = max((b.val_auc for b in result.finals), default=float("nan"))
     if value != value:
-        study.tell(trial, state=TrialState.FAIL)
+        _fail(study, trial, "no cycle closed with a finite val AUC")
         return
     study.tell(trial, value)
     log.info("trial %d: best val AUC %.4f in %d steps", trial.number, value, result.steps_done)
@@ -257,7 +339,9 @@ def _tell(study: Any, trial: Any, pruner: CyclePruner, result: TrainResult) -> N
 def _study_summary(
     study: Any, storage: str, spent: float, reason: str, parent: str | None
 ) -> StudySummary:
-    trials = [_summary(t) for t in study.get_trials(deepcopy=False)]
+    frozen = study.get_trials(deepcopy=False)
+    retried = _retried(frozen)
+    trials = [_summary(t, retried) for t in frozen]
     complete = [t for t in trials if t.state == "COMPLETE"]
     best = max(complete, key=lambda t: t.value or 0.0) if complete else None
     return StudySummary(

@@ -38,6 +38,7 @@ def test_the_dags_training_config_carries_the_rule_to_the_local_job_and_the_pod(
 ) -> None:
     shipped = yaml.safe_load(Path(resolve_path(Path("configs/flights.yaml"))).read_text())
     shipped["stopping"] = {"enabled": True, "min_delta": 0.002, "patience": 2}
+    shipped["schedule"]["max_cycles"] = 4  # patience 2 can stop a run of 4 cycles, not of 3
     own = tmp_path / "train.yaml"
     own.write_text(yaml.safe_dump(shipped))
     env = _env(tmp_path, monkeypatch, own)

@@ -59,6 +59,7 @@ def test_a_study_nests_its_trials_in_mlflow_and_writes_a_judged_version(
         n_trials=3,
         startup_trials=3,
         space=SPACE_WITHOUT_START,  # no incumbent: a tuned version is written and judged
+        judge_seeds=2,
     )
     summary = tune(env)
     study = summary.study
@@ -76,8 +77,12 @@ def test_a_study_nests_its_trials_in_mlflow_and_writes_a_judged_version(
     trials = {r.data.tags["tune.trial"]: r for r in runs if "tune.trial" in r.data.tags}
     assert sorted(trials) == ["0", "1", "2"]
     assert {r.info.status for r in trials.values()} == {"FINISHED"}
-    judges = sorted(r.data.tags["tune.judge"] for r in runs if "tune.judge" in r.data.tags)
-    assert judges == ["current", "tuned"]
+    judges = sorted(
+        (r.data.tags["tune.judge"], r.data.tags["tune.seed"])
+        for r in runs
+        if "tune.judge" in r.data.tags
+    )
+    assert judges == [("current", "0"), ("current", "1"), ("tuned", "0"), ("tuned", "1")]
     # the trials' values, from their own result files (not from the study's storage)
     out = env.home / "runs" / "tuning"
     values = {t.number: _best(out / str(t.run_name)) for t in study.trials}
@@ -104,14 +109,15 @@ def test_a_study_nests_its_trials_in_mlflow_and_writes_a_judged_version(
         assert getattr(getattr(tuned, section), name) == pytest.approx(value)
     assert tuned.model.hidden == [16]  # the rest is the start config's
 
-    # the verdict, recomputed from the two held-out runs' result files
-    tuned_auc = _best(out / "judge-loans-v1-tuned")
-    current_auc = _best(out / "judge-loans-v1-current")
+    # the verdict, recomputed from the held-out runs' result files (seeds 0 and 1, paired)
     verdict = read_verdict(env.store, env.dataset, 1)
     assert verdict is not None
     assert summary.verdict is not None
-    assert (verdict.tuned_auc, verdict.current_auc) == (tuned_auc, current_auc)
-    assert verdict.adopted is (tuned_auc > current_auc) is summary.verdict.adopted
+    expected = _reference_verdict(out, "loans", 1, [0, 1], env.config.tune)
+    assert verdict.seeds == [0, 1]
+    assert verdict.gains == pytest.approx(expected["gains"], abs=1e-12)
+    assert (verdict.gain_low, verdict.gain_high) == pytest.approx(expected["interval"])
+    assert verdict.adopted is expected["adopted"] is summary.verdict.adopted
     assert "tune.verdict" in parent.data.tags
 
     # run again: nothing is trained twice, the same answer comes back
@@ -119,6 +125,33 @@ def test_a_study_nests_its_trials_in_mlflow_and_writes_a_judged_version(
     assert again.version == 1
     assert again.verdict == summary.verdict
     assert [t.number for t in again.study.trials] == [0, 1, 2]
+
+
+def _reference_verdict(
+    out: Path, dataset: str, version: int, seeds: list[int], t: TuneConfig
+) -> dict[str, Any]:
+    """The paired-seed verdict from the runs' result files: per-seed gains, their
+    Student-t interval (scipy, from the gains' mean and sample spread), the rule."""
+    import statistics
+
+    from scipy import stats
+
+    def runs(which: str) -> list[TrainResult]:
+        return [TrainResult.load(out / f"judge-{dataset}-v{version}-{which}-s{s}") for s in seeds]
+
+    tuned, current = runs("tuned"), runs("current")
+    gains = [
+        max(c.val_auc for c in a.finals) - max(c.val_auc for c in b.finals)
+        for a, b in zip(tuned, current, strict=True)
+    ]
+    n = len(gains)
+    sem = statistics.stdev(gains) / n**0.5
+    low, high = stats.t.interval(t.adopt_confidence, n - 1, statistics.fmean(gains), sem)
+    # rows trained: both sides share the start config's batch size
+    saving = 1 - sum(r.steps_done for r in tuned) / sum(r.steps_done for r in current)
+    better = low > t.adopt_min_gain
+    cheaper = saving >= t.adopt_min_saving and low >= -t.adopt_max_loss
+    return {"gains": gains, "interval": (low, high), "adopted": bool(better or cheaper)}
 
 
 def _plan_window(tmp_path: Path) -> tuple[Plan, Window]:
@@ -167,10 +200,18 @@ def test_the_tuned_config_is_adopted_only_when_it_wins_on_the_held_out_window(
     good, good_path = version(0.02)
     won = verdict(good, shipped, good_path)
     out = env.home / "runs" / "tuning"
-    assert won.tuned_auc == _best(out / f"judge-loans-v{good}-tuned")
-    assert won.current_auc == _best(out / f"judge-loans-v{good}-current")
-    assert won.tuned_auc > won.current_auc + 0.05
-    assert won.adopted
+    seeds = [0, 1, 2]  # tune.judge_seeds' default, from the start config's seed 0
+    assert won.seeds == seeds
+    for which, mean in (("tuned", won.tuned_auc), ("current", won.current_auc)):
+        runs = [out / f"judge-loans-v{good}-{which}-s{s}" for s in seeds]
+        assert mean == pytest.approx(sum(_best(r) for r in runs) / 3, abs=1e-12)
+    expected = _reference_verdict(out, "loans", good, seeds, env.config.tune)
+    assert (won.gain_low, won.gain_high) == pytest.approx(expected["interval"])
+    assert won.gain_low is not None
+    assert won.gain_low > 0.05
+    assert won.adopted is expected["adopted"] is True
+    assert won.basis == "better"
+    assert f"interval [{won.gain_low:+.4f}, {won.gain_high:+.4f}]" in won.reason
     used = train_config(env, plan, window)
     assert used.schedule.lr_max == 0.02  # later retrains start from the tuned version
     assert used.run_name == "retrain-x"
@@ -264,6 +305,11 @@ def test_the_dollar_budget_stops_the_study(tmp_path: Path, monkeypatch: pytest.M
             {"space": {"schedule.lr_min": {"low": 1e-5, "high": 1e-4}}},
             "tune.space.schedule.lr_min: unknown parameter",
         ),
+        (
+            {"space": {"optim.batch_size": {"low": 100.5, "high": 512}}},
+            "tune.space.optim.batch_size: an integer field; give whole-number bounds",
+        ),
+        ({"pruner": "median"}, "tune.pruner: Input should be 'halving', 'hyperband' or 'off'"),
     ],
 )
 def test_bad_tuning_settings_are_one_clear_error(tune_settings: dict, message: str) -> None:
@@ -289,8 +335,9 @@ def test_a_space_the_schedule_cannot_run_fails_before_any_trial(
     cfg.write_text(yaml.safe_dump(json.loads(env.config.model_dump_json())))
     assert main(["tune", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1
-    assert err[0].startswith("error: tune.space: ")
+    # the data set it looked at (every command on a home says it), then one error line
+    assert len(err) == 2 and err[0].startswith(f"data set {env.dataset} "), err
+    assert err[1].startswith("error: tune.space: ")
     assert not (env.home / "tuning.db").exists()
     assert not (env.home / "runs").exists()
 
@@ -316,7 +363,8 @@ def test_a_study_killed_mid_trial_resumes_without_losing_or_repeating_a_trial(
     env = make_env(tmp_path, monkeypatch)
     base, updates = _study_inputs(env, tmp_path)
     storage, out = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs"
-    settings = TuneConfig(space=SPACE, n_trials=3, startup_trials=3)
+    # heartbeats every second: the killed trial is stale 3 s after its last one
+    settings = TuneConfig(space=SPACE, n_trials=3, startup_trials=3, heartbeat_seconds=1)
     marker = tmp_path / "paused.jsonl"
     args = {
         "tune": settings.model_dump(),
@@ -348,11 +396,23 @@ def test_a_study_killed_mid_trial_resumes_without_losing_or_repeating_a_trial(
     kept = {t.number: (t.params, t.value) for t in before[:-1]}
     assert (out / killed.user_attrs["run_name"] / "checkpoints" / "last.ckpt").exists()
 
+    # within the grace period the trial may still belong to a live process: left alone
+    import time
+
+    from pipeline.steps.tuning.study import _open_storage
+
+    rdb = _open_storage(settings, storage)
+    study = optuna.load_study(study_name="killed", storage=rdb)
+    optuna.storages.fail_stale_trials(study)
+    assert study.get_trials()[-1].state.name == "RUNNING"
+    time.sleep(3 * settings.heartbeat_seconds + 1)  # then its heartbeat is stale
+
     summary = run_study(
         settings, base, storage=storage, name="killed", output_dir=out, train_updates=updates
     )
     after = {t.number: t for t in summary.trials}
-    assert after[killed.number].state == "FAIL"  # left RUNNING by the kill
+    assert after[killed.number].state == "FAIL"  # left RUNNING by the kill, stale
+    assert after[killed.number].fail_reason == "stopped while running: queued again"
     complete = [t for t in summary.trials if t.state == "COMPLETE"]
     assert len(complete) == 3  # n_trials finished: none lost
     for number, (params, value) in kept.items():  # the finished ones kept, not re-run
@@ -403,7 +463,9 @@ def test_the_tune_command_runs_a_study_and_prints_its_verdict(
 ) -> None:
     from pipeline.apps.cli import main
 
-    env = make_env(tmp_path, monkeypatch, startup_trials=1, space=SPACE_WITHOUT_START)
+    env = make_env(
+        tmp_path, monkeypatch, startup_trials=1, space=SPACE_WITHOUT_START, judge_seeds=1
+    )
     cfg = tmp_path / "pipeline.yaml"
     cfg.write_text(yaml.safe_dump(json.loads(env.config.model_dump_json())))
     argv = ["tune", "--config", str(cfg), "--trials", "1", "--window", "2024-02"]
@@ -423,7 +485,8 @@ def test_the_tune_command_runs_a_study_and_prints_its_verdict(
     assert f"tuned v1: {verdict.reason}" in text
     # a batch without labels is one error line, exit 2
     assert main(["tune", "--config", str(cfg), "--window", "2030-01"]) == 2
-    assert capsys.readouterr().err.startswith("error: batches ['2030-01'] have no labels")
+    err = capsys.readouterr().err.splitlines()  # the data set looked at, then the error
+    assert err[-1].startswith("error: batches ['2030-01'] have no labels"), err
 
 
 def test_the_start_config_is_trial_zero_only_when_the_space_holds_it(tmp_path: Path) -> None:
@@ -488,7 +551,9 @@ def test_a_trial_preempted_by_sigterm_stops_the_study_and_resumes_from_its_check
         with pytest.raises(TuneInterrupted, match="trial 0 stopped by SIGTERM"):
             run_study(settings, base, train_updates=updates, **kwargs)
     trials = optuna.load_study(study_name="term", storage=kwargs["storage"]).get_trials()
-    assert [t.state.name for t in trials] == ["RUNNING"]  # not told a partial value
+    # not told a partial value: FAIL, and its values queued again at once (no grace wait)
+    assert [t.state.name for t in trials] == ["FAIL", "WAITING"]
+    assert trials[1].params == trials[0].params
     stopped = TrainResult.load(tmp_path / trials[0].user_attrs["run_name"])
     assert stopped.status == "preempted"
     assert stopped.steps_done < stopped.total_steps

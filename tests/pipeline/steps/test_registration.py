@@ -161,17 +161,23 @@ def test_the_ensemble_becomes_a_version_and_the_challenger_when_it_wins(
     paths = sorted((run.run_dir / "checkpoints").glob("best-cycle-*.ckpt"))
     singles = np.array([_independent_probability(p, holdout) for p in paths])
     y = holdout[SPEC.target].to_numpy()
-    for seed in range(200):  # a 500-row slice of the holdout where the ensemble wins
+    # a 500-row slice where the ensemble is ahead (no slice of this holdout puts it ahead
+    # beyond the 95 % noise: snapshots of one run are close); the version mechanics are
+    # what this test is about, so the slice is judged at a low confidence (a 10 % interval)
+    for seed in range(200):
         idx = np.random.default_rng(seed).choice(len(holdout), 500, replace=False)
         best = max(roc_auc_score(y[idx], p[idx]) for p in singles)
-        if roc_auc_score(y[idx], singles.mean(axis=0)[idx]) > best + 0.002:
+        if roc_auc_score(y[idx], singles.mean(axis=0)[idx]) > best + 0.004:
             break
     else:
-        pytest.fail("no 500-row slice where the ensemble wins")
+        pytest.fail("no 500-row slice where the ensemble is ahead")
     name = f"ens_{uuid.uuid4().hex[:6]}"
     part = holdout.iloc[idx].reset_index(drop=True)
-    reg = register_training_run(client, store, SPEC, run.run_id, name=name, holdout=part)
+    reg = register_training_run(
+        client, store, SPEC, run.run_id, name=name, holdout=part, ensemble_confidence=0.1
+    )
     assert reg.ensemble["registered"] is True
+    assert reg.ensemble["gain_interval"][0] > 0
     ensemble = [v for v in reg.versions if v.candidate == "ensemble"]
     assert len(ensemble) == 1
     assert reg.challenger == ensemble[0]
@@ -184,6 +190,72 @@ def test_the_ensemble_becomes_a_version_and_the_challenger_when_it_wins(
     inputs = model.metadata.get_input_schema().input_names()
     predicted = model.predict(as_text_categories(part[inputs]))["probability"].to_numpy()
     assert np.allclose(predicted, singles.mean(axis=0)[idx], atol=1e-6)
+
+
+def _bootstrap_low(y: np.ndarray, a: np.ndarray, b: np.ndarray, seed: int) -> float:
+    """The 2.5 % quantile of AUC(a) - AUC(b) over 300 paired row resamples (sklearn)."""
+    rng = np.random.default_rng(1000 + seed)
+    gains = []
+    for _ in range(300):
+        i = rng.integers(0, len(y), len(y))
+        if 0 < y[i].sum() < len(i):
+            gains.append(roc_auc_score(y[i], a[i]) - roc_auc_score(y[i], b[i]))
+    return float(np.quantile(gains, 0.025))
+
+
+def _slice_where(y: np.ndarray, singles: np.ndarray, keep: Any) -> np.ndarray:
+    """The first 500-row slice of the holdout whose ensemble-vs-best-single (gain, the
+    bootstrap's low end) passes ``keep``."""
+    mean = singles.mean(axis=0)
+    for seed in range(300):
+        idx = np.random.default_rng(seed).choice(len(y), 500, replace=False)
+        aucs = [roc_auc_score(y[idx], p[idx]) for p in singles]
+        gain = roc_auc_score(y[idx], mean[idx]) - max(aucs)
+        if gain <= 0:
+            continue
+        single = singles[int(np.argmax(aucs))]
+        if keep(_bootstrap_low(y[idx], mean[idx], single[idx], seed), gain):
+            return idx
+    pytest.fail("no 500-row slice of the holdout fits")
+
+
+def test_an_ensemble_ahead_by_less_than_the_noise_is_not_registered(
+    registered: dict[str, Any],
+) -> None:
+    """Two members cost twice the scoring: a gain the holdout's noise explains (the
+    demo's 0.7499 against 0.7498) does not pay for it."""
+    client, store, run, holdout = (registered[k] for k in ("client", "store", "run", "holdout"))
+    paths = sorted((run.run_dir / "checkpoints").glob("best-cycle-*.ckpt"))
+    singles = np.array([_independent_probability(p, holdout) for p in paths])
+    y = holdout[SPEC.target].to_numpy()
+    idx = _slice_where(y, singles, lambda low, gain: low < -0.002 and gain < 0.002)
+    name = f"ens_{uuid.uuid4().hex[:6]}"
+    part = holdout.iloc[idx].reset_index(drop=True)
+    reg = register_training_run(client, store, SPEC, run.run_id, name=name, holdout=part)
+    summary = reg.ensemble
+    assert summary["auc"] > summary["best_single_auc"]  # ahead on the point estimate...
+    low, high = summary["gain_interval"]
+    assert low < 0 < high  # ...within the noise
+    assert summary["registered"] is False
+    assert "ensemble" not in [v.candidate for v in reg.versions]
+
+
+def test_the_paired_bootstrap_interval_holds_the_gain() -> None:
+    from pipeline.steps.registry.registration import paired_auc_gain
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.3).astype(int)
+    base = y + rng.normal(0, 1.5, y.size)
+    close = base + rng.normal(0, 0.01, y.size)  # the same model, give or take
+    better = y + rng.normal(0, 0.7, y.size)
+    gain, low, high = paired_auc_gain(y, close, base)
+    assert gain == pytest.approx(roc_auc_score(y, close) - roc_auc_score(y, base), abs=1e-12)
+    assert low < gain < high
+    assert low < 0 < high
+    gain, low, high = paired_auc_gain(y, better, base)
+    assert gain == pytest.approx(roc_auc_score(y, better) - roc_auc_score(y, base), abs=1e-12)
+    assert 0 < low < gain < high
+    assert paired_auc_gain(y, base, base) == (0.0, 0.0, 0.0)
 
 
 def test_registering_again_creates_nothing(registered: dict[str, Any]) -> None:

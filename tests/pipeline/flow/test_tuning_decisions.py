@@ -1,0 +1,217 @@
+"""The tuner's decisions on the loans batches (not flights): successive halving at cycle
+ends on an epoch scale with the running best, a hard dollar budget that each trial
+carries, a diverging trial failed with its reason while the study goes on, and a
+study per tuning window. Each value is recomputed from the trials' own result files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.base.sections import TuneConfig
+from pipeline.flow.tuning import export_batches, tune
+from pipeline.steps.tuning.study import run_study
+from tests.pipeline.flow.tuning_support import SPACE, make_env
+from training import api
+from training.results import TrainResult
+from training.schedule import CosineSchedule
+
+# the start config's values (tuning_support.TRAIN_YAML) with a learning peak...
+GOOD = {
+    "schedule.lr_max": 0.02,
+    "schedule.cycle_epochs": 1.0,
+    "schedule.cycle_mult": 1.5,
+    "schedule.peak_decay": 0.8,
+    "optim.weight_decay": 1e-4,
+    "schedule.warmup_epochs": 0.2,
+}
+# ...and with one at which the model barely moves (above the start config's lr_min 2e-5)
+BAD = {**GOOD, "schedule.lr_max": 5e-5}
+WIDE = {**SPACE, "schedule.lr_max": {"low": 5e-5, "high": 3e-2, "log": True}}
+
+
+def _inputs(env: Any, tmp_path: Path) -> tuple[Any, dict[str, Any]]:
+    base = api.load_config(tmp_path / "train.yaml")
+    updates = {**export_batches(env, ["2024-01", "2024-02"], "w"), "mlflow.enabled": False}
+    return base, updates
+
+
+def _queue(storage: str, name: str, *values: dict[str, float]) -> Any:
+    import optuna
+
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
+    for v in values:
+        study.enqueue_trial(v)
+    return study
+
+
+def _reference_reports(result: TrainResult) -> dict[int, float]:
+    """What the trial should have reported: at each closed cycle's end, the best val AUC
+    of all its cycles so far, at the hundredths of an epoch it had run."""
+    schedule = CosineSchedule(**result.schedule)
+    spe = result.schedule["steps_per_epoch"]
+    out, best = {}, -1.0
+    for c in result.finals:
+        best = max(best, c.val_auc)
+        out[round(100 * (schedule.cycle_end_step(c.cycle) + 1) / spe)] = best
+    return out
+
+
+def test_successive_halving_prunes_at_an_epoch_rung_on_the_running_best(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import optuna
+
+    env = make_env(tmp_path, monkeypatch)
+    base, updates = _inputs(env, tmp_path)
+    storage, out = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs"
+    _queue(storage, "sha", GOOD, BAD, BAD | {"schedule.cycle_epochs": 1.5})
+    # more trials than startup trials: the pruner acts from the second trial on
+    settings = TuneConfig(space=WIDE, n_trials=3, startup_trials=1)  # pruner: halving
+    summary = run_study(
+        settings, base, storage=storage, name="sha", output_dir=out, train_updates=updates
+    )
+    assert [t.state for t in summary.trials] == ["COMPLETE", "PRUNED", "PRUNED"]
+    assert [t.stopped_by for t in summary.trials[1:]] == ["pruner", "pruner"]
+    # the warm-up rung: the longest warmup plus first cycle the space holds, in epochs
+    rung = round(100 * (SPACE["schedule.warmup_epochs"]["high"] + 2.0))
+    stored = optuna.load_study(study_name="sha", storage=storage).get_trials()
+    for t, frozen in zip(summary.trials, stored, strict=True):
+        result = TrainResult.load(out / str(t.run_name))
+        reports = _reference_reports(result)
+        assert frozen.intermediate_values == pytest.approx(reports, abs=1e-12)
+        if t.state == "PRUNED":
+            # stopped at its first cycle end at or past the rung, before its last cycle
+            first = min(step for step in reports if step >= rung)
+            schedule = CosineSchedule(**result.schedule)
+            cycle = next(
+                c.cycle
+                for c in result.finals
+                if round(100 * (schedule.cycle_end_step(c.cycle) + 1) / schedule.steps_per_epoch)
+                == first
+            )
+            assert t.pruned_at_cycle == cycle
+            assert result.status == "pruned"
+            assert result.steps_done == schedule.cycle_end_step(cycle) + 1 < result.total_steps
+            # it lost to the complete trial at that rung
+            good = stored[0].intermediate_values
+            assert reports[first] < good[min(s for s in good if s >= rung)]
+    assert summary.best_trial == 0
+
+
+def test_each_trial_runs_with_what_is_left_of_the_budget_and_stops_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = make_env(tmp_path, monkeypatch)
+    base, updates = _inputs(env, tmp_path)
+    kwargs = {"storage": f"sqlite:///{tmp_path / 's.db'}", "name": "b", "output_dir": tmp_path}
+    first = run_study(TuneConfig(space=SPACE, n_trials=1), base, train_updates=updates, **kwargs)
+    c0 = TrainResult.load(tmp_path / str(first.trials[0].run_name)).cost_usd
+    budget = 1.3 * c0  # a second whole trial would pass it: it gets 0.3 * c0 and stops
+    settings = TuneConfig(space=SPACE, n_trials=5, budget_usd=budget, pruner="off")
+    summary = run_study(settings, base, train_updates=updates, **kwargs)
+    assert len(summary.trials) == 2
+    second = summary.trials[1]
+    run = tmp_path / str(second.run_name)
+    result = TrainResult.load(run)
+    given = json.loads((run / "config.resolved.json").read_text())["cost"]["budget_usd"]
+    assert given == pytest.approx(budget - c0, rel=1e-6)
+    assert result.status == "budget_exhausted"
+    assert result.steps_done < result.total_steps
+    # it ran until its own meter reached what was left (result costs are rounded to 1e-6)
+    assert result.cost_usd >= given - 1e-6
+    assert (second.state, second.stopped_by) == ("PRUNED", "budget")
+    assert summary.spent_usd == pytest.approx(c0 + result.cost_usd, abs=1e-6)
+    assert summary.stop_reason.startswith("budget: ")
+
+    # a budget below one trial: the first trial itself stops at its first budget check
+    tiny = TuneConfig(space=SPACE, n_trials=5, budget_usd=1e-9)
+    alone = run_study(tiny, base, train_updates=updates, **{**kwargs, "name": "tiny"})
+    assert len(alone.trials) == 1
+    stopped = TrainResult.load(tmp_path / str(alone.trials[0].run_name))
+    assert stopped.status == "budget_exhausted"
+    assert stopped.steps_done <= base.eval.every_steps < stopped.total_steps
+
+
+def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = make_env(tmp_path, monkeypatch)
+    base, updates = _inputs(env, tmp_path)
+    # every step above lr 0.015 has a NaN loss; one is enough and no rollback is allowed
+    updates |= {
+        "fault_injection.nan_above_lr": 0.015,
+        "nan_guard.max_consecutive": 1,
+        "nan_guard.max_rollbacks": 0,
+    }
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    kwargs = {"storage": storage, "name": "nan", "output_dir": tmp_path / "runs"}
+    high = {**GOOD, "schedule.lr_max": 0.025}
+    low = {**GOOD, "schedule.lr_max": 0.005}
+    _queue(storage, "nan", high, low)
+    summary = run_study(TuneConfig(space=SPACE, n_trials=2), base, train_updates=updates, **kwargs)
+    assert [t.state for t in summary.trials] == ["FAIL", "COMPLETE"]
+    assert summary.trials[0].fail_reason is not None
+    assert summary.trials[0].fail_reason.startswith("diverged: ")
+    assert summary.stop_reason == "2 of tune.n_trials=2 trials finished"  # the FAIL counts
+    assert summary.best_trial == 1
+    # run again with one trial more: the failed values are not tried again
+    again = run_study(TuneConfig(space=SPACE, n_trials=3), base, train_updates=updates, **kwargs)
+    assert len(again.trials) == 3
+    assert again.trials[:2] == summary.trials
+    assert again.trials[2].params != summary.trials[0].params
+
+
+def test_a_reused_study_name_keeps_a_study_per_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import optuna
+
+    env = make_env(tmp_path, monkeypatch, study_name="fixed")
+    first = tune(env, window=["2024-01"], holdout=["2024-04"], n_trials=1)
+    second = tune(env, window=["2024-02"], holdout=["2024-04"], n_trials=1)
+    assert (first.study.study, second.study.study) == (
+        "fixed-2024-01-2024-01",
+        "fixed-2024-02-2024-02",
+    )
+    storage = f"sqlite:///{env.home / 'tuning.db'}"
+    studies = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
+    assert studies == {"fixed-2024-01-2024-01": 1, "fixed-2024-02-2024-02": 1}
+    # each trial trained its own window: the runs' data differ
+    runs = env.home / "runs" / "tuning"
+    data = [TrainResult.load(runs / str(s.study.trials[0].run_name)).data for s in (first, second)]
+    assert data[0] != data[1]
+
+
+def test_the_hook_reports_the_running_best_and_never_prunes_the_last_cycle() -> None:
+    import optuna
+
+    from pipeline.steps.tuning.space import CyclePruner
+    from training.results import CycleBest, CycleEndEvent
+
+    # a floor no value reaches: Optuna's threshold pruner says "prune" at every report
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.99)
+    )
+
+    def event(cycle: int, auc: float, end: int, total: int) -> CycleEndEvent:
+        best = CycleBest(cycle, end, 0.01, auc, 0.5, f"best-{cycle}.ckpt", "")
+        return CycleEndEvent("r", best, end, 0.0, steps_per_epoch=8, total_steps=total)
+
+    hook = CyclePruner(study.ask())
+    # cycle 0 ends after 12 steps (1.5 epochs), cycle 1 after 30 (3.75), the last after 60
+    assert hook(event(0, 0.70, 11, 60)) is True  # pruned: the run can still save steps
+    assert hook.pruned_at == 0
+    last = CyclePruner(study.ask())
+    assert last(event(0, 0.70, 11, 60)) is True
+    last.pruned_at = None
+    assert last(event(1, 0.60, 29, 60)) is True
+    last.pruned_at = None
+    assert last(event(2, 0.65, 59, 60)) is False  # the last cycle end: nothing to save
+    assert last.pruned_at is None
+    # the running best (0.70 stays), at hundredths of an epoch: 12/8, 30/8, 60/8 epochs
+    trial = study.get_trials(deepcopy=False)[-1]
+    assert trial.intermediate_values == {150: 0.70, 375: 0.70, 750: 0.70}
