@@ -263,6 +263,7 @@ def run_study(
             break
         with _quiet_heartbeats():
             trial = study.ask()
+        rdb.record_heartbeat(trial._trial_id)  # at once: a trial without one is never stale
         params = suggest(trial, tune)
         run_name = _run_name(name, params)
         trial.set_user_attr("run_name", run_name)
