@@ -321,15 +321,17 @@ class TrainConfig(_Section):
     def _stopping_can_fire(self) -> TrainConfig:
         """The rule stops only after a cycle that is not the last (cycle c, 0-based,
         c <= K - 2) with ``patience`` losing cycles behind it (cycle 0 sets the mark, so
-        c >= patience) and c + 1 >= ``min_cycles``: settings that can never stop a run of
-        K cycles are an error, not a silent no-op."""
+        c >= patience) and c + 1 >= ``min_cycles``. From three cycles on, settings that
+        can never stop the run are an error, not a silent no-op (with one or two cycles
+        no setting can: the rule only records)."""
         k, s = self.schedule.max_cycles, self.stopping
-        if s.enabled and k is not None and (s.patience > k - 2 or s.min_cycles > k - 1):
+        if not s.enabled or k is None or k < 3:
+            return self
+        if s.patience > k - 2 or s.min_cycles > k - 1:
             raise ValueError(
                 f"stopping.patience {s.patience} and stopping.min_cycles {s.min_cycles} can "
                 f"never stop a run of schedule.max_cycles {k} cycles (the last cycle ends it "
-                f"anyway): use patience <= {max(k - 2, 0)} and min_cycles <= {k - 1}, or "
-                "more cycles"
+                f"anyway): use patience <= {k - 2} and min_cycles <= {k - 1}, or more cycles"
             )
         return self
 

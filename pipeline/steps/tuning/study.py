@@ -121,12 +121,27 @@ def _open_storage(tune: TuneConfig, url: str) -> Any:
     import optuna
     from optuna.storages import RetryFailedTrialCallback
 
-    return optuna.storages.RDBStorage(
-        url,
-        heartbeat_interval=tune.heartbeat_seconds,
-        grace_period=3 * tune.heartbeat_seconds,
-        heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=tune.max_retries),
-    )
+    with _quiet_heartbeats():
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=tune.heartbeat_seconds,
+            grace_period=3 * tune.heartbeat_seconds,
+            heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=tune.max_retries),
+        )
+
+
+@contextmanager
+def _quiet_heartbeats() -> Iterator[None]:
+    """Optuna marks heartbeats experimental and says they go with Study.optimize; this
+    study asks and tells, and records each trial's heartbeat itself (:func:`_heartbeat`)."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        yield
 
 
 @contextmanager
@@ -227,7 +242,8 @@ def run_study(
         direction="maximize",
         load_if_exists=True,
     )
-    optuna.storages.fail_stale_trials(study)  # RUNNING with no heartbeat: FAIL, queued again
+    with _quiet_heartbeats():  # RUNNING with a stale heartbeat: FAIL, queued again
+        optuna.storages.fail_stale_trials(study)
     if not study.trials:  # trial 0: the start config itself, the incumbent to beat
         incumbent = start_values(tune, base)
         if incumbent:
@@ -245,7 +261,9 @@ def run_study(
         if tune.budget_usd is not None and spent >= tune.budget_usd:
             reason = f"budget: ${spent:.6f} spent of tune.budget_usd=${tune.budget_usd:g}"
             break
-        trial = study.ask()
+        with _quiet_heartbeats():
+            trial = study.ask()
+        rdb.record_heartbeat(trial._trial_id)  # at once: a trial without one is never stale
         params = suggest(trial, tune)
         run_name = _run_name(name, params)
         trial.set_user_attr("run_name", run_name)

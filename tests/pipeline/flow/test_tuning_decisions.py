@@ -215,3 +215,65 @@ def test_the_hook_reports_the_running_best_and_never_prunes_the_last_cycle() -> 
     # the running best (0.70 stays), at hundredths of an epoch: 12/8, 30/8, 60/8 epochs
     trial = study.get_trials(deepcopy=False)[-1]
     assert trial.intermediate_values == {150: 0.70, 375: 0.70, 750: 0.70}
+
+
+def test_a_cheaper_config_no_worse_beyond_the_noise_is_adopted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start config with two cycles instead of three trains ~45 % fewer rows; its
+    paired held-out gains (never above 0: its runs are the first two cycles of the
+    current config's, same seeds) stay within adopt_max_loss: adopted as cheaper."""
+    import statistics
+
+    from scipy import stats
+
+    from pipeline.flow.tuning import judge
+    from pipeline.steps.tuning.configs import file_sha256, read_verdict, write_version
+
+    env = make_env(tmp_path, monkeypatch, adopt_max_loss=0.2)
+    shipped = tmp_path / "train.yaml"
+    shorter = tmp_path / "two-cycles.yaml"
+    shorter.write_text(shipped.read_text().replace("max_cycles: 3", "max_cycles: 2"))
+    meta = {
+        "study": "s",
+        "trial": 0,
+        "value": 0.0,
+        "params": {"schedule.max_cycles": 2},
+        "window": ["2024-01", "2024-02"],
+        "base_config": str(shipped),
+        "base_sha256": file_sha256(shipped),
+        "created_at": "now",
+    }
+    version = write_version(env.store, env.dataset, shorter.read_text(), meta)
+    holdout = {**export_batches(env, ["2024-03", "2024-04"], "h"), "mlflow.enabled": False}
+    verdict = judge(
+        env,
+        version=version,
+        current=shipped,
+        tuned=shorter,
+        holdout_updates=holdout,
+        holdout=["2024-03", "2024-04"],
+        parent=None,
+        experiment="x",
+    )
+    out = env.home / "runs" / "tuning"
+
+    def runs(which: str) -> list[TrainResult]:
+        return [TrainResult.load(out / f"judge-loans-v{version}-{which}-s{s}") for s in (0, 1, 2)]
+
+    tuned, current = runs("tuned"), runs("current")
+    gains = [
+        max(c.val_auc for c in a.finals) - max(c.val_auc for c in b.finals)
+        for a, b in zip(tuned, current, strict=True)
+    ]
+    assert all(g <= 0 for g in gains)  # never better: what main's rule (gain > 0) refused
+    sem = statistics.stdev(gains) / 3**0.5 if len(set(gains)) > 1 else 0.0
+    low = statistics.fmean(gains) - float(stats.t.ppf(0.95, 2)) * sem
+    saving = 1 - sum(r.steps_done for r in tuned) / sum(r.steps_done for r in current)
+    assert saving > 0.2
+    assert low >= -0.2, "precondition: within adopt_max_loss"
+    assert verdict.gains == pytest.approx(gains, abs=1e-12)
+    assert verdict.adopted
+    assert verdict.basis == "cheaper"
+    assert "adopted (cheaper" in verdict.reason
+    assert read_verdict(env.store, env.dataset, version) == verdict
