@@ -336,7 +336,8 @@ def test_a_space_the_schedule_cannot_run_fails_before_any_trial(
     assert main(["tune", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     # the data set it looked at (every command on a home says it), then one error line
-    assert len(err) == 2 and err[0].startswith(f"data set {env.dataset} "), err
+    assert len(err) == 2, err
+    assert err[0].startswith(f"data set {env.dataset} ")
     assert err[1].startswith("error: tune.space: ")
     assert not (env.home / "tuning.db").exists()
     assert not (env.home / "runs").exists()
