@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.base.sections.common import Section
+from pipeline.base.sections.common import Fraction, Section
 
 __all__ = [
     "CATEGORICAL_METHODS",
@@ -83,8 +83,8 @@ class DriftConfig(Section):
     own: the batch drifts (a column empty in the reference and filled now, say).
     """
 
-    share_threshold: float = Field(
-        0.35, gt=0.0, le=1.0, description="retrain when this share of columns drifted"
+    share_threshold: Fraction = Field(
+        0.35, description="retrain when this share of columns drifted"
     )
     num_method: NumMethod = Field("wasserstein", description="Evidently method, numeric columns")
     cat_method: CatMethod = Field(
@@ -101,10 +101,8 @@ class DriftConfig(Section):
         default_factory=dict, description="per-column threshold, overrides the per-type one"
     )
     columns: list[str] | None = Field(None, description="default: the spec's feature columns")
-    null_share_threshold: float = Field(
+    null_share_threshold: Fraction = Field(
         0.25,
-        gt=0.0,
-        le=1.0,
         description="a column whose share of nulls moves by more than this between the "
         "reference and the batch is a drift finding that requests a retrain (1.0: off; "
         "flights' wind_gust moves up to 0.22 between a 3-month window and a month)",

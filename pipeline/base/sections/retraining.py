@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.base.sections.common import Section
+from pipeline.base.sections.common import Batches, Section
 
 __all__ = ["MonitorConfig", "RetrainConfig"]
 
@@ -26,10 +26,8 @@ class RetrainConfig(Section):
     schedule: str | None = Field(
         "0 3 * * 1", description="cron of scheduled retrains (UTC); null: on requests only"
     )
-    window_batches: int = Field(
+    window_batches: Batches = Field(
         3,
-        ge=1,
-        le=60,
         description="the latest valid, labelled batches one retrain trains on (its window; "
         "the latest 20 % of the window's rows by timestamp are the validation set)",
     )

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.base.sections.common import Section
+from pipeline.base.sections.common import Batches, Fraction, Section, Share
 
 __all__ = ["INTEGER", "TUNABLE", "ParamRange", "TuneConfig"]
 
@@ -92,13 +92,11 @@ class TuneConfig(Section):
         description="the study is '<this>-<first>-<last batch of the tuning window>' (default "
         "'<dataset>-tune'): a new window, a new study; the same window continues it",
     )
-    window_batches: int = Field(
-        3, ge=1, le=60, description="labelled batches of the tuning window (before the held-out)"
+    window_batches: Batches = Field(
+        3, description="labelled batches of the tuning window (before the held-out)"
     )
-    holdout_batches: int = Field(
+    holdout_batches: Batches = Field(
         3,
-        ge=1,
-        le=60,
         description="the latest labelled batches: the held-out window the tuned config must "
         "win on (never tuned on)",
     )
@@ -138,10 +136,8 @@ class TuneConfig(Section):
         description="halving/Hyperband: about 1 in this many trials passes each rung "
         "(rungs at the warm-up rung times its powers)",
     )
-    prune_below: float | None = Field(
+    prune_below: Share | None = Field(
         None,
-        gt=0.0,
-        lt=1.0,
         description="also prune a trial at any cycle end whose best val AUC is below this",
     )
     judge_seeds: int = Field(
@@ -151,10 +147,8 @@ class TuneConfig(Section):
         description="seeds each side trains the held-out window with, paired (the same seed "
         "on both sides); one seed has no noise estimate, so nothing is adopted",
     )
-    adopt_confidence: float = Field(
+    adopt_confidence: Share = Field(
         0.9,
-        gt=0.0,
-        lt=1.0,
         description="two-sided confidence of the paired gain's Student-t interval",
     )
     adopt_min_gain: float = Field(
@@ -169,10 +163,8 @@ class TuneConfig(Section):
         description="adopted as cheaper when it trains adopt_min_saving fewer rows and the "
         "gain's lower bound is not below minus this",
     )
-    adopt_min_saving: float = Field(
+    adopt_min_saving: Fraction = Field(
         0.2,
-        gt=0.0,
-        le=1.0,
         description="the share of rows trained (steps x batch size) the tuned config must "
         "save to be adopted as cheaper",
     )
