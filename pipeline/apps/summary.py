@@ -65,6 +65,8 @@ def monitor_lines(out: Any, run: Any, failure: Failure) -> None:
             canary = f", canary v{sc['canary_version']} {sc['shadow_rows']} in shadow (unserved)"
         served = sc["rows"] - sc["canary_rows"]
         out.lines.append(f"  scoring    champion v{sc['champion_version']} {served} rows{canary}")
+        if sc.get("rolled_back"):  # before labels: could not score, or a guardrail
+            out.lines.append(f"  guardrail  canary rolled back: {sc['rolled_back']}")
     decision = res.get("decide")
     if decision is None:
         failure(out, "decision", run)

@@ -99,11 +99,14 @@ def _push(env: Env, summary: QualitySummary) -> None:
 
 
 def review_canary(
-    env: Env, batch_ids: list[str], *, hold: bool = False
+    env: Env, batch_ids: list[str], *, hold: bool | None = None
 ) -> tuple[CanaryReview, PromotionResult]:
     """Compare canary and champion on the labels of these batches, then act (promote,
-    roll back or wait; ``hold``: a promotion waits for a person's approval): the steps'
-    CanaryReview and PromotionResult. A decision adds a revision to the version's card."""
+    roll back or wait): the steps' CanaryReview and PromotionResult. A decision adds a
+    revision to the version's card. ``hold`` (default ``canary.require_approval``, for
+    every entry alike: the DAG, the CLI): a promotion waits for a person's approval."""
+    if hold is None:
+        hold = env.config.canary.require_approval
     labels = pd.concat(
         [latest_labels(env.store, env.dataset, b) for b in batch_ids], ignore_index=True
     )
@@ -114,7 +117,7 @@ def review_canary(
     return result, action
 
 
-def review(env: Env, batch_ids: list[str], *, hold: bool = False) -> ReviewOutcome:
+def review(env: Env, batch_ids: list[str], *, hold: bool | None = None) -> ReviewOutcome:
     """:func:`review_canary` as the canary review's record."""
     result, action = review_canary(env, batch_ids, hold=hold)
     return ReviewOutcome(
@@ -129,4 +132,6 @@ def review(env: Env, batch_ids: list[str], *, hold: bool = False) -> ReviewOutco
         shadow_rows=result.shadow_rows,
         shadow_interval=None if result.shadow_interval is None else list(result.shadow_interval),
         evidence_uri=result.evidence_uri,
+        compared_with=result.compared_with,
+        batches=result.batches,
     )

@@ -60,10 +60,15 @@ def shadow_name(champion: str, canary: str) -> str:
     return f"champion-v{champion}_shadow-v{canary}"
 
 
-def served_keys(store: ObjectStore, dataset: str, canary: str, *, shadow: bool) -> list[str]:
-    """Predictions keys of the batches scored while ``canary`` served (or shadowed)."""
+def served_keys(
+    store: ObjectStore, dataset: str, canary: str, *, shadow: bool, champion: str | None = None
+) -> list[str]:
+    """Predictions keys of the batches scored while ``canary`` served (or shadowed);
+    ``champion``: only those beside that champion version."""
     prefix = join_key("predictions", check_id(dataset, "dataset name"))
     marker = f"_{'shadow' if shadow else 'canary'}-v{canary}/"
+    if champion is not None:
+        marker = f"/champion-v{champion}{marker}"
     return sorted(
         k for k in store.list(prefix) if marker in k and k.endswith("predictions.parquet")
     )
@@ -84,6 +89,7 @@ class Evidence:
     shadow: dict[str, Moments] = field(default_factory=dict)  # batch -> paired differences
     canary: dict[str, tuple[Moments, Moments]] = field(default_factory=dict)  # (canary, champ)
     updated_at: str = ""
+    champion: str = ""  # the champion version it was measured against ("": before binding)
 
     def shadow_total(self) -> Moments:
         return Moments.sum(self.shadow.values())
@@ -104,6 +110,7 @@ class Evidence:
                 for b, (c, h) in sorted(self.canary.items())
             },
             "updated_at": self.updated_at,
+            "champion": self.champion,
         }
 
     @classmethod
@@ -117,6 +124,7 @@ class Evidence:
                 for b, m in data.get("canary", {}).items()
             },
             str(data.get("updated_at", "")),
+            str(data.get("champion", "")),
         )
 
 
@@ -140,16 +148,30 @@ def record_batches(
     version: str,
     shadow: dict[str, Moments],
     canary: dict[str, tuple[Moments, Moments]],
+    *,
+    champion: str = "",
 ) -> Evidence:
-    """Replace these batches' entries (others stay) under the model's lock; the result."""
+    """Replace these batches' entries (others stay) under the model's lock; the result.
+
+    Evidence is bound to the ``champion`` it was measured against: when the champion
+    changed since, the old evidence is kept aside (``evidence-champion-v<old>.json``)
+    and a new comparison starts from these batches alone."""
     with alias_lock(store, model):
         old = load_evidence(store, model, version)
+        if old.champion and champion and old.champion != champion:
+            archive = join_key(
+                "reports", "canary", check_id(model, "model name"), f"v{version}",
+                f"evidence-champion-v{old.champion}.json",
+            )  # fmt: skip
+            put_json(store, archive, old.to_json(), overwrite=True)
+            old = Evidence(model, str(version))
         new = Evidence(
             model,
             str(version),
             {**old.shadow, **shadow},
             {**old.canary, **canary},
             datetime.now(UTC).isoformat(),
+            champion or old.champion,
         )
         put_json(store, evidence_key(model, version), new.to_json(), overwrite=True)
     return new

@@ -379,8 +379,13 @@ def test_too_few_labels_is_inconclusive_then_a_person_decides(canary_env: Env) -
     assert "too few labelled rows (canary 50, champion 50" in review.reason
     later = datetime.now(UTC) + timedelta(hours=73)
     late = review_canary(env.client, env.store, env.config, SPEC, env.name, labels, now=later)
+    # sequential (the default): batches are the clock, not hours (monthly labels would
+    # make every second review a person's question); one batch of 12 is no horizon
+    assert late.outcome == "inconclusive", late.reason
+    env.configure(canary={"test": "fixed"})  # the fixed test keeps max_wait_hours (72 h)
+    late = review_canary(env.client, env.store, env.config, SPEC, env.name, labels, now=later)
     assert late.outcome == "needs_decision"
-    assert "a person decides" in late.reason
+    assert "the canary has waited 73 h (limit 72 h): a person decides" in late.reason
     kept = apply_review(env.client, env.store, env.config, late)
     assert kept.action == "kept"
     assert current_alias(env.client, env.name, CANARY) == "2"
