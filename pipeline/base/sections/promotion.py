@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipeline.base.sections.common import Section
 
@@ -74,6 +74,21 @@ class CanaryConfig(Section):
         "Airflow UI (Required Actions) before it becomes champion; the decision, with its "
         "comment, joins the alias audit trail",
     )
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="who may answer a held promotion in the Airflow UI or REST API: Airflow "
+        "user ids, each 'id' or 'id:name' (the approval task's assigned users, enforced by "
+        "Airflow's auth manager); empty: anyone who may act on the DAG's Required Actions",
+    )
+
+    @field_validator("approvers")
+    @classmethod
+    def _user_ids(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            if not entry.partition(":")[0].strip():
+                raise ValueError(f"{entry!r} has no Airflow user id: write 'id' or 'id:name'")
+        return entries
+
     approval_timeout_hours: float = Field(
         72.0,
         gt=0.0,
