@@ -187,6 +187,48 @@ def test_the_sequential_review_holds_the_shadows_paired_rows(
     assert reviewed[0]["shadow_interval"][1] == pytest.approx(upper, abs=6e-5)
 
 
+def _ks(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest gap between the two empirical CDFs, at every observed value."""
+    a, b = np.sort(a), np.sort(b)
+    grid = np.concatenate([a, b])
+    gap = np.searchsorted(a, grid, side="right") / a.size
+    gap -= np.searchsorted(b, grid, side="right") / b.size
+    return float(np.abs(gap).max())
+
+
+def test_the_healthy_canary_passes_every_guardrail_before_labels(
+    shadow_replay: tuple[Path, dict[str, str]],
+) -> None:
+    """April (shadow) and May (serving) were checked as they were scored, before their
+    labels: every guardrail held, and the KS distance is the one on the stored scores."""
+    home, months = shadow_replay
+    champion, canary = _canary_version(months)
+    folder = _store(home) / "reports" / "canary" / MODEL / f"v{canary}" / "guardrails"
+    april = json.loads((folder / "2013-04.json").read_text())
+    may = json.loads((folder / "2013-05.json").read_text())
+    assert (april["phase"], may["phase"]) == ("shadow", "canary")
+    for report in (april, may):
+        assert report["champion_version"] == champion
+        assert [c["passed"] for c in report["checks"] if c["name"] != "srm"] == [True] * 3
+    assert next(c for c in may["checks"] if c["name"] == "srm")["passed"] is True
+    frame = pd.read_parquet(
+        _store(home) / "predictions" / "flights" / "2013-04"
+        / f"champion-v{champion}_shadow-v{canary}" / "predictions.parquet"
+    )  # fmt: skip
+    ks = next(c for c in april["checks"] if c["name"] == "ks")
+    expected = _ks(frame["shadow_score"].to_numpy(), frame["score"].to_numpy())
+    assert ks["value"] == pytest.approx(expected, abs=1e-12)
+    print("guardrails of the healthy canary:", {c["name"]: c["value"] for c in april["checks"]},
+          {c["name"]: c["value"] for c in may["checks"]})  # fmt: skip
+    assert current_alias_of(home, "canary") == canary  # still serving: nothing breached
+
+
+def current_alias_of(home: Path, alias: str) -> str | None:
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    aliases = client.get_registered_model(MODEL).aliases
+    return str(aliases[alias]) if alias in aliases else None
+
+
 def test_every_registered_version_has_a_linked_model_card(
     shadow_replay: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
