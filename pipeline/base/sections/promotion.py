@@ -128,10 +128,12 @@ class CanaryConfig(Section):
         "canary may stay undecided before a person decides (canary_needs_decision alert)",
     )
     shadow_batches: int = Field(
-        1,
+        3,
         ge=0,
-        description="batches the challenger scores unserved (shadow) after its gate, beside "
-        "the champion, before the canary serves; its paired evidence can roll it back or "
+        description="most batches the challenger scores unserved (shadow) after its gate, "
+        "beside the champion; it serves once the labels of its shadow batches hold the "
+        "min_rows paired rows the review needs (labels land a batch late, so that takes "
+        "two batches), or after this many; its paired evidence can roll it back or "
         "support its promotion; 0: no shadow",
     )
     guard_min_rows: int = Field(

@@ -1,14 +1,14 @@
 """Shadow scoring and the evidence a canary version accumulates across batches.
 
 **Shadow.** After its gate a challenger (the version under ``canary``) first waits in
-*shadow* for ``canary.shadow_batches`` batches: the champion serves every row, and
+*shadow* until the labels of its shadow batches hold the ``min_rows`` paired rows the
+review needs (at most ``canary.shadow_batches`` batches): the champion serves every row, and
 the challenger scores every row too, unserved; its probability is stored beside the
 champion's (column ``shadow_score``, key ``champion-v<X>_shadow-v<Y>``). When the
 labels arrive both are judged on the same rows: per row
 ``d = loss(shadow_score) - loss(score)``, a paired comparison
-(:func:`pipeline.steps.canary.sequential.paired_interval`). The shadow ends early when its
-confidence sequence already shows non-inferiority; one that shows inferiority rolls
-the candidate back before it ever serves.
+(:func:`pipeline.steps.canary.sequential.paired_interval`). A paired sequence that
+shows inferiority rolls the candidate back before it ever serves.
 
 Whether a canary still waits in shadow (:func:`in_shadow`) and which batches it
 served or shadowed (:func:`served_keys`) are read from the stored predictions.
@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline.base.store import ObjectNotFound, ObjectStore, check_id, get_json, join_key, put_json
-from pipeline.steps.canary.sequential import Interval, Moments, judge, paired_interval
+from pipeline.steps.canary.sequential import Interval, Moments, paired_interval
 from pipeline.steps.registry.aliases import alias_lock
 
 if TYPE_CHECKING:
@@ -196,14 +196,15 @@ def shadow_interval(evidence: Evidence, rules: CanaryConfig) -> Interval | None:
 
 
 def in_shadow(store: ObjectStore, rules: Any, dataset: str, name: str, canary: str) -> bool:
-    """Whether ``canary`` still waits in shadow: a shadow is configured, it has scored
-    fewer than ``shadow_batches`` batches in shadow, its paired evidence does not yet
-    show non-inferiority, and it has not served yet (once serving, never back)."""
+    """Whether ``canary`` still waits in shadow: a shadow is configured, it has not served
+    yet (once serving, never back), it has scored fewer than ``shadow_batches`` batches in
+    shadow (the maximum), and its labelled paired rows are fewer than the ``min_rows``
+    the review needs. Labels land a batch after their features: a count of scored
+    batches alone would let the canary serve before any paired evidence exists."""
     if rules.shadow_batches <= 0:
-        return False
-    if len(shadowed_batches(store, dataset, canary)) >= rules.shadow_batches:
         return False
     if served_keys(store, dataset, canary, shadow=False):
         return False
-    interval = shadow_interval(load_evidence(store, name, canary), rules)
-    return interval is None or judge(interval, rules.margin) != "non_inferior"
+    if len(shadowed_batches(store, dataset, canary)) >= rules.shadow_batches:
+        return False
+    return load_evidence(store, name, canary).shadow_total().n < rules.min_rows

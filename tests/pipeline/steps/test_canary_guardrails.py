@@ -203,7 +203,9 @@ def _champion_scores(frame: pd.DataFrame) -> np.ndarray:
 def test_a_healthy_canary_passes_its_guardrails_in_shadow_and_serving(
     mlflow_server: Any, tmp_path: Path, logged: dict[str, str], batches: Any, receiver: Receiver
 ) -> None:
-    env = _registry(mlflow_server.url, tmp_path, logged, "healthy_canary", receiver.url())
+    env = _registry(  # a shadow of one batch at most: b2 is served
+        mlflow_server.url, tmp_path, logged, "healthy_canary", receiver.url(), shadow_batches=1
+    )
     first, second = batches
     shadow = score_batch(env.client, env.store, env.config, SPEC, env.name, "b1", first)
     assert shadow.shadow_rows == len(first)
