@@ -19,8 +19,10 @@ it consumed (labels of several batches may land before it runs), in batch order:
 3. **approve** (only with `canary.require_approval`): a promotion the review held
    waits in the UI's *Required Actions* for a person, who reads the evidence (the
    model card: gate checks, shadow and canary results) and approves or rejects with
-   a comment; the answer joins the alias audit trail. No answer within
-   `canary.approval_timeout_hours`: the champion stays, `approval_timed_out` alert.
+   a comment; the answer joins the alias audit trail. Reject rolls the canary back
+   (its traffic returns to the champion). No answer within
+   `canary.approval_timeout_hours` (72 h by default): the canary is rolled back the
+   same way and an `approval_timed_out` alert goes out.
 """
 
 from __future__ import annotations
@@ -83,9 +85,8 @@ def canary_review():
     def review(batch_ids: list[str]):
         from pipeline import flow
 
-        with kit.permanent():
-            hold = kit.CONFIG.canary.require_approval
-            return flow.review(kit.env(), batch_ids, hold=hold).to_xcom()
+        with kit.permanent():  # canary.require_approval holds a promotion (as the CLI does)
+            return flow.review(kit.env(), batch_ids).to_xcom()
 
     batches = which_batches()
     checked = quality(batches)

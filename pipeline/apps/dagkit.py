@@ -42,6 +42,7 @@ __all__ = [
     "announce",
     "approval_answer",
     "approval_task",
+    "approvers",
     "asset_or_cron",
     "batch_param",
     "cron",
@@ -254,10 +255,21 @@ def approval_task(*, task_id: str, held_task_id: str) -> BaseOperator:
         options=[APPROVE, REJECT],
         defaults=[REJECT],
         params={"comment": Param("", type="string", description="why (kept in the audit trail)")},
+        assigned_users=approvers(CONFIG.canary.approvers) or None,
         response_timeout=timedelta(hours=CONFIG.canary.approval_timeout_hours),
         retries=0,
         doc_md="A person approves or rejects the promotion (Required Actions in the UI).",
     )
+
+
+def approvers(entries: list[str]) -> list[dict[str, str]]:
+    """``canary.approvers`` (``id`` or ``id:name``, checked by the config) as the HITL
+    task's assigned users."""
+    users = []
+    for entry in entries:
+        user_id, _, name = (x.strip() for x in entry.partition(":"))
+        users.append({"id": user_id, "name": name or user_id})
+    return users
 
 
 def approval_answer(response: Any) -> dict[str, Any]:

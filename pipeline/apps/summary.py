@@ -109,6 +109,8 @@ def _score_line(out: Any, sc: dict[str, Any]) -> None:
             canary = f", canary v{sc['canary_version']} {sc['shadow_rows']} in shadow (unserved)"
         served = sc["rows"] - sc["canary_rows"]
         out.lines.append(f"  scoring    champion v{sc['champion_version']} {served} rows{canary}")
+        if sc.get("rolled_back"):  # before labels: could not score, or a guardrail
+            out.lines.append(f"  guardrail  canary rolled back: {sc['rolled_back']}")
 
 
 def canary_lines(out: Any, run: Any, previous: Any, failure: Failure) -> None:

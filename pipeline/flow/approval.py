@@ -1,5 +1,6 @@
-"""A person approves a promotion: the request's evidence and the answer, for the DAG
-(Airflow's human-in-the-loop task) and the CLI (``python -m pipeline approval``)."""
+"""A person decides a promotion: the request's evidence and the answer, for the DAG
+(Airflow's human-in-the-loop task) and the CLI (``python -m pipeline approval``,
+``canary promote|reject``): one path, :func:`decide`."""
 
 from __future__ import annotations
 
@@ -20,12 +21,22 @@ def evidence(env: Env, version: str) -> str:
 
 
 def decide(
-    env: Env, version: str, *, chosen: str, who: str | None, comment: str
+    env: Env,
+    version: str,
+    *,
+    chosen: str,
+    who: str | None,
+    comment: str,
+    override: bool = False,
 ) -> ApprovalOutcome:
-    """Record a person's answer (``who`` None: nobody answered in time) and act on it;
-    the version's card gets a revision with the approval."""
+    """Record a person's answer (``who`` None: nobody answered in time) and act on it
+    (approve: champion moves; reject or timeout: the canary is rolled back); the
+    version's card gets a revision with the decision. ``override``: approve a version
+    the review did not hold, recorded as an override."""
     answer = Answer(chosen=chosen, who=who, comment=comment)
-    result = act(env.client, env.store, env.config, env.model, str(version), answer)
+    result = act(
+        env.client, env.store, env.config, env.model, str(version), answer, override=override
+    )
     publish(env, result.version, f"approval: {result.verdict}")
     return ApprovalOutcome(
         version=result.version,
@@ -35,4 +46,5 @@ def decide(
         action=result.promotion.action if result.promotion else "none",
         champion=current_alias(env.client, env.model, CHAMPION),
         canary=current_alias(env.client, env.model, CANARY),
+        override=result.override,
     )

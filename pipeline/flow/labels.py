@@ -100,11 +100,14 @@ def _push(env: Env, summary: QualitySummary) -> None:
 
 
 def review_canary(
-    env: Env, batch_ids: list[str], *, hold: bool = False
+    env: Env, batch_ids: list[str], *, hold: bool | None = None
 ) -> tuple[CanaryReview, PromotionResult]:
     """Compare canary and champion on the labels of these batches, then act (promote,
-    roll back or wait; ``hold``: a promotion waits for a person's approval): the steps'
-    CanaryReview and PromotionResult. A decision adds a revision to the version's card."""
+    roll back or wait): the steps' CanaryReview and PromotionResult. A decision adds a
+    revision to the version's card. ``hold`` (default ``canary.require_approval``, for
+    every entry alike: the DAG, the CLI): a promotion waits for a person's approval."""
+    if hold is None:
+        hold = env.config.canary.require_approval
     # keyed by (batch, id): an id may recur in every batch (the spec's id_scope)
     labels = pd.concat(
         [
@@ -120,7 +123,7 @@ def review_canary(
     return result, action
 
 
-def review(env: Env, batch_ids: list[str], *, hold: bool = False) -> ReviewOutcome:
+def review(env: Env, batch_ids: list[str], *, hold: bool | None = None) -> ReviewOutcome:
     """:func:`review_canary` as the canary review's record; the ledger records each
     batch as reviewed (with the labels version the review read)."""
     result, action = review_canary(env, batch_ids, hold=hold)
@@ -140,4 +143,6 @@ def review(env: Env, batch_ids: list[str], *, hold: bool = False) -> ReviewOutco
         shadow_rows=result.shadow_rows,
         shadow_interval=None if result.shadow_interval is None else list(result.shadow_interval),
         evidence_uri=result.evidence_uri,
+        compared_with=result.compared_with,
+        batches=result.batches,
     )

@@ -1,4 +1,7 @@
-"""The registry as people drive it (the CLI): register a run, gate, decide, list."""
+"""The registry as people drive it (the CLI): register a run, gate, roll back, list.
+
+A person's promotion or rejection of a canary goes through
+:func:`pipeline.flow.approval.decide`, the one path of every decision."""
 
 from __future__ import annotations
 
@@ -7,14 +10,7 @@ from typing import Any
 
 from pipeline.flow.cards import after
 from pipeline.flow.env import Env
-from pipeline.steps.promotion.actions import (
-    PromotionResult,
-    reject_canary,
-    rollback_champion,
-)
-from pipeline.steps.promotion.actions import (
-    promote as act,
-)
+from pipeline.steps.promotion.actions import PromotionResult, rollback_champion
 from pipeline.steps.promotion.gate import GateResult
 from pipeline.steps.promotion.gate import gate_version as gate
 from pipeline.steps.registry.aliases import (
@@ -31,9 +27,7 @@ __all__ = [
     "ModelListing",
     "gate_version",
     "list_models",
-    "promote",
     "register_run",
-    "reject",
     "rollback",
 ]
 
@@ -60,18 +54,6 @@ def gate_version(
     holdout = training_holdout(env.client, run_id, env.spec, store=env.store)
     with after(env, version, "gate decided"):  # the card records a refusal too
         return gate(env.client, env.store, env.config, env.spec, env.model, holdout, version)
-
-
-def promote(env: Env, version: str, *, why: str) -> PromotionResult:
-    """A person decides: canary ``version`` becomes champion."""
-    with after(env, version, "promoted by a person"):
-        return act(env.client, env.store, env.config, env.model, version, why=why)
-
-
-def reject(env: Env, version: str, *, why: str) -> PromotionResult:
-    """A person decides: canary ``version`` is rolled back."""
-    with after(env, version, "rejected by a person"):
-        return reject_canary(env.client, env.store, env.config, env.model, version, why=why)
 
 
 def rollback(env: Env, *, why: str) -> PromotionResult:

@@ -105,6 +105,8 @@ class ReviewOutcome(Record):
     shadow_rows: int = 0  # paired rows of the shadow so far
     shadow_interval: list[float] | None = None
     evidence_uri: str | None = None  # the per-batch evidence (sequential review)
+    compared_with: str | None = None  # the champion version the evidence is measured against
+    batches: int = 0  # labelled batches in the evidence (the horizon's count)
 
 
 class ApprovalOutcome(Record):
@@ -114,9 +116,12 @@ class ApprovalOutcome(Record):
     verdict: Literal["approved", "rejected", "timed_out"]
     who: str
     comment: str
-    action: str  # approved: what the promotion did ("promoted", or "lost"); else "none"
+    # approved: what the promotion did ("promoted", or "lost"); rejected or timed out:
+    # the rollback ("rejected", or "lost" when it was no longer the canary)
+    action: str
     champion: str | None
     canary: str | None
+    override: bool = False  # approved a version the review never held
 
 
 # ------------------------------------------------------------------------------ retrain

@@ -7,6 +7,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from pipeline.base.config import ConfigError, load_config
 from tests.support import airflow_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +30,7 @@ PARSE = textwrap.dedent(
             info.update(
                 options=t.options, defaults=t.defaults, subject=t.subject, body=t.body,
                 timeout_s=t.response_timeout.total_seconds(), params=sorted(t.params),
-                retries=t.retries,
+                retries=t.retries, assigned=t.assigned_users,
             )
         tasks[t.task_id] = info
     print(json.dumps({"errors": {str(k): v for k, v in bag.import_errors.items()},
@@ -67,3 +70,23 @@ def test_required_approval_adds_a_human_in_the_loop_task(tmp_path: Path) -> None
     assert approve["retries"] == 0  # a retry would ask the person again
     assert "xcom_pull(task_ids='held')['evidence']" in approve["body"]
     assert tasks["record_approval"]["upstream"] == ["approve", "held"]
+    assert approve["assigned"] is None  # no approvers configured: Airflow's own access rules
+
+
+def test_approvers_are_the_approval_tasks_assigned_users(tmp_path: Path) -> None:
+    """Who may answer is configurable; Airflow's api-server refuses anyone else (403)."""
+    out = _parse(
+        tmp_path,
+        COSINE_RETRAIN_CANARY__REQUIRE_APPROVAL="true",
+        COSINE_RETRAIN_CANARY__APPROVERS='["7:alice", "8"]',
+    )
+    assert out["errors"] == {}
+    assert out["tasks"]["approve"]["assigned"] == [
+        {"id": "7", "name": "alice"},
+        {"id": "8", "name": "8"},
+    ]
+
+
+def test_an_approver_without_a_user_id_is_refused_at_load(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"approvers.*':alice' has no Airflow user id"):
+        load_config(None, home=tmp_path, canary={"approvers": [":alice"]})

@@ -2,8 +2,8 @@
 real MLflow server: the review holds the promotion, the human-in-the-loop task waits in
 AWAITING_INPUT until an answer is written through Airflow's own Required Actions handler
 (the api-server's ``update_hitl_detail``, as the UI calls it) or the scheduler's timeout
-sweep resolves it; then the answer acts. Approve moves ``champion``; Reject moves nothing;
-no answer moves nothing and alerts."""
+sweep resolves it; then the answer acts. Approve moves ``champion``; Reject rolls the
+canary back (its traffic returns to the champion); no answer rolls it back and alerts."""
 
 from __future__ import annotations
 
@@ -243,17 +243,24 @@ def test_approve_reject_and_timeout_through_the_dag(
     assert rejected["person"] == 0
     env, champion, canary = staged["reject"]
     assert rejected["recorded"]["verdict"] == "rejected"
+    assert rejected["recorded"]["action"] == "rejected"
     assert current_alias(env.client, env.model, CHAMPION) == champion
-    assert current_alias(env.client, env.model, CANARY) == canary
-    last = alias_history(env.store, env.model)[-1]
-    assert (last.action, last.who) == ("approval_rejected", "alice (Airflow user 7)")
-    assert "holiday traffic" in last.why
+    assert current_alias(env.client, env.model, CANARY) is None  # rolled back
+    history = alias_history(env.store, env.model)
+    decision = next(m for m in history if m.action == "approval_rejected")
+    assert decision.who == "alice (Airflow user 7)"
+    assert "holiday traffic" in decision.why
+    last = history[-1]
+    assert (last.alias, last.from_version, last.to_version) == (CANARY, canary, None)
 
     timed_out = out["timeout"]
     assert timed_out["person"] == 0
     env, champion, canary = staged["timeout"]
     assert timed_out["recorded"]["verdict"] == "timed_out"
     assert current_alias(env.client, env.model, CHAMPION) == champion
+    assert current_alias(env.client, env.model, CANARY) is None  # rolled back
     kinds = [(b["kind"], b["details"].get("version")) for b in receiver.bodies]
     assert ("approval_timed_out", canary) in kinds
-    assert alias_history(env.store, env.model)[-1].action == "approval_timed_out"
+    history = alias_history(env.store, env.model)
+    assert any(m.action == "approval_timed_out" for m in history)
+    assert (history[-1].alias, history[-1].to_version) == (CANARY, None)

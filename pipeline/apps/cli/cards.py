@@ -3,9 +3,12 @@
   model-card VERSION [--out FILE] [--html] [--publish]
                            print (or write) the version's model card as it renders now;
                            --publish also logs it as a new revision of its run
-  approval approve|reject VERSION --comment TEXT
-                           a person's answer about promoting the canary VERSION, recorded
-                           in the alias audit trail (approve moves champion)
+  approval approve|reject VERSION --reason TEXT [--override]
+                           a person's answer about promoting the held canary VERSION,
+                           recorded with the OS user in the alias audit trail (approve
+                           moves champion; reject rolls the canary back); approving a
+                           version the review did not hold needs --override, recorded
+                           as an override
 
 Exit codes: 0 done, 2 user error (unknown version, no such option, unwritable file).
 """
@@ -13,7 +16,8 @@ Exit codes: 0 done, 2 user error (unknown version, no such option, unwritable fi
 from __future__ import annotations
 
 import argparse
-import getpass
+import os
+import pwd
 from pathlib import Path
 from typing import Any
 
@@ -68,23 +72,58 @@ def add_model_card_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
 
 
-def _approval(args: argparse.Namespace, lazy: Lazy) -> int:
+def os_user() -> str:
+    """Who runs the command: the OS account of the process's user id (not ``$USER``,
+    which anyone can set), as the audit trail records it."""
+    try:
+        name = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without an account (a container)
+        name = f"uid {os.getuid()}"
+    return f"{name} (command line)"
+
+
+def decide(lazy: Lazy, args: argparse.Namespace, *, approve: bool, override: bool) -> int:
+    """The one path of a person's decision from the command line (``approval``,
+    ``canary promote|reject``): :func:`pipeline.flow.approval.decide`."""
     from pipeline.flow import approval
     from pipeline.steps.promotion.approval import APPROVE, REJECT
 
-    if args.approval_action not in ("approve", "reject"):
-        raise UsageError("choose an action: approve or reject")
     env = lazy.env
     _known_version(env, args.version)
-    chosen = APPROVE if args.approval_action == "approve" else REJECT
-    who = args.who or f"{getpass.getuser()} (command line)"
-    out = approval.decide(env, args.version, chosen=chosen, who=who, comment=args.comment)
+    reason = args.reason.strip()
+    if not reason:
+        raise UsageError("--reason must say why (it is kept in the alias audit trail)")
+    out = approval.decide(
+        env,
+        args.version,
+        chosen=APPROVE if approve else REJECT,
+        who=os_user(),
+        comment=reason,
+        override=override,
+    )
+    flag = " as an OVERRIDE" if out.override else ""
     text = (
-        f"{out.verdict}: v{out.version} by {out.who} ({out.comment}); "
-        f"champion v{out.champion}, canary v{out.canary}"
+        f"{out.verdict}{flag}: v{out.version} by {out.who} ({out.comment}) -> {out.action}; "
+        f"champion v{out.champion}, canary {f'v{out.canary}' if out.canary else 'none'}"
     )
     emit(args, text, out.to_xcom())
     return 0 if out.action != "lost" else 2
+
+
+def _approval(args: argparse.Namespace, lazy: Lazy) -> int:
+    if args.approval_action not in ("approve", "reject"):
+        raise UsageError("choose an action: approve or reject")
+    return decide(lazy, args, approve=args.approval_action == "approve", override=args.override)
+
+
+def reason_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reason",
+        "--comment",
+        dest="reason",
+        required=True,
+        help="why; kept in the alias audit trail with your OS user",
+    )
 
 
 def add_approval_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -96,8 +135,12 @@ def add_approval_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     for verb in ("approve", "reject"):
         a = actions.add_parser(verb, parents=[common], help=f"{verb} the canary's promotion")
         a.add_argument("version", help="the canary's version")
-        a.add_argument("--comment", required=True, help="why; kept in the alias audit trail")
-        a.add_argument("--who", help="recorded as the approver (default: user (command line))")
+        reason_option(a)
+        a.add_argument(
+            "--override",
+            action="store_true",
+            help="approve a version the canary review did not hold (recorded as an override)",
+        )
 
 
 PARSERS: list[Any] = [add_model_card_parser, add_approval_parser]

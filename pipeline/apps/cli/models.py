@@ -4,8 +4,10 @@
   gate [--version V]       evaluate the SLO gate on the version's holdout; move canary
   canary score BATCH       score a stored batch with champion and canary
   canary review BATCH...   compare canary and champion on the labels of these batches
-  canary promote V         a person decides: canary V becomes champion
-  canary reject V          a person decides: canary V is rolled back
+                           (with canary.require_approval a promotion is held, as in the DAG)
+  canary promote V         a person decides: canary V becomes champion (an override
+                           unless the review held it; --reason, recorded with the OS user)
+  canary reject V          a person decides: canary V is rolled back (--reason)
   rollback                 champion returns to previous_champion (one command)
   models                   aliases, versions with gate/canary status, alias history
 
@@ -81,7 +83,7 @@ def add_gate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _canary(args: argparse.Namespace, lazy: Lazy) -> int:
-    from pipeline.flow import labels, models, monitor
+    from pipeline.flow import labels, monitor
 
     action = args.canary_action
     if action == "score":
@@ -92,11 +94,9 @@ def _canary(args: argparse.Namespace, lazy: Lazy) -> int:
         review, result = labels.review_canary(lazy.env, args.batches)
         emit(args, f"{review.describe()}\n-> {result.action}", asdict(review))
         return 0
-    if action in ("promote", "reject"):
-        act = models.promote if action == "promote" else models.reject
-        result = act(lazy.env, args.version, why=args.why)
-        emit(args, f"{result.action}: v{result.version} ({result.detail})", asdict(result))
-        return 0 if result.action != "lost" else 2
+    if action in ("promote", "reject"):  # a manual promotion is an override of the review
+        approve = action == "promote"
+        return cards.decide(lazy, args, approve=approve, override=approve)
     raise UsageError("choose an action: score, review, promote or reject")
 
 
@@ -117,7 +117,7 @@ def add_canary_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     for verb in ("promote", "reject"):
         a = actions.add_parser(verb, parents=[common], help=f"a person decides: {verb} the canary")
         a.add_argument("version", help="the canary's version")
-        a.add_argument("--why", required=True, help="recorded with the alias move")
+        cards.reason_option(a)
 
 
 def _rollback(args: argparse.Namespace, lazy: Lazy) -> int:

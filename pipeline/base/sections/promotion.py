@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipeline.base.sections.common import Section
 
@@ -74,11 +74,26 @@ class CanaryConfig(Section):
         "Airflow UI (Required Actions) before it becomes champion; the decision, with its "
         "comment, joins the alias audit trail",
     )
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="who may answer a held promotion in the Airflow UI or REST API: Airflow "
+        "user ids, each 'id' or 'id:name' (the approval task's assigned users, enforced by "
+        "Airflow's auth manager); empty: anyone who may act on the DAG's Required Actions",
+    )
+
+    @field_validator("approvers")
+    @classmethod
+    def _user_ids(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            if not entry.partition(":")[0].strip():
+                raise ValueError(f"{entry!r} has no Airflow user id: write 'id' or 'id:name'")
+        return entries
+
     approval_timeout_hours: float = Field(
         72.0,
         gt=0.0,
-        description="no answer for longer: the champion stays and an approval_timed_out "
-        "alert goes out",
+        description="no answer for longer: the canary is rolled back (its traffic returns to "
+        "the champion) and an approval_timed_out alert goes out",
     )
     min_rows: int = Field(
         1000,
@@ -94,7 +109,11 @@ class CanaryConfig(Section):
         description="mean log loss the canary may exceed the champion's by (non-inferiority)",
     )
     max_wait_hours: float = Field(
-        72.0, gt=0.0, description="inconclusive for longer: a person decides (alert)"
+        72.0,
+        gt=0.0,
+        description="test: fixed only: inconclusive for longer than this since the canary "
+        "started, a person decides (alert); the sequential test counts labelled batches "
+        "instead (horizon_batches), since labels land a batch at a time",
     )
     test: Literal["sequential", "fixed"] = Field(
         "sequential",
@@ -105,13 +124,50 @@ class CanaryConfig(Section):
     horizon_batches: int = Field(
         12,
         ge=1,
-        description="labelled batches a sequential canary may stay undecided before a "
-        "person decides (canary_needs_decision alert)",
+        description="labelled batches (shadow and serving, each batch once) a sequential "
+        "canary may stay undecided before a person decides (canary_needs_decision alert)",
     )
     shadow_batches: int = Field(
-        1,
+        3,
         ge=0,
-        description="batches the challenger scores unserved (shadow) after its gate, beside "
-        "the champion, before the canary serves; its paired evidence can roll it back or "
+        description="most batches the challenger scores unserved (shadow) after its gate, "
+        "beside the champion; it serves once the labels of its shadow batches hold the "
+        "min_rows paired rows the review needs (labels land a batch late, so that takes "
+        "two batches), or after this many; its paired evidence can roll it back or "
         "support its promotion; 0: no shadow",
+    )
+    guard_min_rows: int = Field(
+        30,
+        ge=2,
+        description="guardrails before labels: fewer canary-scored rows in a batch and the "
+        "distribution checks (constant output, KS) wait for a bigger batch; non-finite "
+        "scores are checked on any number",
+    )
+    guard_max_invalid_share: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="guardrail: share of the canary's scores of a batch that may be "
+        "non-finite or outside [0, 1]; above it the canary is rolled back",
+    )
+    guard_min_std: float = Field(
+        1e-4,
+        ge=0.0,
+        description="guardrail: the canary's scores of a batch with a smaller standard "
+        "deviation are a constant output; the canary is rolled back",
+    )
+    guard_max_ks: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="guardrail: the largest Kolmogorov-Smirnov distance between the "
+        "canary's and the champion's scores (the same rows in shadow, the two arms of "
+        "the hash split when serving); above it the canary is rolled back",
+    )
+    guard_srm_alpha: float = Field(
+        0.001,
+        gt=0.0,
+        lt=1.0,
+        description="guardrail: sample-ratio mismatch, a chi-square test of the canary's "
+        "row count against its configured share; p below this rolls the canary back",
     )

@@ -13,8 +13,9 @@ mean), against the non-inferiority ``margin``:
   labelled rows (share and ``min_rows`` per data set: the config, the spec's
   ``promotion:``, else derived from the batch sizes seen, see
   :mod:`pipeline.steps.promotion.rules`): the canary keeps its share; after
-  ``max_wait_hours`` (or, sequential, ``horizon_batches``) a person decides
-  (``canary_needs_decision`` alert), with ``python -m pipeline canary promote|reject``.
+  ``horizon_batches`` labelled batches (sequential: shadow and serving batches, each
+  once) or ``max_wait_hours`` (fixed) a person decides (``canary_needs_decision``
+  alert), with ``python -m pipeline canary promote|reject``.
 
 ``canary.test: sequential`` (the default) builds the interval as a confidence
 sequence over every labelled batch since the canary started, valid however often
@@ -95,11 +96,17 @@ class CanaryReview:
     shadow_rows: int = 0
     shadow_difference: float | None = None
     shadow_interval: tuple[float, float] | None = None
-    batches: int = 0  # labelled batches in the evidence (sequential)
+    batches: int = 0  # labelled batches in the evidence, shadow and serving (the horizon's)
     evidence_uri: str | None = None
+    compared_with: str | None = None  # the champion version the evidence was measured against
 
     def describe(self) -> str:
         lines = [f"canary review of {self.model}: {self.outcome.upper()} - {self.reason}"]
+        if self.compared_with:
+            lines.append(
+                f"  evidence against champion v{self.compared_with}, {self.batches} labelled "
+                "batch(es)"
+            )
         for label, arm in (("canary", self.canary), ("champion", self.champion)):
             if arm is not None:
                 auc = "n/a" if arm.auc is None else f"{arm.auc:.4f}"
@@ -119,16 +126,16 @@ class CanaryReview:
 
 
 def _served_rows(
-    store: ObjectStore, dataset: str, canary: str, id_column: str = ""
+    store: ObjectStore, dataset: str, canary: str, id_column: str = "", champion: str | None = None
 ) -> tuple[pd.DataFrame, list[int]]:
-    """Every prediction made while ``canary`` was live, serving or in shadow (any batch,
-    any champion), with its ``batch_id`` and ``phase``; and the row count of each batch
-    scored then (the batch sizes the canary's rules scale with)."""
+    """Every prediction made while ``canary`` was live, serving or in shadow (any batch),
+    beside ``champion`` (None: any), with its ``batch_id`` and ``phase``; and the row
+    count of each batch scored then (the batch sizes the canary's rules scale with)."""
     import pandas as pd
 
     frames = []
     for phase in ("shadow", "canary"):
-        for k in served_keys(store, dataset, canary, shadow=phase == "shadow"):
+        for k in served_keys(store, dataset, canary, shadow=phase == "shadow", champion=champion):
             frame = get_frame(store, k)
             frame["batch_id"] = k.split("/")[-3]  # predictions/<dataset>/<batch>/<pair>/...
             frame["phase"] = phase
@@ -202,7 +209,10 @@ def review_canary(
         )  # fmt: skip
     since = client.get_model_version(name, canary).tags.get("alias.canary.at")
     age = (now - datetime.fromisoformat(since)).total_seconds() / 3600 if since else None
-    served, batch_rows = _served_rows(store, spec.name, canary, spec.id_column)
+    # the comparison is with the champion now: rows served beside an earlier one are
+    # another comparison (its evidence is kept aside, see record_batches)
+    champion = current_alias(client, name, CHAMPION)
+    served, batch_rows = _served_rows(store, spec.name, canary, spec.id_column, champion)
     keys = ["batch_id", spec.id_column]  # predictions meet labels on (batch, id)
     missing = {*keys, spec.target} - set(labels.columns)
     if missing:
@@ -217,7 +227,7 @@ def review_canary(
     joined = joined[joined["phase"] == "canary"]
     is_canary = (joined["alias"] == CANARY).to_numpy()
     champion_versions = sorted(set(joined.loc[~is_canary, "model_version"].astype(str)))
-    champ_label = ",".join(champion_versions) or (current_alias(client, name, CHAMPION) or "?")
+    champ_label = ",".join(champion_versions) or (champion or "?")
     arm_c, loss_c = _arm(joined[is_canary], canary, spec.target)
     arm_h, loss_h = _arm(joined[~is_canary], champ_label, spec.target)
     evidence = record_batches(
@@ -237,9 +247,12 @@ def review_canary(
             )
             for b, rows in joined.groupby("batch_id")
         },
+        champion=champion or "",
     )
     shadow = shadow_interval(evidence, c)
-    batches = len(evidence.canary)
+    # the horizon's count: labelled batches since the canary's gate, shadow or serving,
+    # each batch once (a re-run review replaces its batch's entry)
+    batches = len(set(evidence.shadow) | set(evidence.canary))
     if len(shadowed):  # the shadow's evidence on the version (its model card shows it)
         _tag_shadow(client, name, canary, evidence.shadow_total().n, shadow, c.margin)
     if c.test == "sequential":  # the arms over every batch so far (AUC: this review's rows)
@@ -248,16 +261,20 @@ def review_canary(
         arm_h = Arm(champ_label, cum_h.n, cum_h.mean, arm_h.auc)
 
     def result(outcome: Outcome, reason: str, d: Any = None, ci: Any = None) -> CanaryReview:
-        if outcome == "inconclusive" and age is not None and age >= c.max_wait_hours:
-            outcome = "needs_decision"
-            reason += (
-                f"; the canary has waited {age:.0f} h (limit {c.max_wait_hours:g} h): "
-                "a person decides (python -m pipeline canary promote|reject)"
-            )
-        elif outcome == "inconclusive" and c.test == "sequential" and batches >= c.horizon_batches:
+        # when a person decides: sequential, after horizon_batches labelled batches (the
+        # clock of a test that looks once per batch: monthly labels would make any hours
+        # limit fire at the second review); fixed, after max_wait_hours
+        undecided = outcome == "inconclusive"
+        if undecided and c.test == "sequential" and batches >= c.horizon_batches:
             outcome = "needs_decision"
             reason += (
                 f"; undecided after {batches} labelled batches (horizon {c.horizon_batches}): "
+                "a person decides (python -m pipeline canary promote|reject)"
+            )
+        elif undecided and c.test == "fixed" and age is not None and age >= c.max_wait_hours:
+            outcome = "needs_decision"
+            reason += (
+                f"; the canary has waited {age:.0f} h (limit {c.max_wait_hours:g} h): "
                 "a person decides (python -m pipeline canary promote|reject)"
             )
         return CanaryReview(
@@ -265,7 +282,7 @@ def review_canary(
             c.test, evidence.shadow_total().n,
             None if shadow is None else shadow.estimate,
             None if shadow is None else (shadow.lower, shadow.upper),
-            batches, store.uri(evidence_key(name, canary)),
+            batches, store.uri(evidence_key(name, canary)), evidence.champion or None,
         )  # fmt: skip
 
     if c.test == "fixed":

@@ -6,6 +6,11 @@ Python versions, so a row re-scored after a retry lands on the same model,
 and independent of row order. Every prediction records the version that made
 it and the alias it served under.
 
+**Isolation and guardrails.** The champion scores first and every row; the canary
+scores after it, guarded: one that cannot load or score, or whose outputs breach a
+guardrail before any label (:mod:`pipeline.steps.canary.guardrails`), is rolled back
+with an alert and the champion serves the batch.
+
 **Shadow.** After its gate, a new canary first scores ``shadow_batches`` whole
 batches unserved beside the champion (:mod:`pipeline.steps.canary.shadow`); its paired
 evidence rolls it back before it serves, or ends the shadow early
@@ -24,7 +29,9 @@ from typing import TYPE_CHECKING, Any
 from pipeline.base.layout import predictions_key
 from pipeline.base.records import Stored
 from pipeline.base.store import ObjectStore, get_frame, put_frame
+from pipeline.steps.canary.guardrails import GuardrailReport, check_outputs, store_report
 from pipeline.steps.canary.shadow import SHADOW_COLUMN, in_shadow, shadow_name
+from pipeline.steps.promotion.actions import reject_canary
 from pipeline.steps.promotion.rules import canary_rules
 from pipeline.steps.quality.live import PREDICTION_COLUMN
 from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias
@@ -78,6 +85,8 @@ class ScoringSummary(Stored):
     key: str | None
     reused: bool
     shadow_rows: int = 0  # rows the canary scored unserved (its shadow phase)
+    # the canary was rolled back before labels (could not score, or a guardrail): why
+    rolled_back: str | None = None
 
     def describe(self) -> str:
         if self.champion_version is None:
@@ -90,6 +99,8 @@ class ScoringSummary(Stored):
         if self.shadow_rows:
             canary = f", v{self.canary_version} scored all {self.shadow_rows} in shadow (unserved)"
         again = " (already scored: reused)" if self.reused else ""
+        if self.rolled_back:
+            again += f"; canary rolled back: {self.rolled_back}"
         return (
             f"{self.batch_id}: {self.rows} rows, champion v{self.champion_version}{canary}{again}"
         )
@@ -97,6 +108,54 @@ class ScoringSummary(Stored):
 
 def _scoring_name(champion: str, canary: str | None) -> str:
     return f"champion-v{champion}" + (f"_canary-v{canary}" if canary else "")
+
+
+def _canary_scores(name: str, canary: str, uri: str, rows: pd.DataFrame) -> tuple[Any, str]:
+    """The canary's probabilities for ``rows``, or (None, why) when it cannot load or
+    score them: whatever the canary does, the champion's predictions still land."""
+    from pipeline.steps.registry.scoring import (
+        describe_serving_error,
+        load_scorer,
+        predict_probability,
+    )
+
+    try:
+        return predict_probability(load_scorer(name, canary, uri), rows), ""
+    except Exception as exc:  # any failure of the canary's: isolated, rolled back below
+        log.exception("canary v%s could not score", canary)
+        text = describe_serving_error(exc).splitlines()[0][:500]
+        return None, f"canary v{canary} could not load or score: {type(exc).__name__}: {text}"
+
+
+def _guard(
+    client: MlflowClient,
+    store: ObjectStore,
+    config: PipelineConfig,
+    report: GuardrailReport,
+) -> str | None:
+    """Store the batch's guardrails on the canary version; a breach rolls it back (with
+    an alert). The rollback's reason, or None when every guardrail held."""
+    key = store_report(store, report)
+    version = report.canary_version
+    client.set_model_version_tag(report.model, version, "guardrails.last", store.uri(key))
+    client.set_model_version_tag(report.model, version, "guardrails.status", report.describe())
+    if report.passed:
+        return None
+    return _roll_back(client, store, config, report.model, version, report.reason())
+
+
+def _roll_back(
+    client: MlflowClient,
+    store: ObjectStore,
+    config: PipelineConfig,
+    name: str,
+    version: str,
+    why: str,
+) -> str:
+    """Roll the canary back before labels (alias removed, tagged, alerted): ``why``."""
+    log.warning("rolling canary v%s back before labels: %s", version, why)
+    reject_canary(client, store, config, name, version, why=why)
+    return why
 
 
 def score_batch(
@@ -110,12 +169,18 @@ def score_batch(
 ) -> ScoringSummary:
     """Score a batch with the champion and (for its share of rows) the canary; while
     the canary is in its shadow phase (:func:`~pipeline.steps.canary.shadow.in_shadow`) the
-    champion serves every
-    row and the canary scores every row unserved (``shadow_score``).
+    champion serves every row and the canary scores every row unserved (``shadow_score``).
+
+    **Isolation**: the champion scores every row first (the canary's rows too, unserved:
+    the guardrails' paired reference); the canary scores after it, guarded: a canary
+    that cannot load or score, or whose outputs breach a guardrail
+    (:mod:`pipeline.steps.canary.guardrails`), is rolled back with an alert and the
+    champion serves the whole batch. A champion that cannot score fails the step.
 
     Keyed by batch and by the serving versions: scoring the same batch again
     with the same models reuses what was written (a retried task).
     """
+    import numpy as np
     import pandas as pd
 
     from pipeline.steps.registry.scoring import load_scorer, predict_probability
@@ -136,18 +201,42 @@ def score_batch(
             )  # fmt: skip
     ids = features[spec.id_column].astype(str).to_numpy()
     rules = canary_rules(config, spec, [len(features)])
-    if canary and in_shadow(store, rules, spec.name, name, canary):
+    uri = client.tracking_uri
+    stamp = datetime.now(UTC).isoformat()
+    base = predict_probability(load_scorer(name, champion, uri), features)
+    rolled_back = None
+    shadow = bool(canary) and in_shadow(store, rules, spec.name, name, str(canary))
+    to_canary = np.zeros(len(features), dtype=bool)
+    if canary and not shadow:
+        to_canary = route_to_canary(ids, rules.share, rules.salt)
+    scored = None
+    if canary and (shadow or to_canary.any()):
+        rows = features if shadow else features.loc[to_canary]
+        scored, failure = _canary_scores(name, canary, uri, rows)
+        if scored is None:
+            rolled_back = _roll_back(client, store, config, name, canary, failure)
+        else:
+            report = GuardrailReport(
+                name, canary, champion, batch_id, "shadow" if shadow else "canary", len(rows),
+                check_outputs(
+                    scored, base if shadow else base[to_canary], rules,
+                    routed=None if shadow else (int(to_canary.sum()), len(features)),
+                ),
+            )  # fmt: skip
+            rolled_back = _guard(client, store, config, report)
+    if rolled_back is not None:  # the champion serves every row; the canary is gone
+        canary, shadow, scored = None, False, None
+        to_canary = np.zeros(len(features), dtype=bool)
+    if canary and shadow:
         key = predictions_key(spec.name, batch_id, shadow_name(champion, canary))
-        stamp = datetime.now(UTC).isoformat()
-        uri = client.tracking_uri
         frame = pd.DataFrame(
             {
                 spec.id_column: ids,
-                PREDICTION_COLUMN: predict_probability(load_scorer(name, champion, uri), features),
+                PREDICTION_COLUMN: base,
                 "model_version": champion,
                 "alias": CHAMPION,
                 "scored_at": stamp,
-                SHADOW_COLUMN: predict_probability(load_scorer(name, canary, uri), features),
+                SHADOW_COLUMN: scored,
                 "shadow_version": canary,
             }
         )
@@ -157,29 +246,21 @@ def score_batch(
             spec.name, batch_id, len(frame), champion, canary, 0, key, False, len(frame)
         )
     key = predictions_key(spec.name, batch_id, _scoring_name(champion, canary))
-    to_canary = (
-        route_to_canary(ids, rules.share, rules.salt)
-        if canary
-        else pd.Series(False, index=features.index).to_numpy()
-    )
-    probability = pd.Series(0.0, index=features.index)
-    uri = client.tracking_uri
-    for version, mask in ((champion, ~to_canary), (canary, to_canary)):
-        if version is None or not mask.any():
-            continue
-        model = load_scorer(name, version, uri)
-        probability.loc[mask] = predict_probability(model, features.loc[mask])
+    probability = np.array(base, dtype=np.float64)
+    if scored is not None:
+        probability[to_canary] = scored
     frame = pd.DataFrame(
         {
             spec.id_column: ids,
-            PREDICTION_COLUMN: probability.to_numpy(),
+            PREDICTION_COLUMN: probability,
             "model_version": [canary if c else champion for c in to_canary],
             "alias": [CANARY if c else CHAMPION for c in to_canary],
-            "scored_at": datetime.now(UTC).isoformat(),
+            "scored_at": stamp,
         }
     )
     put_frame(store, key, frame)
     log.info("scored %s: %d rows (%d by canary v%s)", batch_id, len(frame), to_canary.sum(), canary)
     return ScoringSummary(
-        spec.name, batch_id, len(frame), champion, canary, int(to_canary.sum()), key, False
-    )
+        spec.name, batch_id, len(frame), champion, canary, int(to_canary.sum()), key, False,
+        rolled_back=rolled_back,
+    )  # fmt: skip

@@ -1,14 +1,14 @@
 """Shadow scoring and the evidence a canary version accumulates across batches.
 
 **Shadow.** After its gate a challenger (the version under ``canary``) first waits in
-*shadow* for ``canary.shadow_batches`` batches: the champion serves every row, and
+*shadow* until the labels of its shadow batches hold the ``min_rows`` paired rows the
+review needs (at most ``canary.shadow_batches`` batches): the champion serves every row, and
 the challenger scores every row too, unserved; its probability is stored beside the
 champion's (column ``shadow_score``, key ``champion-v<X>_shadow-v<Y>``). When the
 labels arrive both are judged on the same rows: per row
 ``d = loss(shadow_score) - loss(score)``, a paired comparison
-(:func:`pipeline.steps.canary.sequential.paired_interval`). The shadow ends early when its
-confidence sequence already shows non-inferiority; one that shows inferiority rolls
-the candidate back before it ever serves.
+(:func:`pipeline.steps.canary.sequential.paired_interval`). A paired sequence that
+shows inferiority rolls the candidate back before it ever serves.
 
 Whether a canary still waits in shadow (:func:`in_shadow`) and which batches it
 served or shadowed (:func:`served_keys`) are read from the stored predictions.
@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline.base.store import ObjectNotFound, ObjectStore, check_id, get_json, join_key, put_json
-from pipeline.steps.canary.sequential import Interval, Moments, judge, paired_interval
+from pipeline.steps.canary.sequential import Interval, Moments, paired_interval
 from pipeline.steps.registry.aliases import alias_lock
 
 if TYPE_CHECKING:
@@ -60,10 +60,15 @@ def shadow_name(champion: str, canary: str) -> str:
     return f"champion-v{champion}_shadow-v{canary}"
 
 
-def served_keys(store: ObjectStore, dataset: str, canary: str, *, shadow: bool) -> list[str]:
-    """Predictions keys of the batches scored while ``canary`` served (or shadowed)."""
+def served_keys(
+    store: ObjectStore, dataset: str, canary: str, *, shadow: bool, champion: str | None = None
+) -> list[str]:
+    """Predictions keys of the batches scored while ``canary`` served (or shadowed);
+    ``champion``: only those beside that champion version."""
     prefix = join_key("predictions", check_id(dataset, "dataset name"))
     marker = f"_{'shadow' if shadow else 'canary'}-v{canary}/"
+    if champion is not None:
+        marker = f"/champion-v{champion}{marker}"
     return sorted(
         k for k in store.list(prefix) if marker in k and k.endswith("predictions.parquet")
     )
@@ -84,6 +89,7 @@ class Evidence:
     shadow: dict[str, Moments] = field(default_factory=dict)  # batch -> paired differences
     canary: dict[str, tuple[Moments, Moments]] = field(default_factory=dict)  # (canary, champ)
     updated_at: str = ""
+    champion: str = ""  # the champion version it was measured against ("": before binding)
 
     def shadow_total(self) -> Moments:
         return Moments.sum(self.shadow.values())
@@ -104,6 +110,7 @@ class Evidence:
                 for b, (c, h) in sorted(self.canary.items())
             },
             "updated_at": self.updated_at,
+            "champion": self.champion,
         }
 
     @classmethod
@@ -117,6 +124,7 @@ class Evidence:
                 for b, m in data.get("canary", {}).items()
             },
             str(data.get("updated_at", "")),
+            str(data.get("champion", "")),
         )
 
 
@@ -140,16 +148,30 @@ def record_batches(
     version: str,
     shadow: dict[str, Moments],
     canary: dict[str, tuple[Moments, Moments]],
+    *,
+    champion: str = "",
 ) -> Evidence:
-    """Replace these batches' entries (others stay) under the model's lock; the result."""
+    """Replace these batches' entries (others stay) under the model's lock; the result.
+
+    Evidence is bound to the ``champion`` it was measured against: when the champion
+    changed since, the old evidence is kept aside (``evidence-champion-v<old>.json``)
+    and a new comparison starts from these batches alone."""
     with alias_lock(store, model):
         old = load_evidence(store, model, version)
+        if old.champion and champion and old.champion != champion:
+            archive = join_key(
+                "reports", "canary", check_id(model, "model name"), f"v{version}",
+                f"evidence-champion-v{old.champion}.json",
+            )  # fmt: skip
+            put_json(store, archive, old.to_json(), overwrite=True)
+            old = Evidence(model, str(version))
         new = Evidence(
             model,
             str(version),
             {**old.shadow, **shadow},
             {**old.canary, **canary},
             datetime.now(UTC).isoformat(),
+            champion or old.champion,
         )
         put_json(store, evidence_key(model, version), new.to_json(), overwrite=True)
     return new
@@ -174,14 +196,15 @@ def shadow_interval(evidence: Evidence, rules: CanaryConfig) -> Interval | None:
 
 
 def in_shadow(store: ObjectStore, rules: Any, dataset: str, name: str, canary: str) -> bool:
-    """Whether ``canary`` still waits in shadow: a shadow is configured, it has scored
-    fewer than ``shadow_batches`` batches in shadow, its paired evidence does not yet
-    show non-inferiority, and it has not served yet (once serving, never back)."""
+    """Whether ``canary`` still waits in shadow: a shadow is configured, it has not served
+    yet (once serving, never back), it has scored fewer than ``shadow_batches`` batches in
+    shadow (the maximum), and its labelled paired rows are fewer than the ``min_rows``
+    the review needs. Labels land a batch after their features: a count of scored
+    batches alone would let the canary serve before any paired evidence exists."""
     if rules.shadow_batches <= 0:
-        return False
-    if len(shadowed_batches(store, dataset, canary)) >= rules.shadow_batches:
         return False
     if served_keys(store, dataset, canary, shadow=False):
         return False
-    interval = shadow_interval(load_evidence(store, name, canary), rules)
-    return interval is None or judge(interval, rules.margin) != "non_inferior"
+    if len(shadowed_batches(store, dataset, canary)) >= rules.shadow_batches:
+        return False
+    return load_evidence(store, name, canary).shadow_total().n < rules.min_rows

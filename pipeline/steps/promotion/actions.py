@@ -104,8 +104,11 @@ def reject_canary(
     *,
     why: str,
     who: str | None = None,
+    alert: bool = True,
 ) -> PromotionResult:
-    """Roll the canary back: alias removed, version tagged ``rejected``."""
+    """Roll the canary back: alias removed (its traffic returns to the champion: routing
+    reads the alias), version tagged ``rejected`` with the reason; a ``canary_rolled_back``
+    alert unless ``alert`` is False (a person's own rejection is no incident)."""
     version = str(version)
     with alias_lock(store, name):
         if current_alias(client, name, CANARY) != version:
@@ -113,6 +116,8 @@ def reject_canary(
         client.set_model_version_tag(name, version, "canary.status", "rejected")
         client.set_model_version_tag(name, version, "canary.reason", why[:4000])
         move_alias(client, store, name, CANARY, None, why=f"rolled back: {why}", who=who)
+    if not alert:
+        return PromotionResult("rejected", name, version, why)
     raise_alert(
         config,
         store,

@@ -87,6 +87,7 @@ class ModelCard:
             self._gate(),
             self._evidence("Shadow evidence", "shadow."),
             self._canary(),
+            self._evidence("Guardrails before labels", "guardrails."),
             self._approval(),
             self._history(),
             Part("Known limitations", tuple(f"- {x}" for x in self.limitations())),

@@ -4,6 +4,8 @@ CLI registers, gates, prints and writes the card, and records a person's approva
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import uuid
 from pathlib import Path
 from typing import Any
@@ -68,13 +70,16 @@ def test_model_card_and_approval_from_the_command_line(
     assert code == 2
     assert f"{model} has no version '999'" in err
 
+    # no review held it: approving it is an override, recorded with the OS user
     code, out, err = _run(
-        capsys, "approval", "approve", canary, "--comment", "reviewed the card", "--who", "dana"
+        capsys, "approval", "approve", canary, "--reason", "reviewed the card", "--override"
     )
     assert code == 0, err
-    assert out.startswith(f"approved: v{canary} by dana (reviewed the card); champion v{canary}")
+    who = f"{pwd.getpwuid(os.getuid()).pw_name} (command line)"
+    assert out.startswith(f"approved as an OVERRIDE: v{canary} by {who} (reviewed the card)")
+    assert f"champion v{canary}" in out
     config = load_config(None, home=home)
     history = alias_history(LocalStore(config.home / "store"), model)
-    decision = next(m for m in history if m.action == "approved")
-    assert (decision.who, decision.from_version, decision.to_version) == ("dana", champion, canary)
+    decision = next(m for m in history if m.action == "override_approved")
+    assert (decision.who, decision.from_version, decision.to_version) == (who, champion, canary)
     assert "reviewed the card" in decision.why

@@ -1,6 +1,7 @@
-"""A person's answer about promoting a canary, against a real MLflow server: approved moves
-``champion`` with the approver and the comment in the audit trail; rejected moves nothing
-but is recorded; no answer in time moves nothing and alerts. The card gets the approval."""
+"""A person's answer about promoting a held canary, against a real MLflow server: approved
+moves ``champion`` with the approver and the comment in the audit trail, and the card gets
+the approval. (Reject and timeout roll the canary back:
+tests/pipeline/steps/test_canary_control.py.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from pipeline.base.config import load_config
 from pipeline.flow.approval import decide, evidence
 from pipeline.flow.env import Env
-from pipeline.steps.promotion.approval import APPROVE, REJECT
+from pipeline.steps.promotion.approval import APPROVE
 from pipeline.steps.registry.aliases import CANARY, CHAMPION, PREVIOUS, alias_history, current_alias
 from tests.pipeline.base.test_alerts import Receiver
 from tests.pipeline.flow.retrain_support import register_and_gate
@@ -44,13 +45,15 @@ def receiver():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def canary(mlflow_server: Any, trained_runs: Any, tmp_path_factory: Any, receiver: Receiver):  # type: ignore[no-untyped-def]
-    """Run a's best is champion, run b's the canary, both through the flow's gate. The
-    tests share it in file order: those that move nothing first, the approval last."""
+    """Run a's best is champion, run b's the canary, both through the flow's gate, held
+    for approval as a review holds it. The tests share it in file order: those that move
+    nothing first, the approval last."""
     env = _env(mlflow_server.url, tmp_path_factory.mktemp("home"), receiver.url())
     versions = register_and_gate(env, trained_runs)
     champion, candidate = versions
     assert current_alias(env.client, env.model, CHAMPION) == champion
     assert current_alias(env.client, env.model, CANARY) == candidate
+    env.client.set_model_version_tag(env.model, candidate, "approval.status", "pending")
     return env, champion, candidate
 
 
@@ -70,46 +73,6 @@ def test_the_evidence_asks_the_question_and_carries_the_card(canary: Any) -> Non
     for section in ("## Gate checks", "## Canary evidence", "## Shadow evidence"):
         assert section in body
     assert "| PASS | auc_drop_vs_champion |" in body  # the gate's own check, from its report
-
-
-def test_a_rejection_moves_nothing_and_is_recorded(canary: Any, receiver: Receiver) -> None:
-    env, champion, candidate = canary
-    sent = len(receiver.bodies)
-    before = [
-        (m.alias, m.to_version) for m in alias_history(env.store, env.model) if m.action == "moved"
-    ]
-    out = decide(env, candidate, chosen=REJECT, who="bob (Airflow user 8)", comment="wait for Q4")
-    assert out.verdict == "rejected"
-    assert out.action == "none"
-    assert current_alias(env.client, env.model, CHAMPION) == champion
-    assert current_alias(env.client, env.model, CANARY) == candidate
-    history = alias_history(env.store, env.model)
-    assert [(m.alias, m.to_version) for m in history if m.action == "moved"] == before
-    last = history[-1]
-    assert (last.action, last.who, last.from_version, last.to_version) == (
-        "approval_rejected",
-        "bob (Airflow user 8)",
-        champion,
-        candidate,
-    )
-    assert "wait for Q4" in last.why
-    assert env.client.get_model_version(env.model, candidate).tags["approval.status"] == "rejected"
-    assert len(receiver.bodies) == sent  # a person's no is no incident
-
-
-def test_no_answer_in_time_moves_nothing_and_alerts(canary: Any, receiver: Receiver) -> None:
-    env, champion, candidate = canary
-    sent = len(receiver.bodies)
-    out = decide(env, candidate, chosen=REJECT, who=None, comment="")
-    assert out.verdict == "timed_out"
-    assert current_alias(env.client, env.model, CHAMPION) == champion
-    assert current_alias(env.client, env.model, CANARY) == candidate
-    last = alias_history(env.store, env.model)[-1]
-    assert last.action == "approval_timed_out"
-    assert "48 h" in last.why
-    (alert,) = receiver.bodies[sent:]
-    assert alert["kind"] == "approval_timed_out"
-    assert alert["details"]["version"] == candidate
 
 
 def test_an_answer_that_is_no_option_is_refused(canary: Any) -> None:

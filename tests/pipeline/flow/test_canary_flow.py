@@ -90,7 +90,7 @@ def test_shadow_then_canary_through_the_flow(
         if arm_c:
             lc, lh = np.concatenate(arm_c), np.concatenate(arm_h)
             assert review.canary.rows == again.canary.rows == lc.size
-            assert review.batches == i
+            assert review.batches == i + 1  # the shadow's batch and i served ones
             rc, rh = (
                 cs_radius(lc, alpha_each / 2, 4 * MIN_ROWS),
                 cs_radius(lh, alpha_each / 2, 4 * MIN_ROWS),

@@ -219,10 +219,11 @@ def test_routing_is_a_stable_hash_of_the_row_id() -> None:
 
 
 def test_scoring_shadows_first_then_routes_rows_and_records_the_version(promoted: Any) -> None:
-    """After its gate the canary first scores a whole batch unserved (shadow, one batch
-    by default), beside the champion's scores; from the next batch it serves its share."""
+    """After its gate the canary first scores whole batches unserved (shadow), beside the
+    champion's scores, until the labels of its shadow rows reach the review's minimum;
+    from the next batch it serves its share."""
     env, _, _, first, second = promoted
-    features, _ = flights.load_months([3])
+    features, labels = flights.load_months([3])
     mlflow.set_tracking_uri(env.url)
 
     def direct(version: str, rows: pd.DataFrame) -> np.ndarray:
@@ -244,6 +245,15 @@ def test_scoring_shadows_first_then_routes_rows_and_records_the_version(promoted
     again = score_batch(env.client, env.store, env.config, SPEC, env.name, "2013-02", shadowed)
     assert again.reused
     assert again.shadow_rows == 2000
+
+    # labels land a batch late: with no paired labels yet, the next batch is shadow too
+    waiting = features.sample(1000, random_state=2).reset_index(drop=True)
+    held = score_batch(env.client, env.store, env.config, SPEC, env.name, "2013-02b", waiting)
+    assert (held.shadow_rows, held.canary_rows) == (1000, 0)
+    # the shadow's labels: 2,000 paired rows, over the review's 300; the canary serves next
+    paired = labels[labels["flight_id"].isin(shadowed["flight_id"])].assign(batch_id="2013-02")
+    review = review_canary(env.client, env.store, env.config, SPEC, env.name, paired)
+    assert review.shadow_rows == 2000 >= env.config.canary.min_rows
 
     batch = features.sample(3000, random_state=0).reset_index(drop=True)
     summary = score_batch(env.client, env.store, env.config, SPEC, env.name, "2013-03", batch)
@@ -379,8 +389,13 @@ def test_too_few_labels_is_inconclusive_then_a_person_decides(canary_env: Env) -
     assert "too few labelled rows (canary 50, champion 50" in review.reason
     later = datetime.now(UTC) + timedelta(hours=73)
     late = review_canary(env.client, env.store, env.config, SPEC, env.name, labels, now=later)
+    # sequential (the default): batches are the clock, not hours (monthly labels would
+    # make every second review a person's question); one batch of 12 is no horizon
+    assert late.outcome == "inconclusive", late.reason
+    env.configure(canary={"test": "fixed"})  # the fixed test keeps max_wait_hours (72 h)
+    late = review_canary(env.client, env.store, env.config, SPEC, env.name, labels, now=later)
     assert late.outcome == "needs_decision"
-    assert "a person decides" in late.reason
+    assert "the canary has waited 73 h (limit 72 h): a person decides" in late.reason
     kept = apply_review(env.client, env.store, env.config, late)
     assert kept.action == "kept"
     assert current_alias(env.client, env.name, CANARY) == "2"

@@ -30,6 +30,7 @@ SECTIONS = [
     "Gate checks",
     "Shadow evidence",
     "Canary evidence",
+    "Guardrails before labels",
     "Approval",
     "Alias history",
     "Known limitations",
