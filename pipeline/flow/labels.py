@@ -18,6 +18,7 @@ from pipeline.steps.promotion.actions import PromotionResult
 from pipeline.steps.quality.decision import decide_retrain
 from pipeline.steps.quality.live import QualitySummary, live_quality
 from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias
+from pipeline.steps.registry.audit import check_aliases
 from training.api import push_live_quality
 
 __all__ = [
@@ -107,6 +108,7 @@ def review_canary(
     every entry alike: the DAG, the CLI): a promotion waits for a person's approval."""
     if hold is None:
         hold = env.config.canary.require_approval
+    check_aliases(env.client, env.store, env.config, env.model)  # the trail agrees first
     labels = pd.concat(
         [latest_labels(env.store, env.dataset, b) for b in batch_ids], ignore_index=True
     )
