@@ -24,6 +24,7 @@ class AlertKind(StrEnum):
     PROMOTED = "promoted"
     CANARY_UNDECIDED = "canary_needs_decision"
     APPROVAL_TIMEOUT = "approval_timed_out"
+    ALIAS_OUTSIDE = "alias_moved_outside"
     SPEND = "spend_paused"
     TASK_FAILED = "task_failed"
     TRAINING = "training_unhealthy"

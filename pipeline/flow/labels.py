@@ -19,6 +19,7 @@ from pipeline.steps.promotion.actions import PromotionResult
 from pipeline.steps.quality.decision import decide_retrain
 from pipeline.steps.quality.live import QualitySummary, live_quality
 from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias
+from pipeline.steps.registry.audit import check_aliases
 from training.api import push_live_quality
 
 __all__ = [
@@ -108,6 +109,7 @@ def review_canary(
     every entry alike: the DAG, the CLI): a promotion waits for a person's approval."""
     if hold is None:
         hold = env.config.canary.require_approval
+    check_aliases(env.client, env.store, env.config, env.model)  # the trail agrees first
     # keyed by (batch, id): an id may recur in every batch (the spec's id_scope)
     labels = pd.concat(
         [

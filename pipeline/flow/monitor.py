@@ -24,6 +24,7 @@ from pipeline.steps.quality.drift import DriftSummary, check_drift
 from pipeline.steps.quality.release import Release, release_batch
 from pipeline.steps.quality.validation import ValidationFailed, ValidationSummary, validate_batch
 from pipeline.steps.registry.aliases import CHAMPION, actor, current_alias
+from pipeline.steps.registry.audit import check_aliases
 
 __all__ = [
     "CHAMPION_REFERENCE",
@@ -202,7 +203,9 @@ def drift(env: Env, batch_id: str, *, alert: bool = True) -> DriftOutcome:
 
 
 def score(env: Env, batch_id: str) -> ScoringSummary:
-    """Champion and canary score the batch (routing by a stable hash of the row id)."""
+    """Champion and canary score the batch (routing by a stable hash of the row id), once
+    the registry's aliases are checked against the audit trail."""
+    check_aliases(env.client, env.store, env.config, env.model)
     ref = resolve_batch(env.store, env.dataset, batch_id)
     summary = score_batch(
         env.client, env.store, env.config, env.spec, env.model, batch_id, read_batch(env.store, ref)

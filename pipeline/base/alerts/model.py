@@ -44,6 +44,7 @@ DEFAULT_SEVERITY: dict[AlertKind, Severity] = {
     AlertKind.PROMOTED: "info",
     AlertKind.CANARY_UNDECIDED: "warning",
     AlertKind.APPROVAL_TIMEOUT: "warning",
+    AlertKind.ALIAS_OUTSIDE: "warning",
     AlertKind.SPEND: "warning",
     AlertKind.TASK_FAILED: "critical",
     AlertKind.TRAINING: "warning",

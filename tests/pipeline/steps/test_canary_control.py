@@ -363,3 +363,47 @@ def test_a_champion_change_starts_a_new_comparison(mlflow_server: Any, tmp_path:
     assert (stored["champion"], sorted(stored["canary"])) == ("2", ["2014-02"])
     kept = f"reports/canary/{env.name}/v3/evidence-champion-v1.json"
     assert sorted(get_json(env.store, kept)["canary"]) == ["2014-01"]
+
+
+# ------------------------------------------------------- aliases moved outside the pipeline
+
+
+def test_an_alias_moved_outside_the_pipeline_is_recorded_and_alerted_once(
+    mlflow_server: Any, tmp_path: Path, receiver: Receiver
+) -> None:
+    from pipeline.steps.registry.audit import check_aliases
+
+    env = Env(mlflow_server.url, tmp_path)
+    env.configure(alerts={"webhook_url": receiver.url()})
+    _canary_at(env, version="2", champion="1")
+    assert check_aliases(env.client, env.store, env.config, env.name) == []  # all ours
+    sent = len(receiver.bodies)
+    env.client.set_registered_model_alias(env.name, CHAMPION, "2")  # the MLflow UI, say
+    env.client.delete_registered_model_alias(env.name, CANARY)
+    found = check_aliases(env.client, env.store, env.config, env.name)
+    assert sorted((m.alias, m.from_version, m.to_version) for m in found) == [
+        (CANARY, "2", None),
+        (CHAMPION, "1", "2"),
+    ]
+    assert {m.action for m in found} == {"moved_outside"}
+    assert {m.who for m in found} == {"unknown (outside the pipeline)"}
+    history = alias_history(env.store, env.name)
+    assert [m.action for m in history[-2:]] == ["moved_outside", "moved_outside"]
+    alerts = [b for b in receiver.bodies[sent:] if b["details"].get("model") == env.name]
+    assert sorted(a["details"]["alias"] for a in alerts) == [CANARY, CHAMPION]
+    assert {a["kind"] for a in alerts} == {"alias_moved_outside"}
+    # recorded: the trail agrees again, nothing is reported twice (the move is adopted)
+    assert check_aliases(env.client, env.store, env.config, env.name) == []
+    card = _card(env)
+    assert "moved_outside" in card.split("## Alias history", 1)[1]
+
+
+def test_the_canary_review_checks_the_registry_against_the_audit_trail(
+    cli: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = cli
+    env.client.set_registered_model_alias(env.name, CHAMPION, "2")  # behind its back
+    code, _, err = _run(capsys, "canary", "review", BATCH)
+    assert code == 0, err
+    last = [m for m in alias_history(env.store, env.name) if m.action == "moved_outside"]
+    assert [(m.alias, m.from_version, m.to_version) for m in last] == [(CHAMPION, "1", "2")]
