@@ -56,7 +56,7 @@ from pipeline.steps.tuning.configs import (
 from pipeline.steps.tuning.space import TuneError, check_space
 from pipeline.steps.tuning.study import StudySummary, TuneInterrupted, log_study, run_study
 from training import api
-from training.api import TrainConfig, TrainResult
+from training.api import BATCH_COLUMN, TrainConfig, TrainResult
 
 __all__ = [
     "StudySummary",
@@ -155,6 +155,7 @@ def export_batches(env: Env, batches: list[str], run_name: str) -> dict[str, str
     return {
         "data.dataset": str(resolve_path(env.config.dataset_spec)),
         "data.source": "files",
+        "data.batch_column": BATCH_COLUMN,  # rows keyed by (batch, id), as the retrain's
         "data.features": w.features,
         "data.labels": w.labels,
     }

@@ -6,7 +6,6 @@ import argparse
 import functools
 import inspect
 import json
-import sys
 from typing import TYPE_CHECKING, Any
 
 from pipeline.base.config import home_spec, load_config, resolve_path
@@ -34,14 +33,13 @@ class Lazy:
 
         return Env(load_config(self._config_path))
 
-    def announce(self) -> Env:
-        """The env, after one stderr line naming the data set it looks at (and whether
-        the home's replay chose its spec): a home never silently shows another data set."""
+    def looking_at(self) -> str:
+        """The line naming the data set a command shows (and whether the home's replay
+        chose its spec): a home never silently shows another data set."""
         env = self.env
         spec = resolve_path(env.config.dataset_spec)
         why = ", the spec its replay recorded" if home_spec(env.config.home) else ""
-        print(f"data set {env.dataset} (home {env.config.home}{why}: {spec})", file=sys.stderr)
-        return env
+        return f"data set {env.dataset} (home {env.config.home}{why}: {spec})"
 
 
 def emit(args: argparse.Namespace, text: str, data: Any) -> None:

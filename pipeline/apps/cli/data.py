@@ -252,9 +252,12 @@ def _batches(args: argparse.Namespace, lazy: Lazy) -> int:
 
     from pipeline import flow
 
-    env = lazy.announce()
+    env = lazy.env
     rows = [asdict(b) for b in flow.batches(env)]
-    lines = [f"{env.store.description}, dataset {env.dataset}: {len(rows)} batch id(s)"]
+    lines = [
+        lazy.looking_at(),
+        f"{env.store.description}, dataset {env.dataset}: {len(rows)} batch id(s)",
+    ]
     for r in rows:
         released = "".join(f"  v{q} released as v{v}" for q, v in r["released"].items())
         lines.append(

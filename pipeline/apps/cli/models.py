@@ -138,10 +138,11 @@ def _models(args: argparse.Namespace, lazy: Lazy) -> int:
     """registered versions, aliases and the alias history"""
     from pipeline.flow import models
 
-    env = lazy.announce()
+    env = lazy.env
     listing = models.list_models(env)
     lines = [
-        f"{env.model}: " + ", ".join(f"{a} -> v{v}" for a, v in sorted(listing.aliases.items()))
+        lazy.looking_at(),
+        f"{env.model}: " + ", ".join(f"{a} -> v{v}" for a, v in sorted(listing.aliases.items())),
     ]
     rows = listing.versions[-args.limit :]
     for row in rows:

@@ -32,10 +32,9 @@ def _tune(args: argparse.Namespace, lazy: Lazy) -> int:
 
     if args.trials is not None and args.trials < 1:
         raise UsageError(f"--trials must be at least 1, got {args.trials}")
-    env = lazy.announce()
     try:
         summary = tune(
-            env,
+            lazy.env,
             window=_batches(args.window),
             holdout=_batches(args.holdout),
             n_trials=args.trials,
@@ -47,6 +46,7 @@ def _tune(args: argparse.Namespace, lazy: Lazy) -> int:
         return 75
     s = summary.study
     lines = [
+        lazy.looking_at(),
         f"study {s.study} ({s.storage}): {s.stop_reason}",
         f"  window {','.join(summary.window)}, held out {','.join(summary.holdout)}; "
         f"{len(s.trials)} trial(s), {s.steps} steps, ${s.spent_usd:.4f}",

@@ -1,7 +1,8 @@
 """A home keeps its data set: after a replay recorded its spec (what ``./run demo
 --spec S --home H`` does, through :func:`pipeline.apps.demo.claim_home`), every
 command on the home uses that spec without it being exported again, says which
-data set it looks at, and refuses an explicitly different one."""
+data set it looks at (the first line of ``batches``, ``models`` and ``tune``), and
+refuses an explicitly different one."""
 
 from __future__ import annotations
 
@@ -34,15 +35,17 @@ def test_the_cli_uses_the_spec_the_home_was_replayed_with(
     said = f"data set gss (home {gss_home}, the spec its replay recorded: {GSS})"
     code, out, err = run_cli(capsys, "batches")
     assert code == 0, err
+    assert out.startswith(said + "\n")  # the first line says which data set this is
     assert "dataset gss: 0 batch id(s)" in out
-    assert said in err
     code, out, err = run_cli(capsys, "models")
-    assert said in err
-    assert "flight_delay" not in out + err
+    assert code == 2  # nothing registered yet: the home's model, not flight_delay
+    assert err.endswith(
+        "error: no registered model 'gss_very_happy' yet (register a training run)\n"
+    )
     code, _, err = run_cli(capsys, "tune")
     assert code == 2  # nothing labelled yet: the gss store, not the flights one
-    assert said in err
-    assert "gss" in err.splitlines()[-1]
+    assert err.startswith("error: tuning needs")
+    assert err.rstrip().endswith("of data set gss")
     assert load_config().dataset_spec == GSS
 
 
