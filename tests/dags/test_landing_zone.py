@@ -93,6 +93,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[Env, dict[str, Any]
             "AIRFLOW_HOME": str(airflow),
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",  # consumers get queued
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow}/airflow.db",
             "PYTHONPATH": str(ROOT),
             "COSINE_RETRAIN_HOME": str(home),
@@ -126,6 +127,8 @@ def test_a_backfill_is_dropping_files(swept: tuple[Env, dict[str, Any], dict]) -
     assert first["announce_features"] == ["2013-01", "2013-02", "2013-03"]
     assert first["announce_labels"] == ["2013-01"]
     assert runs["backfill"]["states"]["refused"] == "failed"  # notes.txt, named
+    # the consumers the scheduler would start: each has its run queued
+    assert {"drift_monitor", "canary_review"} <= set(runs["backfill"]["queued"])
     # each batch landed once, with the rows of the file dropped for it
     store = env.home / "store"
     for batch, (frame, _) in frames.items():

@@ -127,6 +127,7 @@ def test_no_run_started_by_itself_once_the_cron_ticks_passed(stack: Any) -> None
         "canary_review": ["asset_triggered"],
         "drift_monitor": ["asset_triggered"],
         "ingest": ["manual", "manual"],
+        "landing": [],  # its sweep is a cron too
         "retrain": ["asset_triggered"],
         "tune": [],
     }
