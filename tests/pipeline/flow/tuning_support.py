@@ -3,7 +3,6 @@ epochs, for the tuner's tests."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from pipeline.flow.tuning import export_batches
 from pipeline.steps.landing.ingest import ingest_frame
 from pipeline.steps.landing.labels import ingest_labels
 from tests.pipeline import loans
+from tests.pipeline.cli_support import clear_pipeline_env
 from training import api
 
 MONTHS = ["2024-01", "2024-02", "2024-03", "2024-04"]
@@ -89,9 +89,7 @@ def make_env(
     rows: int = 500,
     **tune: object,
 ) -> Env:
-    for name in list(os.environ):
-        if name.startswith(("COSINE_RETRAIN_", "MLFLOW_")):
-            monkeypatch.delenv(name)
+    clear_pipeline_env(monkeypatch, "MLFLOW_")
     home = tmp_path / "home"
     spec_path = loans.write_spec(tmp_path / "loans.yaml")
     overrides: dict[str, object] = {
