@@ -7,10 +7,13 @@ import os
 import pytest
 
 
-def clear_pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No ``COSINE_RETRAIN_*`` setting of the machine's reaches the test."""
+def clear_pipeline_env(monkeypatch: pytest.MonkeyPatch, *also: str) -> None:
+    """No ``COSINE_RETRAIN_*`` setting of the machine's reaches the test, nor a variable
+    starting with one of ``also`` (e.g. ``"MLFLOW_"``); names compared in any case, as
+    pydantic-settings reads them."""
+    prefixes = tuple(p.upper() for p in ("COSINE_RETRAIN_", *also))
     for name in list(os.environ):
-        if name.startswith("COSINE_RETRAIN_"):
+        if name.upper().startswith(prefixes):
             monkeypatch.delenv(name)
 
 

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
-from training.checkpoint.files import load_checkpoint
+from training.checkpoint.files import load_checkpoint, save_checkpoint
 from training.config.train import TrainConfig
 from training.schedule import CosineSchedule
 
@@ -86,3 +87,25 @@ def metric_records(run_dir: Path) -> list[dict[str, Any]]:
 
 def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def version_1_checkpoint(config: TrainConfig, *, step: int = 30) -> tuple[Path, Any]:
+    """What a job of before the stopping rule left behind: runs `config`'s job, kills it
+    right after it wrote its step-`step` checkpoint, and rewrites that checkpoint as payload
+    version 1 (no rule state). Returns the checkpoint's path and the rule state it held."""
+    from training.engine.trainer import Trainer
+
+    class Killed(Trainer):
+        def _write_last(self) -> None:
+            super()._write_last()
+            if self.state.step == step:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Killed(config).run()
+    path = Path(config.output_dir) / str(config.run_name) / "checkpoints" / "last.ckpt"
+    data = load_checkpoint(path)
+    data.pop("format")
+    stopping = data.pop("stopping")
+    save_checkpoint(path, {**data, "payload_version": 1})
+    return path, stopping

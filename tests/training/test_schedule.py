@@ -201,3 +201,25 @@ class TestFp16Warning:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             CosineSchedule(0.1, 100, lr_min=lr_min)
+
+
+def test_the_plot_title_names_the_schedule_settings_that_are_not_defaults() -> None:
+    from training.telemetry.plots import _describe
+
+    assert _describe(CosineSchedule(0.01, 100)) == "cosine schedule: lr_max=0.01, T0=100"
+    full = CosineSchedule(
+        0.003,
+        20,
+        lr_min=3e-5,
+        warmup_steps=5,
+        restart_warmup_steps=2,
+        cycle_mult=1.5,
+        peak_decay=0.8,
+        max_cycles=3,
+    )
+    assert _describe(full) == (
+        "cosine schedule: lr_max=0.003, T0=20, m=1.5, g=0.8, lr_min=3e-05, W=5, R=2, K=3"
+    )
+    # the defaults written out are left out as well
+    plain = CosineSchedule(0.01, 100, cycle_mult=1.0, peak_decay=1.0, lr_min=0.0)
+    assert _describe(plain) == "cosine schedule: lr_max=0.01, T0=100"

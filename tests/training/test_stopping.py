@@ -26,6 +26,7 @@ from tests.training.helpers import (
     final_weights,
     metric_records,
     same_weights,
+    version_1_checkpoint,
 )
 from training.checkpoint.files import (
     CheckpointError,
@@ -195,20 +196,8 @@ def test_a_version_1_checkpoint_resumes_with_its_state_replayed(tiny: Tiny, tmp_
     config = tiny(*STOP_AFTER_1, "checkpoint.every_steps=30", name="old")
     reference = Trainer(tiny(*STOP_AFTER_1, name="reference")).run()
 
-    class KilledAt31(Trainer):  # stops after writing the step-30 checkpoint (after cycle 0)
-        def _write_last(self) -> None:
-            super()._write_last()
-            if self.state.step == 30:
-                raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        KilledAt31(config).run()
-    path = Path(config.output_dir) / "old" / "checkpoints" / "last.ckpt"
-    data = load_checkpoint(path)
-    assert data["stopping"]["decisions"][0]["cycle"] == 0
-    data.pop("format")
-    del data["stopping"]
-    save_checkpoint(path, {**data, "payload_version": 1})
+    path, stopping = version_1_checkpoint(config)  # killed after the step-30 checkpoint
+    assert stopping["decisions"][0]["cycle"] == 0
     assert LastPayload.load(path).stopping is None
     resumed = Trainer(config).run(resume=True)
     assert resumed.steps_done == 55

@@ -117,27 +117,13 @@ def test_a_checkpoint_from_before_stopping_resumes_with_the_rule_on(
     """What a job of before the rule wrote: stopping absent from its definition (as off
     is) and no rule state (payload version 1). Resumed with the rule on, it replays the
     rule over its closed cycles and stops where a run with the rule from the start does."""
-    from tests.training.helpers import final_weights, same_weights
-    from training.checkpoint.files import load_checkpoint, save_checkpoint
+    from tests.training.helpers import final_weights, same_weights, version_1_checkpoint
     from training.checkpoint.payload import LastPayload
     from training.engine.trainer import Trainer
 
     reference = Trainer(tiny(*STOP_AFTER_1, name="reference")).run()
-
-    class KilledAt31(Trainer):  # stops after writing the step-30 checkpoint (after cycle 0)
-        def _write_last(self) -> None:
-            super()._write_last()
-            if self.state.step == 30:
-                raise KeyboardInterrupt
-
-    old = tiny("checkpoint.every_steps=30", name="old")  # stopping off: the old definition
-    with pytest.raises(KeyboardInterrupt):
-        KilledAt31(old).run()
-    path = Path(old.output_dir) / "old" / "checkpoints" / "last.ckpt"
-    data = load_checkpoint(path)
-    data.pop("format")
-    del data["stopping"]
-    save_checkpoint(path, {**data, "payload_version": 1})
+    # stopping off: the old definition; killed after the step-30 checkpoint (after cycle 0)
+    path, _ = version_1_checkpoint(tiny("checkpoint.every_steps=30", name="old"))
     assert LastPayload.load(path).stopping is None
     resumed = Trainer(tiny(*STOP_AFTER_1, "checkpoint.every_steps=30", name="old")).run(resume=True)
     assert reference.stopping is not None

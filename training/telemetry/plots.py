@@ -147,18 +147,21 @@ def _moving_average(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
+# the title's optional parts: label, CosineSchedule attribute, the value that leaves it out
+_TITLE_PARTS = (
+    ("m", "cycle_mult", 1),
+    ("g", "peak_decay", 1),
+    ("lr_min", "lr_min", 0),
+    ("W", "warmup_steps", 0),
+    ("R", "restart_warmup_steps", 0),
+    ("K", "max_cycles", None),
+)
+
+
 def _describe(s: CosineSchedule) -> str:
     parts = [f"lr_max={s.lr_max:g}", f"T0={s.cycle_steps}"]
-    if s.cycle_mult != 1:
-        parts.append(f"m={s.cycle_mult:g}")
-    if s.peak_decay != 1:
-        parts.append(f"g={s.peak_decay:g}")
-    if s.lr_min:
-        parts.append(f"lr_min={s.lr_min:g}")
-    if s.warmup_steps:
-        parts.append(f"W={s.warmup_steps}")
-    if s.restart_warmup_steps:
-        parts.append(f"R={s.restart_warmup_steps}")
-    if s.max_cycles:
-        parts.append(f"K={s.max_cycles}")
+    for label, attribute, omitted in _TITLE_PARTS:
+        value = getattr(s, attribute)
+        if value and value != omitted:  # set, and not the default
+            parts.append(f"{label}={value:g}" if isinstance(value, float) else f"{label}={value}")
     return "cosine schedule: " + ", ".join(parts)

@@ -16,17 +16,14 @@ from pipeline.apps.cli import main
 from pipeline.base.config import load_config
 from pipeline.base.store import LocalStore
 from pipeline.steps.registry.aliases import alias_history
+from tests.pipeline.cli_support import clear_pipeline_env
 
 GATE = {"min_auc": "0.55", "min_slice_auc": "0.4", "slice_min_rows": "150", "max_auc_drop": "0.05"}
 
 
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mlflow_server: Any):  # type: ignore[no-untyped-def]
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("COSINE_RETRAIN_"):
-            monkeypatch.delenv(name)
+    clear_pipeline_env(monkeypatch)
     home = tmp_path / "home"
     model = f"cli_{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("COSINE_RETRAIN_HOME", str(home))

@@ -21,6 +21,7 @@ from pipeline.apps.notifiers import PipelineNotifier, alert_from_context, dag_fa
 from pipeline.base.alerts import AlertKind
 from tests.pipeline.base.test_alerts import Receiver, expected_id
 from tests.pipeline.base.test_alerts import receiver as receiver
+from tests.pipeline.cli_support import clear_pipeline_env
 
 ROOT = Path(__file__).resolve().parents[3]
 RUN_ID = "manual__2026-11-23T12:41:22.227258+00:00"
@@ -29,9 +30,7 @@ LOG_URL = "http://localhost:8080/dags/retrain/runs/manual__2026/tasks/train?try_
 
 @pytest.fixture
 def env(tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("COSINE_RETRAIN_"):
-            monkeypatch.delenv(name)
+    clear_pipeline_env(monkeypatch)
     monkeypatch.setenv("COSINE_RETRAIN_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("COSINE_RETRAIN_ALERTS__WEBHOOK_URL", receiver.url())
     monkeypatch.setenv("COSINE_RETRAIN_ALERTS__TIMEOUT_S", "2")

@@ -32,6 +32,7 @@ from pipeline.base.alerts import Alert, AlertKind, list_alerts, retry_undelivere
 from pipeline.base.alerts import transports as alerts_module
 from pipeline.base.config import ConfigError, PipelineConfig, load_config
 from pipeline.base.store import LocalStore, ObjectStore, StorageError
+from tests.pipeline.cli_support import clear_pipeline_env
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -247,9 +248,7 @@ def closed_url() -> str:
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("COSINE_RETRAIN_") or name.lower() in ("http_proxy", "https_proxy"):
-            monkeypatch.delenv(name)
+    clear_pipeline_env(monkeypatch, "HTTP_PROXY", "HTTPS_PROXY")
 
 
 FAST = {"timeout_s": 1.0, "retries": 2, "backoff_s": 0.05, "total_budget_s": 5.0}

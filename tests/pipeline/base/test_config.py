@@ -8,15 +8,12 @@ import pytest
 
 from pipeline.base.config import ConfigError, PipelineConfig, load_config
 from pipeline.base.store import LocalStore, S3Store, build_store
+from tests.pipeline.cli_support import clear_pipeline_env
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("COSINE_RETRAIN_"):
-            monkeypatch.delenv(name)
+    clear_pipeline_env(monkeypatch)
 
 
 def test_defaults_are_the_local_run() -> None:

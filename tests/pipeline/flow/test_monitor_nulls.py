@@ -4,7 +4,6 @@ retrain, and the record names the column; MLflow is real (SQLite in the home fol
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,13 +15,12 @@ from pipeline.flow import Env, decide, drift
 from pipeline.steps.landing.ingest import ingest_frame
 from pipeline.steps.quality.reference import create_reference
 from tests.pipeline import loans
+from tests.pipeline.cli_support import clear_pipeline_env
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
-    for name in list(os.environ):
-        if name.startswith(("COSINE_RETRAIN_", "MLFLOW_")):
-            monkeypatch.delenv(name)
+    clear_pipeline_env(monkeypatch, "MLFLOW_")
     monkeypatch.setenv("COSINE_RETRAIN_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("COSINE_RETRAIN_DATASET_SPEC", str(loans.write_spec(tmp_path / "l.yaml")))
     return Env(load_config())

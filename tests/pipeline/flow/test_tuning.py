@@ -33,6 +33,7 @@ from tests.pipeline.flow.tuning_support import (
     SPACE,
     SPACE_WITHOUT_START,
     make_env,
+    study_inputs,
     write_train_yaml,
 )
 from tests.support import start_until_paused
@@ -236,17 +237,10 @@ def test_the_tuned_config_is_adopted_only_when_it_wins_on_the_held_out_window(
     assert train_config(env, plan, window).schedule.lr_max == 0.005
 
 
-def _study_inputs(env: Any, tmp_path: Path) -> tuple[Any, dict[str, Any]]:
-    base = api.load_config(tmp_path / "train.yaml")
-    updates = {**export_batches(env, ["2024-01", "2024-02"], "w"), "mlflow.enabled": False}
-    return base, updates
-
-
 def test_a_trial_whose_cycle_is_bad_is_pruned_at_the_cycle_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = make_env(tmp_path, monkeypatch)
-    base, updates = _study_inputs(env, tmp_path)
+    base, updates = study_inputs(tmp_path, monkeypatch)
     # no cycle of these models reaches 0.99: each trial is pruned when its cycle 0 closes
     settings = TuneConfig(space=SPACE, n_trials=2, prune_below=0.99)
     out = tmp_path / "runs"
@@ -270,8 +264,7 @@ def test_a_trial_whose_cycle_is_bad_is_pruned_at_the_cycle_end(
 
 
 def test_the_dollar_budget_stops_the_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    env = make_env(tmp_path, monkeypatch)
-    base, updates = _study_inputs(env, tmp_path)
+    base, updates = study_inputs(tmp_path, monkeypatch)
     # a budget below any trial's cost: the first trial runs (nothing is known before
     # it), the second would pass the budget at the first one's price
     settings = TuneConfig(space=SPACE, n_trials=5, budget_usd=1e-9)
@@ -361,8 +354,7 @@ def test_a_study_killed_mid_trial_resumes_without_losing_or_repeating_a_trial(
 ) -> None:
     import optuna
 
-    env = make_env(tmp_path, monkeypatch)
-    base, updates = _study_inputs(env, tmp_path)
+    base, updates = study_inputs(tmp_path, monkeypatch)
     storage, out = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs"
     # heartbeats every second: the killed trial is stale 3 s after its last one
     settings = TuneConfig(space=SPACE, n_trials=3, startup_trials=3, heartbeat_seconds=1)
@@ -440,8 +432,7 @@ def test_a_study_in_postgresql_continues_where_it_stopped(
     why = postgres_unavailable()
     if why:
         pytest.skip(why)
-    env = make_env(tmp_path, monkeypatch)
-    base, updates = _study_inputs(env, tmp_path)
+    base, updates = study_inputs(tmp_path, monkeypatch)
     name, url = create_postgres_database("tuning")
     try:
         kwargs = {"storage": url, "name": "pg", "output_dir": tmp_path / "runs"}
@@ -537,8 +528,7 @@ def test_a_trial_preempted_by_sigterm_stops_the_study_and_resumes_from_its_check
     from pipeline.steps.tuning import study as tuning_study
     from pipeline.steps.tuning.study import TuneInterrupted
 
-    env = make_env(tmp_path, monkeypatch)
-    base, updates = _study_inputs(env, tmp_path)
+    base, updates = study_inputs(tmp_path, monkeypatch)
     kwargs = {"storage": f"sqlite:///{tmp_path / 's.db'}", "name": "term", "output_dir": tmp_path}
     settings = TuneConfig(space=SPACE_WITHOUT_START, n_trials=1)
     original = tuning_study.CyclePruner.__call__

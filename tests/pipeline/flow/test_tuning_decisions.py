@@ -14,8 +14,7 @@ import pytest
 from pipeline.base.sections import TuneConfig
 from pipeline.flow.tuning import export_batches, tune
 from pipeline.steps.tuning.study import run_study
-from tests.pipeline.flow.tuning_support import SPACE, make_env
-from training import api
+from tests.pipeline.flow.tuning_support import SPACE, make_env, study_inputs
 from training.results import TrainResult
 from training.schedule import CosineSchedule
 
@@ -31,12 +30,6 @@ GOOD = {
 # ...and with one at which the model barely moves (above the start config's lr_min 2e-5)
 BAD = {**GOOD, "schedule.lr_max": 5e-5}
 WIDE = {**SPACE, "schedule.lr_max": {"low": 5e-5, "high": 3e-2, "log": True}}
-
-
-def _inputs(env: Any, tmp_path: Path) -> tuple[Any, dict[str, Any]]:
-    base = api.load_config(tmp_path / "train.yaml")
-    updates = {**export_batches(env, ["2024-01", "2024-02"], "w"), "mlflow.enabled": False}
-    return base, updates
 
 
 def _queue(storage: str, name: str, *values: dict[str, float]) -> Any:
@@ -65,8 +58,7 @@ def test_successive_halving_prunes_at_an_epoch_rung_on_the_running_best(
 ) -> None:
     import optuna
 
-    env = make_env(tmp_path, monkeypatch)
-    base, updates = _inputs(env, tmp_path)
+    base, updates = study_inputs(tmp_path, monkeypatch)
     storage, out = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs"
     _queue(storage, "sha", GOOD, BAD, BAD | {"schedule.cycle_epochs": 1.5})
     # more trials than startup trials: the pruner acts from the second trial on
@@ -105,8 +97,7 @@ def test_successive_halving_prunes_at_an_epoch_rung_on_the_running_best(
 def test_each_trial_runs_with_what_is_left_of_the_budget_and_stops_there(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = make_env(tmp_path, monkeypatch)
-    base, updates = _inputs(env, tmp_path)
+    base, updates = study_inputs(tmp_path, monkeypatch)
     kwargs = {"storage": f"sqlite:///{tmp_path / 's.db'}", "name": "b", "output_dir": tmp_path}
     first = run_study(TuneConfig(space=SPACE, n_trials=1), base, train_updates=updates, **kwargs)
     c0 = TrainResult.load(tmp_path / str(first.trials[0].run_name)).cost_usd
@@ -139,8 +130,7 @@ def test_each_trial_runs_with_what_is_left_of_the_budget_and_stops_there(
 def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = make_env(tmp_path, monkeypatch)
-    base, updates = _inputs(env, tmp_path)
+    base, updates = study_inputs(tmp_path, monkeypatch)
     # every step above lr 0.015 has a NaN loss; one is enough and no rollback is allowed
     updates |= {
         "fault_injection.nan_above_lr": 0.015,

@@ -3,8 +3,8 @@ epochs, for the tuner's tests."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,9 +12,12 @@ import pytest
 
 from pipeline.base.config import load_config
 from pipeline.flow import Env
+from pipeline.flow.tuning import export_batches
 from pipeline.steps.landing.ingest import ingest_frame
 from pipeline.steps.landing.labels import ingest_labels
 from tests.pipeline import loans
+from tests.pipeline.cli_support import clear_pipeline_env
+from training import api
 
 MONTHS = ["2024-01", "2024-02", "2024-03", "2024-04"]
 
@@ -86,9 +89,7 @@ def make_env(
     rows: int = 500,
     **tune: object,
 ) -> Env:
-    for name in list(os.environ):
-        if name.startswith(("COSINE_RETRAIN_", "MLFLOW_")):
-            monkeypatch.delenv(name)
+    clear_pipeline_env(monkeypatch, "MLFLOW_")
     home = tmp_path / "home"
     spec_path = loans.write_spec(tmp_path / "loans.yaml")
     overrides: dict[str, object] = {
@@ -105,3 +106,12 @@ def make_env(
         ingest_frame(env.store, env.spec, features, month)
         ingest_labels(env.store, env.spec, labels_for(features, i), month)
     return env
+
+
+def study_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, Any]]:
+    """What ``tune`` hands ``run_study`` for a home made by ``make_env``: the start config
+    and the updates that point it at the first two batches (MLflow off)."""
+    env = make_env(tmp_path, monkeypatch)
+    base = api.load_config(tmp_path / "train.yaml")
+    updates = {**export_batches(env, ["2024-01", "2024-02"], "w"), "mlflow.enabled": False}
+    return base, updates

@@ -20,6 +20,7 @@ from pipeline.steps.quality.drift import DriftSummary, check_drift, compute_drif
 from pipeline.steps.quality.reference import create_reference
 from pipeline.steps.quality.validation import validate_frame
 from tests.pipeline import loans
+from tests.pipeline.cli_support import clear_pipeline_env
 from training.data.spec import DataError
 
 REF = BatchRef("loans", "2024-07", 1)
@@ -146,13 +147,9 @@ def test_the_console_names_the_finding_and_the_skipped_column(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """python -m pipeline reference/ingest/drift on the loans spec: what a user reads."""
-    import os
-
     from pipeline.apps.cli import main
 
-    for name in list(os.environ):
-        if name.startswith("COSINE_RETRAIN_"):
-            monkeypatch.delenv(name)
+    clear_pipeline_env(monkeypatch)
     monkeypatch.setenv("COSINE_RETRAIN_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("COSINE_RETRAIN_DATASET_SPEC", str(loans.write_spec(tmp_path / "l.yaml")))
     for month, nulls in (("2024-01", 1.0), ("2024-07", 0.2)):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
@@ -28,6 +27,7 @@ from pipeline.steps.ops.spend import (
 )
 from tests.pipeline.base.test_alerts import Receiver
 from tests.pipeline.base.test_alerts import receiver as receiver
+from tests.pipeline.cli_support import clear_pipeline_env
 from tests.support import MlflowServer
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -39,9 +39,7 @@ def ms(*args: int) -> int:
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("COSINE_RETRAIN_", "MLFLOW_")):
-            monkeypatch.delenv(name)
+    clear_pipeline_env(monkeypatch, "MLFLOW_")
 
 
 @pytest.fixture(scope="module")
