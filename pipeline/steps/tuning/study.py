@@ -299,7 +299,8 @@ def run_study(
                 f"(checkpointed): run the study again to resume it"
             )
         _tell(study, trial, pruner, result)
-    return _study_summary(study, storage, spent, reason, parent)
+    within = (tune.adopt_max_loss, base.optim.batch_size)
+    return _study_summary(study, storage, spent, reason, parent, within)
 
 
 def _counts(t: optuna.trial.FrozenTrial, retried: set[int]) -> bool:
@@ -354,14 +355,35 @@ def _tell(study: Any, trial: Any, pruner: CyclePruner, result: TrainResult) -> N
     log.info("trial %d: best val AUC %.4f in %d steps", trial.number, value, result.steps_done)
 
 
+def pick_best(trials: list[TrialSummary], within: float, batch_size: int) -> TrialSummary | None:
+    """The cheapest complete trial (fewest rows trained: steps x its batch size) whose val
+    AUC is within ``within`` of the highest (``tune.adopt_max_loss``: the loss the
+    adoption rule calls no worse); ties on rows go to the higher AUC."""
+    complete = [t for t in trials if t.state == "COMPLETE" and t.value is not None]
+    if not complete:
+        return None
+    top = max(t.value or 0.0 for t in complete)
+
+    def rows(t: TrialSummary) -> float:
+        size = t.params.get("optim.batch_size", batch_size)
+        return float(t.steps) * float(size) if t.steps is not None else float("inf")
+
+    near = [t for t in complete if (t.value or 0.0) >= top - within]
+    return min(near, key=lambda t: (rows(t), -(t.value or 0.0)))
+
+
 def _study_summary(
-    study: Any, storage: str, spent: float, reason: str, parent: str | None
+    study: Any,
+    storage: str,
+    spent: float,
+    reason: str,
+    parent: str | None,
+    within: tuple[float, int],
 ) -> StudySummary:
     frozen = study.get_trials(deepcopy=False)
     retried = _retried(frozen)
     trials = [_summary(t, retried) for t in frozen]
-    complete = [t for t in trials if t.state == "COMPLETE"]
-    best = max(complete, key=lambda t: t.value or 0.0) if complete else None
+    best = pick_best(trials, *within)
     return StudySummary(
         study=study.study_name,
         storage=_mask(storage),

@@ -267,3 +267,34 @@ def test_a_cheaper_config_no_worse_beyond_the_noise_is_adopted(
     assert verdict.basis == "cheaper"
     assert "adopted (cheaper" in verdict.reason
     assert read_verdict(env.store, env.dataset, version) == verdict
+
+
+def test_the_best_trial_is_the_cheapest_within_the_noise_of_the_highest() -> None:
+    """The study's pick: fewest rows trained (steps x batch size) among the trials no more
+    than tune.adopt_max_loss below the highest val AUC; pruned and failed never count."""
+    from pipeline.steps.tuning.study import TrialSummary, pick_best
+
+    def trial(n: int, value: float | None, steps: int, state: str = "COMPLETE", **params: float):
+        return TrialSummary(
+            number=n,
+            state=state,
+            value=value,
+            params=params,
+            steps=steps,
+            cost_usd=None,
+            run_name=None,
+        )
+
+    trials = [
+        trial(0, 0.7186, 1132),  # the highest
+        trial(1, 0.7161, 806),  # 0.0025 below: within 0.003, and the cheapest
+        trial(2, 0.7150, 300),  # 0.0036 below: beyond the noise
+        trial(3, 0.7190, 200, state="PRUNED"),  # pruned: no final value to trust
+        trial(4, 0.7170, 500, **{"optim.batch_size": 2048}),  # 500 x 2048 rows > 806 x 512
+    ]
+    assert pick_best(trials, 0.003, 512).number == 1
+    assert pick_best(trials, 0.0, 512).number == 0  # no tolerance: the highest AUC
+    assert pick_best(trials, 0.01, 512).number == 2
+    # equal rows: the higher AUC
+    assert pick_best([trial(0, 0.70, 400), trial(1, 0.71, 400)], 0.05, 512).number == 1
+    assert pick_best([trial(0, None, 10, state="FAIL")], 0.003, 512) is None
