@@ -17,7 +17,7 @@ val AUC is FAIL with its reason, and the study goes on.
 
 Killed and run again, it continues: finished trials are kept; a trial left RUNNING
 whose heartbeat is older than its grace period (its process is gone) is marked FAIL
-(not counted) and queued again with its values by Optuna's RetryFailedTrialCallback,
+(not counted) and queued again with its values by Optuna's RetryHeartbeatStaleTrialCallback,
 and its training run (named by its values) resumes from its own checkpoint. A trial
 whose heartbeat is fresh belongs to a live process and is left alone.
 :func:`log_study` puts the study's figures and plots (optimization history, parameter
@@ -116,17 +116,19 @@ def _run_name(study: str, params: dict[str, int | float]) -> str:
 def _open_storage(tune: TuneConfig, url: str) -> Any:
     """Optuna's RDB storage with heartbeats: a trial's process records one every
     ``tune.heartbeat_seconds``; a RUNNING trial silent for three of them is stale (its
-    process is gone), failed and queued again by Optuna's RetryFailedTrialCallback
+    process is gone), failed and queued again by Optuna's RetryHeartbeatStaleTrialCallback
     (at most ``tune.max_retries`` times)."""
     import optuna
-    from optuna.storages import RetryFailedTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     with _quiet_heartbeats():
         return optuna.storages.RDBStorage(
             url,
             heartbeat_interval=tune.heartbeat_seconds,
             grace_period=3 * tune.heartbeat_seconds,
-            heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=tune.max_retries),
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                max_retry=tune.max_retries
+            ),
         )
 
 
