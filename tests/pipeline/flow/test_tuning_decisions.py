@@ -274,16 +274,11 @@ def test_the_best_trial_is_the_cheapest_within_the_noise_of_the_highest() -> Non
     than tune.adopt_max_loss below the highest val AUC; pruned and failed never count."""
     from pipeline.steps.tuning.study import TrialSummary, pick_best
 
+    unmeasured = {"cost_usd": None, "run_name": None}
+
     def trial(n: int, value: float | None, steps: int, state: str = "COMPLETE", **params: float):
-        return TrialSummary(
-            number=n,
-            state=state,
-            value=value,
-            params=params,
-            steps=steps,
-            cost_usd=None,
-            run_name=None,
-        )
+        fields = {"number": n, "state": state, "value": value, "params": params}
+        return TrialSummary(steps=steps, **fields, **unmeasured)
 
     trials = [
         trial(0, 0.7186, 1132),  # the highest
