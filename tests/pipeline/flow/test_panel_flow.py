@@ -116,6 +116,7 @@ def test_a_panel_replays_with_evidence_on_the_labelled_batch_and_id_pairs(
     labelled: dict[str, pd.DataFrame] = {}
     for month in MONTHS[:4]:
         ingest_frame(env.store, env.spec, months[month].drop(columns=["churn"]), month)
+        flow.validate(env, month)  # a retrain trains only on validated batches (the ledger)
         ingest_labels(env.store, env.spec, months[month][["person_id", "churn"]], month)
     first = _retrain(env, until="2024-02")
     assert current_alias(env.client, env.model, CHAMPION) == first
