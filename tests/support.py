@@ -242,6 +242,26 @@ def airflow_script(
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def logged_script(script: str, *args: str, env: dict[str, str], log: Path) -> Any:
+    """Run ``script`` (a long ``dag.test()`` driver) in a fresh interpreter with ``env``,
+    its stderr going to ``log`` (read back when it fails); its last line of output, read
+    as JSON."""
+    import json
+
+    with log.open("w") as err:
+        proc = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=900,
+        )
+    assert proc.returncode == 0, log.read_text()[-6000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def stack_env(
     airflow_home: Path, home: Path, port: int, db_url: str, executor: str
 ) -> dict[str, str]:

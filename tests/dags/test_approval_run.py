@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import uuid
 from pathlib import Path
@@ -29,6 +27,7 @@ from pipeline.steps.landing.labels import ingest_labels
 from pipeline.steps.registry.aliases import CANARY, CHAMPION, alias_history, current_alias
 from tests.pipeline.base.test_alerts import Receiver
 from tests.pipeline.flow.retrain_support import register_and_gate
+from tests.support import logged_script
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = "2013-03"
@@ -167,18 +166,7 @@ def _run_dags(tmp_path: Path, cases: list[dict[str, Any]], extra: dict[str, str]
         **extra,
     }
     log = tmp_path / "dag-test.log"
-    with log.open("w") as err:
-        proc = subprocess.run(
-            [sys.executable, "-c", RUN, str(ROOT / "dags"), json.dumps(cases), RESPOND],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=900,
-        )
-    assert proc.returncode == 0, log.read_text()[-6000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return logged_script(RUN, str(ROOT / "dags"), json.dumps(cases), RESPOND, env=env, log=log)
 
 
 @pytest.fixture(scope="module")

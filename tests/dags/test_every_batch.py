@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import uuid
 from pathlib import Path
@@ -33,6 +31,7 @@ from pipeline.steps.landing.ingest import flights_frames
 from pipeline.steps.quality.reference import create_reference
 from pipeline.steps.registry.aliases import CHAMPION, current_alias
 from pipeline.steps.registry.registration import register_training_run
+from tests.support import logged_script
 
 ROOT = Path(__file__).resolve().parents[2]
 GATE = {"min_auc": 0.55, "min_slice_auc": 0.4, "slice_min_rows": 150, "max_auc_drop": 0.05}
@@ -128,18 +127,8 @@ def staged(
         }
     )
     log = tmp / "dag-test.log"
-    with log.open("w") as err:
-        proc = subprocess.run(
-            [sys.executable, "-c", RUN, str(home), str(bad)],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            env=child,
-            cwd=ROOT,
-            timeout=900,
-        )
-    assert proc.returncode == 0, log.read_text()[-6000:]
-    return env, json.loads(proc.stdout.strip().splitlines()[-1])
+    out = logged_script(RUN, str(home), str(bad), env=child, log=log)
+    return env, out
 
 
 def _report(env: Env, batch: str, kind: str) -> list[dict[str, Any]]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias, mov
 from tests.pipeline.base.test_alerts import Receiver
 from tests.pipeline.steps.test_canary_guardrails import log_models, register_pair
 from tests.pipeline.steps.test_gate_and_canary import SPEC, Env
+from tests.support import logged_script
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = "2013-03"
@@ -132,18 +131,7 @@ def test_misbehaving_canaries_are_rolled_back_by_the_drift_monitor_before_labels
         "COSINE_RETRAIN_ALERTS__WEBHOOK_URL": receiver.url(),
     }
     log = tmp_path / "dag-test.log"
-    with log.open("w") as err:
-        proc = subprocess.run(
-            [sys.executable, "-c", RUN, str(ROOT / "dags"), json.dumps(cases)],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            env=environ,
-            cwd=ROOT,
-            timeout=900,
-        )
-    assert proc.returncode == 0, log.read_text()[-6000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = logged_script(RUN, str(ROOT / "dags"), json.dumps(cases), env=environ, log=log)
 
     for name, (_, _, why) in CASES.items():
         env, batch = staged[name]

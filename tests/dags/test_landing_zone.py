@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from pipeline.base.config import load_config
 from pipeline.base.ledger import read_ledger
 from pipeline.flow.env import Env
 from pipeline.steps.landing.ingest import flights_frames
+from tests.support import logged_script
 from training.api import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,19 +99,9 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[Env, dict[str, Any]
         }
     )
     log = tmp / "dag-test.log"
-    with log.open("w") as err:
-        proc = subprocess.run(
-            [sys.executable, "-c", RUN, str(home), str(zone)],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            env=child,
-            cwd=ROOT,
-            timeout=900,
-        )
-    assert proc.returncode == 0, log.read_text()[-6000:]
+    out = logged_script(RUN, str(home), str(zone), env=child, log=log)
     env = Env(load_config(None, home=home))
-    return env, json.loads(proc.stdout.strip().splitlines()[-1]), frames
+    return env, out, frames
 
 
 def test_a_backfill_is_dropping_files(swept: tuple[Env, dict[str, Any], dict]) -> None:
