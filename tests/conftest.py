@@ -174,3 +174,13 @@ def s3_server() -> Iterator[S3Server]:
 
     with moto_server() as port:
         yield S3Server(f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Any]:
+    """An alert webhook receiver on 127.0.0.1 shared by a module's tests (a module whose
+    tests each need a fresh one defines its own ``receiver``)."""
+    from tests.pipeline.base.test_alerts import Receiver
+
+    with Receiver() as r:
+        yield r

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from pipeline.base.config import load_config
 from pipeline.base.store import put_frame
@@ -167,13 +166,6 @@ def _run_dags(tmp_path: Path, cases: list[dict[str, Any]], extra: dict[str, str]
     }
     log = tmp_path / "dag-test.log"
     return logged_script(RUN, str(ROOT / "dags"), json.dumps(cases), RESPOND, env=env, log=log)
-
-
-@pytest.fixture(scope="module")
-def receiver():  # type: ignore[no-untyped-def]
-    r = Receiver()
-    yield r
-    r.stop()
 
 
 def test_approve_reject_and_timeout_through_the_dag(

@@ -65,13 +65,6 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def receiver():  # type: ignore[no-untyped-def]
-    r = Receiver()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
 def march() -> pd.DataFrame:
     """3,000 rows of March (every 9th flight, so all days and hours)."""
     from training.data.flights import load_months

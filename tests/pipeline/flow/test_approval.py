@@ -37,13 +37,6 @@ def _env(url: str, home: Path, hook: str) -> Env:
 
 
 @pytest.fixture(scope="module")
-def receiver():  # type: ignore[no-untyped-def]
-    r = Receiver()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
 def canary(mlflow_server: Any, trained_runs: Any, tmp_path_factory: Any, receiver: Receiver):  # type: ignore[no-untyped-def]
     """Run a's best is champion, run b's the canary, both through the flow's gate, held
     for approval as a review holds it. The tests share it in file order: those that move

@@ -43,13 +43,6 @@ from tests.pipeline.steps.test_gate_and_canary import (
 BATCH = "2013-03"
 
 
-@pytest.fixture(scope="module")
-def receiver():  # type: ignore[no-untyped-def]
-    r = Receiver()
-    yield r
-    r.stop()
-
-
 @pytest.fixture
 def held(mlflow_server: Any, tmp_path: Path, receiver: Receiver) -> Env:
     """v1 champion, v2 canary that a review held for approval (``approval.status``)."""

@@ -170,13 +170,6 @@ def logged(mlflow_server: Any, tmp_path_factory: Any) -> dict[str, str]:
     return log_models(mlflow_server.url, tmp_path_factory.mktemp("models"))
 
 
-@pytest.fixture(scope="module")
-def receiver():  # type: ignore[no-untyped-def]
-    r = Receiver()
-    yield r
-    r.stop()
-
-
 def _registry(
     url: str, home: Path, logged: dict[str, str], canary: str, hook: str, **rules: Any
 ) -> Env:
