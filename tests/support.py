@@ -242,6 +242,25 @@ def airflow_script(
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def dag_test_env(airflow_home: Path, home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a ``dag.test()`` driver: this checkout's DAGs, an Airflow home
+    (created) with a SQLite metadata database of its own, the cosine-retrain ``home``,
+    none of the caller's ``COSINE_RETRAIN_*`` or ``MLFLOW_TRACKING_URI``; then ``extra``."""
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COSINE_RETRAIN_")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return {
+        **env,
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home}/airflow.db",
+        "PYTHONPATH": str(ROOT),
+        "COSINE_RETRAIN_HOME": str(home),
+        **extra,
+    }
+
+
 def logged_script(script: str, *args: str, env: dict[str, str], log: Path) -> Any:
     """Run ``script`` (a long ``dag.test()`` driver) in a fresh interpreter with ``env``,
     its stderr going to ``log`` (read back when it fails); its last line of output, read

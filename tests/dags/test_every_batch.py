@@ -14,7 +14,6 @@ reports, predictions) and recomputed from the bundled data, beside the ledger.
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 import uuid
 from pathlib import Path
@@ -31,7 +30,7 @@ from pipeline.steps.landing.ingest import flights_frames
 from pipeline.steps.quality.reference import create_reference
 from pipeline.steps.registry.aliases import CHAMPION, current_alias
 from pipeline.steps.registry.registration import register_training_run
-from tests.support import logged_script
+from tests.support import dag_test_env, logged_script
 
 ROOT = Path(__file__).resolve().parents[2]
 GATE = {"min_auc": 0.55, "min_slice_auc": 0.4, "slice_min_rows": 150, "max_auc_drop": 0.05}
@@ -109,22 +108,13 @@ def staged(
     bad = incoming / "2013-05.parquet"
     may.to_parquet(bad, index=False)
 
-    airflow = tmp / "airflow"
-    airflow.mkdir()
-    child = {k: v for k, v in os.environ.items() if not k.startswith("COSINE_RETRAIN_")}
-    child.pop("MLFLOW_TRACKING_URI", None)
-    child.update(
-        {
-            "AIRFLOW_HOME": str(airflow),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow}/airflow.db",
-            "PYTHONPATH": str(ROOT),
-            "COSINE_RETRAIN_HOME": str(home),
-            "COSINE_RETRAIN_MLFLOW__TRACKING_URI": mlflow_server.url,
-            "COSINE_RETRAIN_MLFLOW__MODEL_NAME": model,
-            **{f"COSINE_RETRAIN_GATE__{k.upper()}": str(v) for k, v in GATE.items()},
-        }
+    slos = {f"COSINE_RETRAIN_GATE__{k.upper()}": str(v) for k, v in GATE.items()}
+    child = dag_test_env(
+        tmp / "airflow",
+        home,
+        COSINE_RETRAIN_MLFLOW__TRACKING_URI=mlflow_server.url,
+        COSINE_RETRAIN_MLFLOW__MODEL_NAME=model,
+        **slos,
     )
     log = tmp / "dag-test.log"
     out = logged_script(RUN, str(home), str(bad), env=child, log=log)

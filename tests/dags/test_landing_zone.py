@@ -9,7 +9,6 @@ test checks is read from the store's files and recomputed from the dropped frame
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from pipeline.base.config import load_config
 from pipeline.base.ledger import read_ledger
 from pipeline.flow.env import Env
 from pipeline.steps.landing.ingest import flights_frames
-from tests.support import logged_script
+from tests.support import dag_test_env, logged_script
 from training.api import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,21 +82,8 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[Env, dict[str, Any]
     (zone / "features" / ".2013-04.parquet").write_text("half written")  # a dot: not listed
     frames["2013-02"][0].head(1200).to_parquet(zone / "changed.parquet", index=False)
 
-    airflow = tmp / "airflow"
-    airflow.mkdir()
-    child = {k: v for k, v in os.environ.items() if not k.startswith("COSINE_RETRAIN_")}
-    child.pop("MLFLOW_TRACKING_URI", None)
-    child.update(
-        {
-            "AIRFLOW_HOME": str(airflow),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",  # consumers get queued
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow}/airflow.db",
-            "PYTHONPATH": str(ROOT),
-            "COSINE_RETRAIN_HOME": str(home),
-        }
-    )
+    # unpaused: the consumers of the landing events get queued
+    child = dag_test_env(tmp / "airflow", home, AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False")
     log = tmp / "dag-test.log"
     out = logged_script(RUN, str(home), str(zone), env=child, log=log)
     env = Env(load_config(None, home=home))
