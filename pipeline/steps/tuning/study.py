@@ -10,8 +10,8 @@ trial an MLflow run nested under the study's parent run.
 It stops at ``tune.n_trials`` ended trials (complete, pruned or failed), or when the
 trials' summed costs (the job's cost meter) reach ``tune.budget_usd``: each trial runs
 with what is left as its own ``cost.budget_usd`` and stops there (PRUNED, stopped by
-the budget), so the study spends at most its budget plus what the job runs between
-two budget checks (at most an evaluation interval). A trial whose run diverges (the
+the budget) and the study ends with it, so the study spends at most its budget plus
+what the job runs between two budget checks (at most an evaluation interval). A trial whose run diverges (the
 NaN guard's :class:`~training.api.TrainingDiverged`) or closes no cycle with a finite
 val AUC is FAIL with its reason, and the study goes on.
 
@@ -301,6 +301,16 @@ def run_study(
                 f"(checkpointed): run the study again to resume it"
             )
         _tell(study, trial, pruner, result)
+        if result.status == "budget_exhausted":  # it ran until what was left was spent
+            spent = sum(
+                float(t.user_attrs.get("cost_usd", 0.0))
+                for t in study.get_trials(deepcopy=False)
+            )
+            reason = (
+                f"budget: trial {trial.number} spent what was left of "
+                f"tune.budget_usd=${tune.budget_usd:g} (${spent:.6f} in all)"
+            )
+            break
     within = (tune.adopt_max_loss, base.optim.batch_size)
     return _study_summary(study, storage, spent, reason, parent, within)
 
