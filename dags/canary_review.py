@@ -2,7 +2,9 @@
 ### Canary review
 
 Runs when labels land (`labels_landed`). For every labelled batch of the events
-it consumed (labels of several batches may land before it runs), in batch order:
+it consumed (labels of several batches may land before it runs), and every labelled
+batch the ledger shows not reviewed yet (a batch whose event never arrived, or whose
+review failed, is caught up by the next run), in batch order:
 
 1. **quality**: the champion's live AUC on the rows it served; below the SLO it
    requests a retrain (`retrain_request`), the label-side trigger.
@@ -43,17 +45,20 @@ from pipeline.apps import dagkit as kit
     },
 )
 def canary_review():
-    @task(doc_md="The labelled batches, in batch order: the param, or every triggering event's.")
+    @task(doc_md="The labelled batches, in batch order: the param, the events, the catch-up.")
     def which_batches(params=None, triggering_asset_events=None) -> list[str]:
         from pipeline import flow
 
-        if params["batch_id"]:
-            return [params["batch_id"]]
-        batches = flow.event_batches(kit.events(triggering_asset_events))
+        events = kit.events(triggering_asset_events)
+        with kit.permanent():
+            batches = flow.review_batches(kit.env(), events, params["batch_id"])
         if not batches:
             from airflow.sdk.exceptions import AirflowFailException
 
-            raise AirflowFailException("no batch_id: pass one, or let labels_landed trigger")
+            raise AirflowFailException(
+                "no batch to review: every labelled batch is reviewed; pass a batch_id to "
+                "review one again"
+            )
         return batches
 
     @task(doc_md="Champion's live AUC on each batch's labelled rows; below the SLO -> retrain.")

@@ -47,6 +47,8 @@ _WHERE = {
     "event_batches": "pipeline.flow.triggers",
     "monitor_batches": "pipeline.flow.every",
     "pending_batches": "pipeline.flow.every",
+    "review_batches": "pipeline.flow.every",
+    "unreviewed_batches": "pipeline.flow.every",
     "score_each": "pipeline.flow.every",
     "trainable_batches": "pipeline.flow.every",
     "validate_each": "pipeline.flow.every",
@@ -128,6 +130,7 @@ __all__ = [
     "register",
     "resolve_request",
     "review",
+    "review_batches",
     "score",
     "score_each",
     "source_roots",
@@ -136,6 +139,7 @@ __all__ = [
     "train_config",
     "train_result_from_mlflow",
     "trainable_batches",
+    "unreviewed_batches",
     "validate",
     "validate_each",
 ]
@@ -148,8 +152,10 @@ if TYPE_CHECKING:
         drift_each,
         monitor_batches,
         pending_batches,
+        review_batches,
         score_each,
         trainable_batches,
+        unreviewed_batches,
         validate_each,
     )
     from pipeline.flow.labels import QualityOutcome, quality, review

@@ -11,7 +11,10 @@ here rather than left to the order in which Airflow starts mapped task instances
 The drift monitor also catches up: every landed batch whose newest version misses a
 monitor step in the ledger (:mod:`pipeline.base.ledger`) joins the run, so a batch
 whose event never reached the monitor (a crash, a lost queue row, a hand-copied
-file) is validated, drift-checked and scored by the next run, cron or event.
+file) is validated, drift-checked and scored by the next run, cron or event. The
+canary review catches up the same way: every labelled batch whose newest labels
+version has no ``reviewed`` entry (recorded once its quality check and its review
+both ran) joins the next review run (:func:`review_batches`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pipeline.base.layout import (
     labelled_batches,
     landed_batches,
 )
-from pipeline.base.ledger import VALIDATED, missing_steps, read_ledger
+from pipeline.base.ledger import REVIEWED, VALIDATED, missing_steps, read_ledger
 from pipeline.flow.env import Env
 from pipeline.flow.monitor import decide, drift, newest_batch, score, validate
 from pipeline.flow.records import Decision, DriftOutcome, Record
@@ -38,8 +41,10 @@ __all__ = [
     "drift_each",
     "monitor_batches",
     "pending_batches",
+    "review_batches",
     "score_each",
     "trainable_batches",
+    "unreviewed_batches",
     "validate_each",
 ]
 
@@ -79,6 +84,30 @@ def monitor_batches(env: Env, events: list[Event], batch_id: str | None = None) 
         return [batch_id]
     batches = sorted(set(event_batches(events)) | set(pending_batches(env)))
     return batches or [newest_batch(env)]
+
+
+def unreviewed_batches(env: Env) -> list[str]:
+    """Labelled batches whose newest labels version has no ``reviewed`` entry in the
+    ledger (its quality check and review never both ran: a missed ``labels_received``
+    event, a review run that failed or was killed), in batch order."""
+    ledger = read_ledger(env.store, env.dataset)
+    out = []
+    for batch in labelled_batches(env.store, env.dataset):
+        newest = committed_versions(env.store, env.dataset, batch, "labels")[-1]
+        state = ledger.get(batch)
+        if state is None or not state.done(REVIEWED, newest):
+            log.info("batch %s labels v%d: not reviewed yet", batch, newest)
+            out.append(batch)
+    return out
+
+
+def review_batches(env: Env, events: list[Event], batch_id: str | None = None) -> list[str]:
+    """The labelled batches one canary review run checks, in batch order: ``batch_id``
+    alone when a person names one; else every batch the run's events name together with
+    every labelled batch not reviewed yet (the catch-up). Empty: nothing to review."""
+    if batch_id:
+        return [batch_id]
+    return sorted(set(event_batches(events)) | set(unreviewed_batches(env)))
 
 
 def validate_each(env: Env, batch_ids: list[str]) -> list[BatchValidation]:

@@ -32,6 +32,7 @@ RUN = textwrap.dedent(
     from pathlib import Path
     subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
                    check=True, capture_output=True)
+    from pipeline import flow
     from pipeline.apps.replay import Replay
 
     home, zone = Path(sys.argv[1]), Path(sys.argv[2])
@@ -44,6 +45,10 @@ RUN = textwrap.dedent(
 
     out = {"backfill": run("landing")}
     out["monitor"] = run("drift_monitor")
+    # February's labels land by hand (no event): the review of January's event catches up
+    flow.land(replay.env, str(zone.parent / "feb-labels.parquet"), labels=True,
+              batch_id="2013-02", trusted=True)
+    out["review"] = run("canary_review")
     out["again"] = run("landing")  # nothing new
     (zone / "features" / "2013-02.parquet").write_bytes((zone / "changed.parquet").read_bytes())
     out["changed"] = run("landing")
@@ -81,6 +86,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[Env, dict[str, Any]
     (zone / "features" / "notes.txt").write_text("not a batch")
     (zone / "features" / ".2013-04.parquet").write_text("half written")  # a dot: not listed
     frames["2013-02"][0].head(1200).to_parquet(zone / "changed.parquet", index=False)
+    frames["2013-02"][1].to_parquet(zone.parent / "feb-labels.parquet", index=False)
 
     # unpaused: the consumers of the landing events get queued
     child = dag_test_env(tmp / "airflow", home, AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False")
@@ -125,6 +131,21 @@ def test_one_monitor_run_checks_every_landed_batch(
     assert monitor["results"]["which_batches"] == list(frames)
     ledger = read_ledger(env.store, env.dataset)
     assert [b for b, s in ledger.items() if s.done("validated", 1)] == list(frames)
+
+
+def test_the_review_catches_up_labels_whose_event_never_came(
+    swept: tuple[Env, dict[str, Any], dict],
+) -> None:
+    """January's labels came through the zone (an event); February's by hand (none).
+    The review run started by January's event reviews both, in batch order."""
+    env, runs, _ = swept
+    review = runs["review"]
+    assert review["consumed"] == 1
+    assert review["state"] == "success", review["states"]
+    assert review["results"]["which_batches"] == ["2013-01", "2013-02"]
+    assert [q["batch_id"] for q in review["results"]["quality"]] == ["2013-01", "2013-02"]
+    ledger = read_ledger(env.store, env.dataset)
+    assert [b for b, s in ledger.items() if s.done("reviewed", 1)] == ["2013-01", "2013-02"]
 
 
 def test_a_sweep_lands_nothing_twice_and_refuses_changed_content(
