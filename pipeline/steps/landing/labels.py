@@ -110,9 +110,15 @@ def ingest_labels(
     what = f"labels for {dataset}/{batch_id} ({source})"
     feature_versions = committed_versions(store, dataset, batch_id)
     if not feature_versions:
-        raise BatchNotFound(
-            f"{what}: batch {dataset}/{batch_id} has no stored features; ingest them first"
+        held = committed_versions(store, dataset, batch_id, "quarantine")
+        then = (
+            f"its features v{held[-1]} failed validation and are quarantined: the labels wait "
+            f"until a corrected file lands or python -m pipeline revalidate {batch_id} "
+            "releases them"
+            if held
+            else "ingest them first"
         )
+        raise BatchNotFound(f"{what}: batch {dataset}/{batch_id} has no stored features; {then}")
     labels = check_labels(labels, spec, what)
     digest = frame_fingerprint(labels)
     versions, same, manifest = existing_versions(store, dataset, batch_id, "labels", digest)
