@@ -47,6 +47,24 @@ class Stack:
     password: str
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     token: str | None = None
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def launch(self, name: str, cmd: list[str]) -> None:
+        """Start one component in a process group of its own, its output appended to
+        ``<home>/ui/<name>.log`` (its PID beside it)."""
+        logs = self.home / "ui"
+        with open(logs / f"{name}.log", "ab") as fh:
+            self.procs[name] = subprocess.Popen(
+                cmd, stdout=fh, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
+        (logs / f"{name}.pid").write_text(str(self.procs[name].pid))
+
+    def restart(self, component: str) -> None:
+        """Start an Airflow component again (after it died or was killed), as
+        :func:`start_stack` started it."""
+        if self.procs[component].poll() is None:
+            raise RuntimeError(f"{component} (PID {self.procs[component].pid}) is still running")
+        self.launch(component, [str(BIN / "airflow"), component])
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         """One call of Airflow's REST API (``/api/v2/...``) as the stack's user; the
@@ -245,17 +263,9 @@ def start_stack(
     _forget_stored_ticks(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     logs = home / "ui"
     logs.mkdir(parents=True, exist_ok=True)
-    stack = Stack(home, airflow_url, mlflow_url, user, password)
-
-    def launch(name: str, cmd: list[str]) -> None:
-        with open(logs / f"{name}.log", "ab") as fh:
-            stack.procs[name] = subprocess.Popen(
-                cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        (logs / f"{name}.pid").write_text(str(stack.procs[name].pid))
-
+    stack = Stack(home, airflow_url, mlflow_url, user, password, env=env)
     try:
-        launch(
+        stack.launch(
             "mlflow",
             [
                 str(BIN / "mlflow"),
@@ -273,7 +283,7 @@ def start_stack(
             ],
         )
         for component in COMPONENTS:
-            launch(component, [str(BIN / "airflow"), component])
+            stack.launch(component, [str(BIN / "airflow"), component])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             dead = [n for n, p in stack.procs.items() if p.poll() is not None]
