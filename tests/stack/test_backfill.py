@@ -287,8 +287,10 @@ def test_the_quarantined_batch_is_in_no_window_and_its_labels_wait(
     assert _names(zone / "labels") == [f"{BAD}.parquet"]
     assert _names(zone / "features") == []  # (the local store drops an emptied folder)
     assert not (zone / "refused").exists()
+    features = _values(backfill, "landing", "sweep_features")
+    assert [s["landed"] for s in features] == [MONTHS, []]  # the drop, in one sweep
     sweeps = _values(backfill, "landing", "sweep_labels")
-    assert sweeps[-1]["landed"] == GOOD
+    assert [s["landed"] for s in sweeps] == [[], GOOD]
     assert list(sweeps[-1]["waiting"]) == [f"{BAD}.parquet"]
     assert "quarantined: the labels wait until" in sweeps[-1]["waiting"][f"{BAD}.parquet"]
 
