@@ -23,6 +23,44 @@ from tests.support import (
     stop_process_group,
 )
 
+# The suite runs in two xdist workers (``./run test``: ``-n 2 --dist loadgroup``). A
+# module is one unit of work (its module-scoped fixtures are built once), and the
+# modules below are one more: they start a live Airflow stack (api-server, scheduler,
+# processors) or share the session's replayed demo, so one worker runs them one after
+# another (two stacks at once on two cores starve each other, and the replay is paid
+# once) while the other runs the rest. Units start longest first (the stack first).
+STACK_GROUP = "stack"
+STACK_MODULES = (
+    "tests/stack/",
+    "tests/ui/",
+    "tests/faults/test_triggers.py",
+    "tests/faults/test_security.py",  # reuses the replayed demo when the session has one
+    "tests/dags/test_replay.py",
+)
+
+
+def work_unit(nodeid: str) -> str:
+    """The xdist group of a test: the stack's, or its module's."""
+    module = nodeid.split("::", 1)[0]
+    return STACK_GROUP if module.startswith(STACK_MODULES) else module
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, each test gets its work unit's group, the stack's unit first (it is
+    the longest); slow-marked modules next. Both workers collect in the same order."""
+    if not hasattr(config, "workerinput"):
+        return
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(work_unit(item.nodeid)))
+
+    def rank(item: pytest.Item) -> int:
+        if work_unit(item.nodeid) == STACK_GROUP:
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)  # stable: collection order within a rank
+
 
 @pytest.fixture(autouse=True)
 def _no_mlflow_globals_leak() -> Iterator[None]:
