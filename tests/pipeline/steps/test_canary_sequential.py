@@ -23,9 +23,8 @@ from tests.pipeline.steps.test_gate_and_canary import (
     SPEC,
     Env,
     _canary_at,
-    _fake_served,
     _served,
-    route_to_canary,
+    serve_split,
 )
 
 MARGIN = 0.02
@@ -55,15 +54,8 @@ def test_the_review_accumulates_batches_once_each_and_decides_like_the_reference
         batch = f"2014-{month:02d}"
         y, champion, canary = _batch(rng, 1600, canary_noise=0.12)
         ids = [f"{batch}-{i}" for i in range(y.size)]
-        to_canary = route_to_canary(ids, 0.5, "s")
-        served = pd.concat(
-            [
-                _served(list(np.array(ids)[to_canary]), canary[to_canary], CANARY, "2"),
-                _served(list(np.array(ids)[~to_canary]), champion[~to_canary], CHAMPION, "1"),
-            ]
-        )
-        served["scored_at"] = datetime.now(UTC).isoformat()
-        _fake_served(env, batch, "1", "2", served)
+        stamp = datetime.now(UTC).isoformat()
+        to_canary = serve_split(env, batch, ids, canary, champion, "s", scored_at=stamp)
         labels = pd.DataFrame({"flight_id": ids, "late": y, "batch_id": batch})
         review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
         all_c.append(log_loss_rows(y[to_canary], canary[to_canary]))
@@ -124,14 +116,7 @@ def _review_served(env: Env, rng: np.random.Generator, batch: str, prefix: str) 
     """A batch of 1,000 rows split between canary v2 and champion v1, reviewed."""
     y, champion, canary = _batch(rng, 1000, 0.15)
     ids = [f"{prefix}{i}" for i in range(y.size)]
-    to_canary = route_to_canary(ids, 0.5, "s")
-    served = pd.concat(
-        [
-            _served(list(np.array(ids)[to_canary]), canary[to_canary], CANARY, "2"),
-            _served(list(np.array(ids)[~to_canary]), champion[~to_canary], CHAMPION, "1"),
-        ]
-    )
-    _fake_served(env, batch, "1", "2", served)
+    serve_split(env, batch, ids, canary, champion, "s")
     labels = pd.DataFrame({"flight_id": ids, "late": y, "batch_id": batch})
     return review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
 
