@@ -36,6 +36,7 @@ from tests.pipeline.steps.test_gate_and_canary import (
     Env,
     _canary_at,
     _served,
+    canary_env_at,
     serve_split,
 )
 
@@ -69,8 +70,7 @@ def _moves(env: Env) -> list[tuple[str, str | None, str | None]]:
 def test_approving_a_version_the_review_never_held_is_refused_unless_overridden(
     mlflow_server: Any, tmp_path: Path
 ) -> None:
-    env = Env(mlflow_server.url, tmp_path)
-    _canary_at(env, version="2", champion="1")  # a canary no review has held
+    env = canary_env_at(mlflow_server.url, tmp_path)  # a canary no review has held
     before = alias_history(env.store, env.name)
     with pytest.raises(RegistryError, match=r"not held for approval .*approval.status unset"):
         decide(env.client, env.store, env.config, env.name, "2", Answer(APPROVE, "eve", "go"))
@@ -278,9 +278,9 @@ def test_monthly_labels_reach_the_horizon_in_batches_not_hours(
 ) -> None:
     """Sequential: an undecided canary reviewed once a month (every review past 72 h)
     stays inconclusive until ``horizon_batches`` labelled batches, shadow included."""
-    env = Env(mlflow_server.url, tmp_path)
-    env.configure(canary={"horizon_batches": 3, "shadow_batches": 1})
-    _canary_at(env, version="2", champion="1")
+    env = canary_env_at(
+        mlflow_server.url, tmp_path, canary={"horizon_batches": 3, "shadow_batches": 1}
+    )
     rng = np.random.default_rng(3)
     start = datetime.now(UTC)
     outcomes = []
@@ -354,9 +354,7 @@ def test_an_alias_moved_outside_the_pipeline_is_recorded_and_alerted_once(
 ) -> None:
     from pipeline.steps.registry.audit import check_aliases
 
-    env = Env(mlflow_server.url, tmp_path)
-    env.configure(alerts={"webhook_url": receiver.url()})
-    _canary_at(env, version="2", champion="1")
+    env = canary_env_at(mlflow_server.url, tmp_path, alerts={"webhook_url": receiver.url()})
     assert check_aliases(env.client, env.store, env.config, env.name) == []  # all ours
     sent = len(receiver.bodies)
     env.client.set_registered_model_alias(env.name, CHAMPION, "2")  # the MLflow UI, say

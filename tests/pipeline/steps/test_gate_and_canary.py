@@ -377,12 +377,18 @@ def _canary_at(env: Env, *, version: str, champion: str) -> None:
     move_alias(env.client, env.store, env.name, CANARY, version, why="test setup")
 
 
+def canary_env_at(url: str, home: Path, **settings: Any) -> Env:
+    """An :class:`Env` (``settings`` as :meth:`Env.configure` takes them) whose registry
+    holds v1 as champion and v2 as canary."""
+    env = Env(url, home, **settings)
+    _canary_at(env, version="2", champion="1")
+    return env
+
+
 @pytest.fixture
 def canary_env(mlflow_server: Any, tmp_path: Path) -> Env:
     """v1 champion, v2 canary."""
-    env = Env(mlflow_server.url, tmp_path)
-    _canary_at(env, version="2", champion="1")
-    return env
+    return canary_env_at(mlflow_server.url, tmp_path)
 
 
 def test_too_few_labels_is_inconclusive_then_a_person_decides(canary_env: Env) -> None:
