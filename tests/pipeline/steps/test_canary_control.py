@@ -46,12 +46,12 @@ BATCH = "2013-03"
 @pytest.fixture
 def held(mlflow_server: Any, tmp_path: Path, receiver: Receiver) -> Env:
     """v1 champion, v2 canary that a review held for approval (``approval.status``)."""
-    env = Env(mlflow_server.url, tmp_path)
-    env.configure(
+    env = canary_env_at(
+        mlflow_server.url,
+        tmp_path,
         alerts={"webhook_url": receiver.url()},
         canary={"require_approval": True, "approval_timeout_hours": 48},
     )
-    _canary_at(env, version="2", champion="1")
     env.client.set_model_version_tag(env.name, "2", "approval.status", "pending")
     return env
 
