@@ -39,25 +39,26 @@ PARSE = textwrap.dedent(
 )
 
 
-def _parse(home: Path, **env: str) -> dict[str, Any]:
-    return airflow_script(PARSE, str(ROOT / "dags"), home=home, extra_env=env)
+def _tasks(home: Path, **env: str) -> dict[str, Any]:
+    """The canary review's tasks, parsed from the DAG folder with ``env`` (which must
+    parse without import errors)."""
+    out = airflow_script(PARSE, str(ROOT / "dags"), home=home, extra_env=env)
+    assert out["errors"] == {}
+    return out["tasks"]
 
 
 def test_no_approval_task_unless_configured(tmp_path: Path) -> None:
-    out = _parse(tmp_path)
-    assert out["errors"] == {}
-    assert {"held", "approve", "record_approval"}.isdisjoint(out["tasks"])
-    assert "review" in out["tasks"]
+    tasks = _tasks(tmp_path)
+    assert {"held", "approve", "record_approval"}.isdisjoint(tasks)
+    assert "review" in tasks
 
 
 def test_required_approval_adds_a_human_in_the_loop_task(tmp_path: Path) -> None:
-    out = _parse(
+    tasks = _tasks(
         tmp_path,
         COSINE_RETRAIN_CANARY__REQUIRE_APPROVAL="true",
         COSINE_RETRAIN_CANARY__APPROVAL_TIMEOUT_HOURS="6",
     )
-    assert out["errors"] == {}
-    tasks = out["tasks"]
     assert tasks["held"]["upstream"] == ["review"]
     assert tasks["held"]["type"] == "_ShortCircuitDecoratedOperator"
     approve = tasks["approve"]
@@ -75,13 +76,12 @@ def test_required_approval_adds_a_human_in_the_loop_task(tmp_path: Path) -> None
 
 def test_approvers_are_the_approval_tasks_assigned_users(tmp_path: Path) -> None:
     """Who may answer is configurable; Airflow's api-server refuses anyone else (403)."""
-    out = _parse(
+    tasks = _tasks(
         tmp_path,
         COSINE_RETRAIN_CANARY__REQUIRE_APPROVAL="true",
         COSINE_RETRAIN_CANARY__APPROVERS='["7:alice", "8"]',
     )
-    assert out["errors"] == {}
-    assert out["tasks"]["approve"]["assigned"] == [
+    assert tasks["approve"]["assigned"] == [
         {"id": "7", "name": "alice"},
         {"id": "8", "name": "8"},
     ]

@@ -8,7 +8,6 @@ canary back (its traffic returns to the champion); no answer rolls it back and a
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 import uuid
 from pathlib import Path
@@ -26,7 +25,7 @@ from pipeline.steps.landing.labels import ingest_labels
 from pipeline.steps.registry.aliases import CANARY, CHAMPION, alias_history, current_alias
 from tests.pipeline.base.test_alerts import Receiver
 from tests.pipeline.flow.retrain_support import register_and_gate
-from tests.support import logged_script
+from tests.support import dag_test_env, logged_script
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = "2013-03"
@@ -82,19 +81,13 @@ RESPOND = textwrap.dedent(
 
 RUN = textwrap.dedent(
     """
-    import json, os, subprocess, sys
+    import json, subprocess, sys
     from pathlib import Path
+    from tests.support import dag_cases
 
     folder, cases, respond = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-                   check=True, capture_output=True)
-    from airflow.dag_processing.dagbag import BundleDagBag
-
-    dag = BundleDagBag(folder, bundle_path=folder).dags["canary_review"]
     results = {}
-    for case in cases:
-        print("case", case["name"], file=sys.stderr, flush=True)
-        os.environ.update(case["env"])
+    for dag, case in dag_cases(folder, "canary_review", cases):
         person = subprocess.Popen([sys.executable, "-c", respond, json.dumps(case)])
         dr = dag.test(run_conf={"batch_id": case["batch"]})
         code = person.wait(timeout=120)
@@ -154,16 +147,8 @@ def _stage(
 def _run_dags(tmp_path: Path, cases: list[dict[str, Any]], extra: dict[str, str]) -> Any:
     """The script in a fresh interpreter with an Airflow home of its own; its output in
     files (a dag.test() waiting for input prints nothing for minutes)."""
-    home = tmp_path / "airflow"
-    home.mkdir()
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "PYTHONPATH": str(ROOT),
-        **extra,
-    }
+    # the DAG file is parsed with tmp_path as its home; each case runs on its own
+    env = dag_test_env(tmp_path / "airflow", tmp_path, **extra)
     log = tmp_path / "dag-test.log"
     return logged_script(RUN, str(ROOT / "dags"), json.dumps(cases), RESPOND, env=env, log=log)
 
@@ -200,7 +185,6 @@ def test_approve_reject_and_timeout_through_the_dag(
         "COSINE_RETRAIN_CANARY__APPROVAL_TIMEOUT_HOURS": str(TIMEOUT_H),
         "COSINE_RETRAIN_CANARY__MIN_ROWS": "300",
         "COSINE_RETRAIN_ALERTS__WEBHOOK_URL": receiver.url(),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
     }
     out = _run_dags(tmp_path, cases, shared)
 

@@ -35,9 +35,9 @@ from tests.pipeline.steps.test_gate_and_canary import (
     SPEC,
     Env,
     _canary_at,
-    _fake_served,
     _served,
-    route_to_canary,
+    canary_env_at,
+    serve_split,
 )
 
 BATCH = "2013-03"
@@ -46,12 +46,12 @@ BATCH = "2013-03"
 @pytest.fixture
 def held(mlflow_server: Any, tmp_path: Path, receiver: Receiver) -> Env:
     """v1 champion, v2 canary that a review held for approval (``approval.status``)."""
-    env = Env(mlflow_server.url, tmp_path)
-    env.configure(
+    env = canary_env_at(
+        mlflow_server.url,
+        tmp_path,
         alerts={"webhook_url": receiver.url()},
         canary={"require_approval": True, "approval_timeout_hours": 48},
     )
-    _canary_at(env, version="2", champion="1")
     env.client.set_model_version_tag(env.name, "2", "approval.status", "pending")
     return env
 
@@ -70,8 +70,7 @@ def _moves(env: Env) -> list[tuple[str, str | None, str | None]]:
 def test_approving_a_version_the_review_never_held_is_refused_unless_overridden(
     mlflow_server: Any, tmp_path: Path
 ) -> None:
-    env = Env(mlflow_server.url, tmp_path)
-    _canary_at(env, version="2", champion="1")  # a canary no review has held
+    env = canary_env_at(mlflow_server.url, tmp_path)  # a canary no review has held
     before = alias_history(env.store, env.name)
     with pytest.raises(RegistryError, match=r"not held for approval .*approval.status unset"):
         decide(env.client, env.store, env.config, env.name, "2", Answer(APPROVE, "eve", "go"))
@@ -108,18 +107,21 @@ def _served_batch(env: Env, champion: str, canary: str) -> None:
     labels = labels[labels["flight_id"].isin(features["flight_id"])].reset_index(drop=True)
     ids = labels["flight_id"].astype(str).tolist()
     y = labels["late"].to_numpy()
-    to_canary = route_to_canary(ids, 0.5, "control-test")
     rng = np.random.default_rng(0)
     informed = np.clip(np.where(y == 1, 0.8, 0.2) + rng.normal(0, 0.05, y.size), 0.01, 0.99)
     flat = np.clip(0.5 + rng.normal(0, 0.05, y.size), 0.01, 0.99)
-    served = pd.concat(
-        [
-            _served(list(labels["flight_id"][to_canary]), informed[to_canary], CANARY, canary),
-            _served(list(labels["flight_id"][~to_canary]), flat[~to_canary], CHAMPION, champion),
-        ]
+    stamp = datetime.now(UTC).isoformat()
+    serve_split(
+        env,
+        BATCH,
+        ids,
+        informed,
+        flat,
+        "control-test",
+        champion=champion,
+        canary=canary,
+        scored_at=stamp,
     )
-    served["scored_at"] = datetime.now(UTC).isoformat()
-    _fake_served(env, BATCH, champion, canary, served)
     ingest_labels(env.store, SPEC, labels, BATCH)
 
 
@@ -276,9 +278,9 @@ def test_monthly_labels_reach_the_horizon_in_batches_not_hours(
 ) -> None:
     """Sequential: an undecided canary reviewed once a month (every review past 72 h)
     stays inconclusive until ``horizon_batches`` labelled batches, shadow included."""
-    env = Env(mlflow_server.url, tmp_path)
-    env.configure(canary={"horizon_batches": 3, "shadow_batches": 1})
-    _canary_at(env, version="2", champion="1")
+    env = canary_env_at(
+        mlflow_server.url, tmp_path, canary={"horizon_batches": 3, "shadow_batches": 1}
+    )
     rng = np.random.default_rng(3)
     start = datetime.now(UTC)
     outcomes = []
@@ -295,14 +297,7 @@ def test_monthly_labels_reach_the_horizon_in_batches_not_hours(
             key = f"predictions/flights/{batch}/champion-v1_shadow-v2/predictions.parquet"
             put_frame(env.store, key, frame)
         else:
-            to_canary = route_to_canary(ids, 0.5, "h")
-            served = pd.concat(
-                [
-                    _served(list(np.array(ids)[to_canary]), p[to_canary], CANARY, "2"),
-                    _served(list(np.array(ids)[~to_canary]), p[~to_canary], CHAMPION, "1"),
-                ]
-            )
-            _fake_served(env, batch, "1", "2", served)
+            serve_split(env, batch, ids, p, p, "h")
         labels = pd.DataFrame({"flight_id": ids, "late": y, "batch_id": batch})
         now = start + timedelta(days=31 * month)  # a month later each time
         review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels, now=now)
@@ -322,14 +317,7 @@ def _served_pair(env: Env, batch: str, champion: str, rng: np.random.Generator) 
     y = rng.integers(0, 2, n)
     p = np.clip(np.where(y == 1, 0.6, 0.4) + rng.normal(0, 0.2, n), 0.01, 0.99)
     ids = [f"{batch}-{i}" for i in range(n)]
-    to_canary = route_to_canary(ids, 0.5, "bind")
-    served = pd.concat(
-        [
-            _served(list(np.array(ids)[to_canary]), p[to_canary], CANARY, "3"),
-            _served(list(np.array(ids)[~to_canary]), p[~to_canary], CHAMPION, champion),
-        ]
-    )
-    _fake_served(env, batch, champion, "3", served)
+    to_canary = serve_split(env, batch, ids, p, p, "bind", champion=champion, canary="3")
     labels = pd.DataFrame({"flight_id": ids, "late": y, "batch_id": batch})
     review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
     return review, int(to_canary.sum())
@@ -366,9 +354,7 @@ def test_an_alias_moved_outside_the_pipeline_is_recorded_and_alerted_once(
 ) -> None:
     from pipeline.steps.registry.audit import check_aliases
 
-    env = Env(mlflow_server.url, tmp_path)
-    env.configure(alerts={"webhook_url": receiver.url()})
-    _canary_at(env, version="2", champion="1")
+    env = canary_env_at(mlflow_server.url, tmp_path, alerts={"webhook_url": receiver.url()})
     assert check_aliases(env.client, env.store, env.config, env.name) == []  # all ours
     sent = len(receiver.bodies)
     env.client.set_registered_model_alias(env.name, CHAMPION, "2")  # the MLflow UI, say
