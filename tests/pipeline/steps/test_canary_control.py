@@ -188,6 +188,36 @@ def test_the_cli_review_holds_as_the_dag_does_and_the_cli_answer_names_the_os_us
     assert decision.who == f"{user} (command line)"
 
 
+def test_a_review_while_the_approval_waits_neither_holds_nor_asks_again(
+    cli: Env,
+    capsys: pytest.CaptureFixture[str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The approval waits in a run of its own (the ``approval`` DAG): later reviews go on,
+    record their evidence, and return ``awaiting_approval`` instead of a second question."""
+    env = cli
+    monkeypatch.setenv("COSINE_RETRAIN_ALERTS__WEBHOOK_URL", receiver.url())
+    code, out, err = _run(capsys, "canary", "review", BATCH)
+    assert code == 0, err
+    assert out.strip().endswith("-> held"), out
+    held_at = env.client.get_model_version(env.name, "2").tags["canary.last_review"]
+    alerts = len(receiver.bodies)
+    code, out, err = _run(capsys, "canary", "review", BATCH)
+    assert code == 0, err
+    assert out.strip().endswith("-> awaiting_approval"), out
+    tags = env.client.get_model_version(env.name, "2").tags
+    assert tags["approval.status"] == "pending"  # still the one question, unanswered
+    assert tags["canary.last_review"] != held_at  # the later review's evidence is recorded
+    assert current_alias(env.client, env.name, CHAMPION) == "1"
+    assert current_alias(env.client, env.name, CANARY) == "2"
+    assert len(receiver.bodies) == alerts  # no "needs a decision" alert either
+    # answered, the next review judges afresh (approved: the canary is champion now)
+    code, out, err = _run(capsys, "approval", "approve", "2", "--reason", "read the card")
+    assert code == 0, err
+    assert current_alias(env.client, env.name, CHAMPION) == "2"
+
+
 def test_a_manual_promote_from_the_cli_is_an_override_in_the_audit_trail(
     cli: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
