@@ -150,9 +150,16 @@ def _stage(
     )
     versions = register_and_gate(env, trained_runs)
     champion, canary = versions
-    _, features, labels = flights_frames(env.spec, 3)
+    label_batch(env, champion, canary, BATCH)
+    return env, champion, canary
+
+
+def label_batch(env: Env, champion: str, canary: str, batch: str) -> None:
+    """A flights month (``batch``, 4000 rows) landed, served by champion and canary (the
+    canary clearly better), and labelled."""
+    _, features, labels = flights_frames(env.spec, batch)
     features = features.head(4000).reset_index(drop=True)
-    ingest_frame(env.store, env.spec, features, BATCH)
+    ingest_frame(env.store, env.spec, features, batch)
     labels = labels[labels["flight_id"].isin(features["flight_id"])].reset_index(drop=True)
     ids = labels["flight_id"].astype(str).tolist()
     y = labels["late"].to_numpy()
@@ -170,9 +177,8 @@ def _stage(
         }
     )
     pair = f"champion-v{champion}_canary-v{canary}"
-    put_frame(env.store, f"predictions/flights/{BATCH}/{pair}/predictions.parquet", served)
-    ingest_labels(env.store, env.spec, labels, BATCH)
-    return env, champion, canary
+    put_frame(env.store, f"predictions/flights/{batch}/{pair}/predictions.parquet", served)
+    ingest_labels(env.store, env.spec, labels, batch)
 
 
 def _run_dags(tmp_path: Path, cases: list[dict[str, Any]], extra: dict[str, str]) -> Any:
