@@ -21,6 +21,7 @@ from pipeline.base.store import LocalStore, put_frame
 from pipeline.steps.canary.review import review_canary
 from pipeline.steps.landing.ingest import flights_frames, ingest_frame
 from pipeline.steps.landing.labels import ingest_labels
+from pipeline.steps.promotion.actions import reject_canary
 from pipeline.steps.promotion.approval import APPROVE, REJECT, Answer, decide
 from pipeline.steps.registry.aliases import (
     CANARY,
@@ -290,6 +291,24 @@ def test_no_answer_in_time_rolls_the_canary_back_and_alerts(held: Env, receiver:
     assert "no approval within 48 h" in _card(env)
     (alert,) = receiver.bodies[sent:]
     assert (alert["kind"], alert["details"]["version"]) == ("approval_timed_out", "2")
+
+
+def test_a_question_that_went_moot_times_out_without_a_second_alarm(
+    held: Env, receiver: Receiver
+) -> None:
+    """Rolled back while the approval waits (a failed review, a guardrail): the answer,
+    when it comes (here: none in time), is recorded and moves nothing, and no alert
+    says a rollback happened twice."""
+    env = held
+    reject_canary(env.client, env.store, env.config, env.name, "2", why="guardrail: NaN")
+    sent = len(receiver.bodies)
+    out = decide(env.client, env.store, env.config, env.name, "2", Answer(REJECT, None, ""))
+    assert out.verdict == "timed_out"
+    assert out.promotion is not None
+    assert out.promotion.action == "lost"
+    assert current_alias(env.client, env.name, CHAMPION) == "1"
+    assert any(m.action == "approval_timed_out" for m in alias_history(env.store, env.name))
+    assert receiver.bodies[sent:] == []
 
 
 def test_the_approval_timeout_default_is_72_hours_and_configurable(tmp_path: Path) -> None:
