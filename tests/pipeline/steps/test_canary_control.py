@@ -21,6 +21,7 @@ from pipeline.base.store import LocalStore, put_frame
 from pipeline.steps.canary.review import review_canary
 from pipeline.steps.landing.ingest import flights_frames, ingest_frame
 from pipeline.steps.landing.labels import ingest_labels
+from pipeline.steps.promotion.actions import reject_canary
 from pipeline.steps.promotion.approval import APPROVE, REJECT, Answer, decide
 from pipeline.steps.registry.aliases import (
     CANARY,
@@ -190,6 +191,36 @@ def test_the_cli_review_holds_as_the_dag_does_and_the_cli_answer_names_the_os_us
     assert decision.who == f"{user} (command line)"
 
 
+def test_a_review_while_the_approval_waits_neither_holds_nor_asks_again(
+    cli: Env,
+    capsys: pytest.CaptureFixture[str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The approval waits in a run of its own (the ``approval`` DAG): later reviews go on,
+    record their evidence, and return ``awaiting_approval`` instead of a second question."""
+    env = cli
+    monkeypatch.setenv("COSINE_RETRAIN_ALERTS__WEBHOOK_URL", receiver.url())
+    code, out, err = _run(capsys, "canary", "review", BATCH)
+    assert code == 0, err
+    assert out.strip().endswith("-> held"), out
+    held_at = env.client.get_model_version(env.name, "2").tags["canary.last_review"]
+    alerts = len(receiver.bodies)
+    code, out, err = _run(capsys, "canary", "review", BATCH)
+    assert code == 0, err
+    assert out.strip().endswith("-> awaiting_approval"), out
+    tags = env.client.get_model_version(env.name, "2").tags
+    assert tags["approval.status"] == "pending"  # still the one question, unanswered
+    assert tags["canary.last_review"] != held_at  # the later review's evidence is recorded
+    assert current_alias(env.client, env.name, CHAMPION) == "1"
+    assert current_alias(env.client, env.name, CANARY) == "2"
+    assert len(receiver.bodies) == alerts  # no "needs a decision" alert either
+    # answered, the next review judges afresh (approved: the canary is champion now)
+    code, out, err = _run(capsys, "approval", "approve", "2", "--reason", "read the card")
+    assert code == 0, err
+    assert current_alias(env.client, env.name, CHAMPION) == "2"
+
+
 def test_a_manual_promote_from_the_cli_is_an_override_in_the_audit_trail(
     cli: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -262,6 +293,24 @@ def test_no_answer_in_time_rolls_the_canary_back_and_alerts(held: Env, receiver:
     assert "no approval within 48 h" in _card(env)
     (alert,) = receiver.bodies[sent:]
     assert (alert["kind"], alert["details"]["version"]) == ("approval_timed_out", "2")
+
+
+def test_a_question_that_went_moot_times_out_without_a_second_alarm(
+    held: Env, receiver: Receiver
+) -> None:
+    """Rolled back while the approval waits (a failed review, a guardrail): the answer,
+    when it comes (here: none in time), is recorded and moves nothing, and no alert
+    says a rollback happened twice."""
+    env = held
+    reject_canary(env.client, env.store, env.config, env.name, "2", why="guardrail: NaN")
+    sent = len(receiver.bodies)
+    out = decide(env.client, env.store, env.config, env.name, "2", Answer(REJECT, None, ""))
+    assert out.verdict == "timed_out"
+    assert out.promotion is not None
+    assert out.promotion.action == "lost"
+    assert current_alias(env.client, env.name, CHAMPION) == "1"
+    assert any(m.action == "approval_timed_out" for m in alias_history(env.store, env.name))
+    assert receiver.bodies[sent:] == []
 
 
 def test_the_approval_timeout_default_is_72_hours_and_configurable(tmp_path: Path) -> None:
