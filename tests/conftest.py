@@ -23,13 +23,15 @@ from tests.support import (
     stop_process_group,
 )
 
-# The suite runs in two xdist workers (``./run test``: ``-n 2 --dist loadgroup``). A
+# The suite runs in two xdist workers (``./run test``: ``-n 2 --dist loadscope``). A
 # module is one unit of work (its module-scoped fixtures are built once), and the
 # modules below are one more: they start a live Airflow stack (api-server, scheduler,
 # processors) or share the session's replayed demo, so one worker runs them one after
 # another (two stacks at once on two cores starve each other, and the replay is paid
 # once) while the other runs the rest. Units start longest first (the stack first).
-STACK_GROUP = "stack"
+# (xdist's own ``xdist_group`` mark does not group under pytest 9: it renames
+# ``item._nodeid``, which pytest 9 no longer reads; the scheduler below splits by unit.)
+STACK_UNIT = "stack"
 STACK_MODULES = (
     "tests/stack/",
     "tests/ui/",
@@ -40,22 +42,34 @@ STACK_MODULES = (
 
 
 def work_unit(nodeid: str) -> str:
-    """The xdist group of a test: the stack's, or its module's."""
+    """The unit of work a test belongs to: the stack's, or its module's."""
     module = nodeid.split("::", 1)[0]
-    return STACK_GROUP if module.startswith(STACK_MODULES) else module
+    return STACK_UNIT if module.startswith(STACK_MODULES) else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` by :func:`work_unit` rather than by module alone."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnits(config, log)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist, each test gets its work unit's group, the stack's unit first (it is
-    the longest); slow-marked modules next. Both workers collect in the same order."""
+    """Under xdist, the stack's unit first (it is the longest), slow-marked modules
+    next, the rest in collection order; both workers sort alike."""
     if not hasattr(config, "workerinput"):
         return
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(work_unit(item.nodeid)))
 
     def rank(item: pytest.Item) -> int:
-        if work_unit(item.nodeid) == STACK_GROUP:
+        if work_unit(item.nodeid) == STACK_UNIT:
             return 0
         return 1 if item.get_closest_marker("slow") else 2
 
