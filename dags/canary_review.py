@@ -18,13 +18,12 @@ review failed, is caught up by the next run), in batch order:
    `canary.max_wait_hours` a person decides:
    `python -m pipeline canary promote|reject`). Every alias move is recorded
    with who, why and when.
-3. **approve** (only with `canary.require_approval`): a promotion the review held
-   waits in the UI's *Required Actions* for a person, who reads the evidence (the
-   model card: gate checks, shadow and canary results) and approves or rejects with
-   a comment; the answer joins the alias audit trail. Reject rolls the canary back
-   (its traffic returns to the champion). No answer within
-   `canary.approval_timeout_hours` (72 h by default): the canary is rolled back the
-   same way and an `approval_timed_out` alert goes out.
+3. **hold** (only with `canary.require_approval`): a promotion the review held
+   emits `promotion_held` (model, version, batch) and the run ends; the `approval`
+   DAG asks a person in a run of its own, so later batches are reviewed meanwhile.
+   While that approval waits, a review of the same canary neither holds nor asks
+   again: it records `awaiting_approval` and its evidence keeps accumulating (a
+   `failure` still rolls the canary back).
 """
 
 from __future__ import annotations
@@ -101,28 +100,17 @@ def canary_review():
 
     if kit.CONFIG.canary.require_approval:
 
-        @task.short_circuit(doc_md="A promotion the review held: the evidence a person reads.")
-        def held(result):
-            from pipeline.flow import approval
+        @task(outlets=[kit.PROMOTION_HELD], doc_md="A held promotion: emits `promotion_held`.")
+        def hold(batch_ids: list[str], result, *, outlet_events=None):
+            from airflow.sdk.exceptions import AirflowSkipException
 
-            if result["action"] != "held":
-                return None  # nothing to approve: the approval tasks are skipped
-            env = kit.env()
-            body = approval.evidence(env, result["version"])
-            return {"model": env.model, "version": result["version"], "evidence": body}
+            if result["action"] != "held":  # nothing newly held: no event, nobody asked
+                raise AirflowSkipException(f"nothing held for approval ({result['action']})")
+            extra = {"model": kit.env().model, "version": result["version"], "batch": batch_ids[-1]}
+            outlet_events[kit.PROMOTION_HELD].extra = extra
+            return extra
 
-        @task(doc_md="Records the answer in the alias audit trail; approved: champion moves.")
-        def record_approval(asked, response):
-            from pipeline.flow import approval
-
-            with kit.permanent():
-                answer = kit.approval_answer(response)
-                return approval.decide(kit.env(), asked["version"], **answer).to_xcom()
-
-        asked = held(reviewed)
-        approve = kit.approval_task(task_id="approve", held_task_id="held")
-        asked >> approve
-        record_approval(asked, approve.output)
+        hold(batches, reviewed)
 
 
 canary_review()

@@ -23,6 +23,58 @@ from tests.support import (
     stop_process_group,
 )
 
+# The suite runs in two xdist workers (``./run test``: ``-n 2 --dist loadscope``). A
+# module is one unit of work (its module-scoped fixtures are built once), and the
+# modules below are one more: they start a live Airflow stack (api-server, scheduler,
+# processors) or share the session's replayed demo, so one worker runs them one after
+# another (two stacks at once on two cores starve each other, and the replay is paid
+# once) while the other runs the rest. Units start longest first (the stack first).
+# (xdist's own ``xdist_group`` mark does not group under pytest 9: it renames
+# ``item._nodeid``, which pytest 9 no longer reads; the scheduler below splits by unit.)
+STACK_UNIT = "stack"
+STACK_MODULES = (
+    "tests/stack/",
+    "tests/ui/",
+    "tests/faults/test_triggers.py",
+    "tests/faults/test_security.py",  # reuses the replayed demo when the session has one
+    "tests/dags/test_replay.py",
+)
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: the stack's, or its module's."""
+    module = nodeid.split("::", 1)[0]
+    return STACK_UNIT if module.startswith(STACK_MODULES) else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` by :func:`work_unit` rather than by module alone."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnits(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, the stack's unit first (it is the longest), slow-marked modules
+    next, the rest in collection order; both workers sort alike."""
+    if not hasattr(config, "workerinput"):
+        return
+
+    def rank(item: pytest.Item) -> int:
+        if work_unit(item.nodeid) == STACK_UNIT:
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)  # stable: collection order within a rank
+
 
 @pytest.fixture(autouse=True)
 def _no_mlflow_globals_leak() -> Iterator[None]:

@@ -7,7 +7,7 @@ from typing import Any
 from training.data.spec import DatasetSpec
 
 
-def small_spec(
+def spec_fields(
     name: str,
     *,
     model_name: str,
@@ -16,10 +16,10 @@ def small_spec(
     target: str,
     features: dict[str, str | dict[str, Any]],
     **sections: Any,
-) -> DatasetSpec:
-    """A spec of the id and timestamp columns, then ``features`` (name -> role, or
-    name -> the column's other fields with its role); ``sections`` are its other keys
-    (``promotion``, ``schedule``, ...)."""
+) -> dict[str, Any]:
+    """A spec as its YAML file holds it: the id and timestamp columns, then ``features``
+    (name -> role, or name -> the column's other fields with its role); ``sections`` are
+    its other keys (``promotion``, ``schedule``, ...)."""
     columns: list[dict[str, Any]] = [
         {"name": id_column, "role": "id"},
         {"name": timestamp_column, "role": "timestamp"},
@@ -27,24 +27,27 @@ def small_spec(
     for column, fields in features.items():
         more = {"role": fields} if isinstance(fields, str) else fields
         columns.append({"name": column, **more})
-    return DatasetSpec.model_validate(
-        {
-            "name": name,
-            "model_name": model_name,
-            "id_column": id_column,
-            "timestamp_column": timestamp_column,
-            "target": target,
-            "columns": columns,
-            **sections,
-        }
-    )
+    return {
+        "name": name,
+        "model_name": model_name,
+        "id_column": id_column,
+        "timestamp_column": timestamp_column,
+        "target": target,
+        "columns": columns,
+        **sections,
+    }
 
 
-def churn_spec(
+def small_spec(name: str, **fields: Any) -> DatasetSpec:
+    """:func:`spec_fields`, loaded."""
+    return DatasetSpec.model_validate(spec_fields(name, **fields))
+
+
+def churn_fields(
     *, features: dict[str, str | dict[str, Any]], model_name: str = "churn", **sections: Any
-) -> DatasetSpec:
-    """Customer churn: string ids, its own target, nothing of flights."""
-    return small_spec(
+) -> dict[str, Any]:
+    """Customer churn: string ids, its own target, nothing of flights (as its YAML holds it)."""
+    return spec_fields(
         "churn",
         model_name=model_name,
         id_column="customer_id",
@@ -53,3 +56,8 @@ def churn_spec(
         features=features,
         **sections,
     )
+
+
+def churn_spec(**fields: Any) -> DatasetSpec:
+    """:func:`churn_fields`, loaded."""
+    return DatasetSpec.model_validate(churn_fields(**fields))

@@ -36,6 +36,7 @@ __all__ = [
     "CONFIG",
     "ID_PATTERN",
     "LABELS_LANDED",
+    "PROMOTION_HELD",
     "RETRAIN_REQUEST",
     "MlflowRunLink",
     "TrainOperator",
@@ -58,10 +59,13 @@ log = logging.getLogger(__name__)
 CONFIG = load_config()  # environment and YAML only: no I/O beyond reading the file
 
 # The lineage users see in the UI: a batch lands -> the monitor may request a
-# retrain -> the retrain trains, registers, gates; labels land -> the canary is reviewed.
+# retrain -> the retrain trains, registers, gates; labels land -> the canary is reviewed
+# -> a promotion held for a person is asked about in its own run.
 BATCH_LANDED = Asset(name="batch_landed")
 LABELS_LANDED = Asset(name="labels_landed")
 RETRAIN_REQUEST = Asset(name="retrain_request")
+# a review held a promotion for a person: the approval DAG asks (one run per held version)
+PROMOTION_HELD = Asset(name="promotion_held")
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 TAGS = ["cosine-retrain"]

@@ -7,17 +7,24 @@ from __future__ import annotations
 from pipeline.flow.cards import publish
 from pipeline.flow.env import Env
 from pipeline.flow.records import ApprovalOutcome
-from pipeline.steps.promotion.approval import Answer
+from pipeline.steps.promotion.approval import Answer, held_status
 from pipeline.steps.promotion.approval import decide as act
 from pipeline.steps.promotion.approval import evidence as body
 from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias
 
-__all__ = ["decide", "evidence"]
+__all__ = ["decide", "evidence", "not_waiting"]
 
 
 def evidence(env: Env, version: str) -> str:
     """What the person reads before answering (Markdown): the question, then the card."""
     return body(env.client, env.store, env.model, str(version))
+
+
+def not_waiting(env: Env, version: str) -> str | None:
+    """Why nobody need be asked about ``version`` any more (None: its approval waits):
+    answered already (the CLI), rolled back (a failed review, a guardrail), or no longer
+    the canary."""
+    return held_status(env.client, env.model, str(version))
 
 
 def decide(

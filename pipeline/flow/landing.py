@@ -55,9 +55,31 @@ def land(
     ``trusted`` (a person at a shell): the file may lie outside
     ``ingest.source_roots``; a DAG run's ``source`` param is never trusted.
     """
-    landed = _land(
-        env, source, labels=labels, batch_id=batch_id, new_version=new_version, trusted=trusted
-    )
+    month = ingest.parse_month(source) if not Path(source).exists() else None
+    if month is not None:
+        if batch_id is not None:
+            raise ValueError(
+                f"{source!r} is a flights month (batch 2013-{month:02d}); batch_id is for files"
+            )
+        land_month = label_steps.ingest_flights_labels if labels else ingest.ingest_flights_month
+        landed = land_month(env.store, env.spec, month, new_version=new_version)
+    else:
+        if not batch_id:
+            raise ValueError(
+                f"{source!r} is not a flights month: landing a file needs a batch id "
+                "(e.g. 2024-03): every later step is keyed by it"
+            )
+        if not trusted:
+            check_source(env, source)
+        land_file = label_steps.ingest_labels_file if labels else ingest.ingest_file
+        landed = land_file(
+            env.store,
+            env.spec,
+            source,
+            batch_id,
+            new_version=new_version,
+            storage=env.config.storage,
+        )
     step = LABELS_RECEIVED if labels else LANDED
     # the same content again keeps the first entry (and its time), unless it was never written
     if landed.status == "landed" or not env.store.exists(
@@ -68,39 +90,6 @@ def land(
             env.store, env.dataset, landed.batch_id, step, version=landed.version, detail=detail
         )
     return landed
-
-
-def _land(
-    env: Env,
-    source: str,
-    *,
-    labels: bool = False,
-    batch_id: str | None = None,
-    new_version: bool = False,
-    trusted: bool = False,
-) -> Landed:
-    month = ingest.parse_month(source) if not Path(source).exists() else None
-    if month is not None:
-        if batch_id is not None:
-            raise ValueError(
-                f"{source!r} is a flights month (batch 2013-{month:02d}); batch_id is for files"
-            )
-        if labels:
-            return label_steps.ingest_flights_labels(
-                env.store, env.spec, month, new_version=new_version
-            )
-        return ingest.ingest_flights_month(env.store, env.spec, month, new_version=new_version)
-    if not batch_id:
-        raise ValueError(
-            f"{source!r} is not a flights month: landing a file needs a batch id "
-            "(e.g. 2024-03): every later step is keyed by it"
-        )
-    if not trusted:
-        check_source(env, source)
-    fn = label_steps.ingest_labels_file if labels else ingest.ingest_file
-    return fn(
-        env.store, env.spec, source, batch_id, new_version=new_version, storage=env.config.storage
-    )
 
 
 def source_roots(env: Env) -> list[str]:

@@ -1,5 +1,7 @@
-"""The canary review's approval tasks: built only when ``canary.require_approval`` is set,
-from the DAG file itself (parsed in a fresh interpreter, like the scheduler's processor)."""
+"""The approval's wiring, from the DAG files themselves (parsed in a fresh interpreter,
+like the scheduler's processor): with ``canary.require_approval`` the canary review only
+emits ``promotion_held`` (its run never waits for a person); the ``approval`` DAG,
+scheduled on that asset with a run per held version, asks and records the answer."""
 
 from __future__ import annotations
 
@@ -22,43 +24,63 @@ PARSE = textwrap.dedent(
 
     folder = Path(sys.argv[1])
     bag = BundleDagBag(folder, bundle_path=folder)
-    dag = bag.dags["canary_review"]
-    tasks = {}
-    for t in dag.tasks:
-        info = {"type": type(t).__name__, "upstream": sorted(t.upstream_task_ids)}
-        if hasattr(t, "options"):
-            info.update(
-                options=t.options, defaults=t.defaults, subject=t.subject, body=t.body,
-                timeout_s=t.response_timeout.total_seconds(), params=sorted(t.params),
-                retries=t.retries, assigned=t.assigned_users,
-            )
-        tasks[t.task_id] = info
+    out = {}
+    for dag_id in ("canary_review", "approval"):
+        dag = bag.dags[dag_id]
+        tasks = {}
+        for t in dag.tasks:
+            info = {"type": type(t).__name__, "upstream": sorted(t.upstream_task_ids),
+                    "outlets": sorted(a.name for a in t.outlets)}
+            if hasattr(t, "options"):
+                info.update(
+                    options=t.options, defaults=t.defaults, subject=t.subject, body=t.body,
+                    timeout_s=t.response_timeout.total_seconds(), params=sorted(t.params),
+                    retries=t.retries, assigned=t.assigned_users,
+                )
+            tasks[t.task_id] = info
+        assets = dag.schedule if isinstance(dag.schedule, list) else []
+        out[dag_id] = {"tasks": tasks, "max_active_runs": dag.max_active_runs,
+                       "schedule": [a.name for a in assets]}
     print(json.dumps({"errors": {str(k): v for k, v in bag.import_errors.items()},
-                      "tasks": tasks}))
+                      "dags": out}))
     """
 )
 
 
 def _parse(home: Path, **env: str) -> dict[str, Any]:
-    return airflow_script(PARSE, str(ROOT / "dags"), home=home, extra_env=env)
+    """Both DAGs as parsed (the folder imported cleanly)."""
+    out = airflow_script(PARSE, str(ROOT / "dags"), home=home, extra_env=env)
+    assert out["errors"] == {}
+    return out["dags"]
 
 
 def test_no_approval_task_unless_configured(tmp_path: Path) -> None:
-    out = _parse(tmp_path)
-    assert out["errors"] == {}
-    assert {"held", "approve", "record_approval"}.isdisjoint(out["tasks"])
-    assert "review" in out["tasks"]
+    dags = _parse(tmp_path)
+    review = dags["canary_review"]["tasks"]
+    assert {"hold", "approve", "record_approval"}.isdisjoint(review)
+    assert "review" in review
 
 
-def test_required_approval_adds_a_human_in_the_loop_task(tmp_path: Path) -> None:
-    out = _parse(
+def test_the_review_emits_promotion_held_and_never_waits_for_a_person(tmp_path: Path) -> None:
+    dags = _parse(tmp_path, COSINE_RETRAIN_CANARY__REQUIRE_APPROVAL="true")
+    review = dags["canary_review"]
+    assert review["tasks"]["hold"]["upstream"] == ["review", "which_batches"]
+    assert review["tasks"]["hold"]["outlets"] == ["promotion_held"]
+    assert not any(t["type"] == "HITLOperator" for t in review["tasks"].values())
+    assert review["max_active_runs"] == 1  # one review at a time, never held by an approval
+
+
+def test_the_approval_dag_asks_in_a_run_per_held_version(tmp_path: Path) -> None:
+    dags = _parse(
         tmp_path,
         COSINE_RETRAIN_CANARY__REQUIRE_APPROVAL="true",
         COSINE_RETRAIN_CANARY__APPROVAL_TIMEOUT_HOURS="6",
     )
-    assert out["errors"] == {}
-    tasks = out["tasks"]
-    assert tasks["held"]["upstream"] == ["review"]
+    dag = dags["approval"]
+    assert dag["schedule"] == ["promotion_held"]
+    assert dag["max_active_runs"] > 1  # a moot run still waiting never delays the next
+    tasks = dag["tasks"]
+    assert tasks["held"]["upstream"] == []
     assert tasks["held"]["type"] == "_ShortCircuitDecoratedOperator"
     approve = tasks["approve"]
     assert approve["type"] == "HITLOperator"
@@ -75,13 +97,12 @@ def test_required_approval_adds_a_human_in_the_loop_task(tmp_path: Path) -> None
 
 def test_approvers_are_the_approval_tasks_assigned_users(tmp_path: Path) -> None:
     """Who may answer is configurable; Airflow's api-server refuses anyone else (403)."""
-    out = _parse(
+    dags = _parse(
         tmp_path,
         COSINE_RETRAIN_CANARY__REQUIRE_APPROVAL="true",
         COSINE_RETRAIN_CANARY__APPROVERS='["7:alice", "8"]',
     )
-    assert out["errors"] == {}
-    assert out["tasks"]["approve"]["assigned"] == [
+    assert dags["approval"]["tasks"]["approve"]["assigned"] == [
         {"id": "7", "name": "alice"},
         {"id": "8", "name": "8"},
     ]

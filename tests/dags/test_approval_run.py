@@ -1,9 +1,12 @@
-"""The canary review DAG with ``canary.require_approval``, run by ``dag.test()`` against a
-real MLflow server: the review holds the promotion, the human-in-the-loop task waits in
-AWAITING_INPUT until an answer is written through Airflow's own Required Actions handler
-(the api-server's ``update_hitl_detail``, as the UI calls it) or the scheduler's timeout
-sweep resolves it; then the answer acts. Approve moves ``champion``; Reject rolls the
-canary back (its traffic returns to the champion); no answer rolls it back and alerts."""
+"""The approval with ``canary.require_approval``, run by ``dag.test()`` against a real
+MLflow server: the ``canary_review`` run holds the promotion, emits ``promotion_held``
+(model, version, batch) and ends; a review while that approval waits records
+``awaiting_approval`` and emits nothing. The ``approval`` DAG, run for the event's
+version, waits in AWAITING_INPUT until an answer is written through Airflow's own
+Required Actions handler (the api-server's ``update_hitl_detail``, as the UI calls it)
+or the scheduler's timeout sweep resolves it; then the answer acts. Approve moves
+``champion``; Reject rolls the canary back (its traffic returns to the champion); no
+answer rolls it back and alerts."""
 
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ RESPOND = textwrap.dedent(
     def parked():
         with create_session() as s:
             ti = s.scalars(select(TI).where(
-                TI.dag_id == "canary_review", TI.task_id == "approve",
+                TI.dag_id == "approval", TI.task_id == "approve",
                 TI.state == TaskInstanceState.AWAITING_INPUT)).first()
             return ti.run_id if ti else None
 
@@ -74,7 +77,7 @@ RESPOND = textwrap.dedent(
         payload = UpdateHITLDetailPayload(
             chosen_options=[case["answer"]], params_input={"comment": case["comment"]})
         with create_session() as s:
-            update_hitl_detail(dag_id="canary_review", dag_run_id=run_id, task_id="approve",
+            update_hitl_detail(dag_id="approval", dag_run_id=run_id, task_id="approve",
                                update_hitl_detail_payload=payload, user=Person(), session=s)
     print("answered", file=sys.stderr, flush=True)
     """
@@ -88,22 +91,43 @@ RUN = textwrap.dedent(
     folder, cases, respond = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
     subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
                    check=True, capture_output=True)
+    from sqlalchemy import select
     from airflow.dag_processing.dagbag import BundleDagBag
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
 
-    dag = BundleDagBag(folder, bundle_path=folder).dags["canary_review"]
+    def held_events():
+        with create_session() as s:
+            query = (select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                     .where(AssetModel.name == "promotion_held").order_by(AssetEvent.id))
+            rows = s.scalars(query)
+            return [dict(e.extra) for e in rows]
+
+    def outcome(dr):
+        tis = {ti.task_id: ti for ti in dr.get_task_instances()}
+        states = {k: str(ti.state) for k, ti in tis.items()}
+        done = {k: tis[k].xcom_pull(task_ids=k) for k in ("review", "record_approval")
+                if states.get(k) == "success"}
+        return states, done
+
+    bag = BundleDagBag(folder, bundle_path=folder)
+    review, approval = bag.dags["canary_review"], bag.dags["approval"]
     results = {}
     for case in cases:
         print("case", case["name"], file=sys.stderr, flush=True)
         os.environ.update(case["env"])
+        seen = len(held_events())
+        reviews = []
+        for _ in range(case["reviews"]):  # the later ones while the approval waits
+            states, done = outcome(review.test(run_conf={"batch_id": case["batch"]}))
+            reviews.append({"states": states, "action": done.get("review", {}).get("action")})
+        events = held_events()[seen:]
         person = subprocess.Popen([sys.executable, "-c", respond, json.dumps(case)])
-        dr = dag.test(run_conf={"batch_id": case["batch"]})
+        dr = approval.test(run_conf={"version": events[-1]["version"]})
         code = person.wait(timeout=120)
-        tis = {ti.task_id: ti for ti in dr.get_task_instances()}
-        states = {k: str(ti.state) for k, ti in tis.items()}
-        recorded = None
-        if states.get("record_approval") == "success":
-            recorded = tis["record_approval"].xcom_pull(task_ids="record_approval")
-        results[case["name"]] = {"states": states, "recorded": recorded, "person": code}
+        states, done = outcome(dr)
+        results[case["name"]] = {"reviews": reviews, "events": events, "states": states,
+                                 "recorded": done.get("record_approval"), "person": code}
     print(json.dumps(results, default=str))
     """
 )
@@ -126,9 +150,16 @@ def _stage(
     )
     versions = register_and_gate(env, trained_runs)
     champion, canary = versions
-    _, features, labels = flights_frames(env.spec, 3)
+    label_batch(env, champion, canary, BATCH)
+    return env, champion, canary
+
+
+def label_batch(env: Env, champion: str, canary: str, batch: str) -> None:
+    """A flights month (``batch``, 4000 rows) landed, served by champion and canary (the
+    canary clearly better), and labelled."""
+    _, features, labels = flights_frames(env.spec, batch)
     features = features.head(4000).reset_index(drop=True)
-    ingest_frame(env.store, env.spec, features, BATCH)
+    ingest_frame(env.store, env.spec, features, batch)
     labels = labels[labels["flight_id"].isin(features["flight_id"])].reset_index(drop=True)
     ids = labels["flight_id"].astype(str).tolist()
     y = labels["late"].to_numpy()
@@ -146,9 +177,8 @@ def _stage(
         }
     )
     pair = f"champion-v{champion}_canary-v{canary}"
-    put_frame(env.store, f"predictions/flights/{BATCH}/{pair}/predictions.parquet", served)
-    ingest_labels(env.store, env.spec, labels, BATCH)
-    return env, champion, canary
+    put_frame(env.store, f"predictions/flights/{batch}/{pair}/predictions.parquet", served)
+    ingest_labels(env.store, env.spec, labels, batch)
 
 
 def _run_dags(tmp_path: Path, cases: list[dict[str, Any]], extra: dict[str, str]) -> Any:
@@ -185,6 +215,7 @@ def test_approve_reject_and_timeout_through_the_dag(
             {
                 "name": name,
                 "batch": BATCH,
+                "reviews": 2 if name == "approve" else 1,
                 "answer": answer,
                 "comment": comment,
                 "timeout_s": TIMEOUT_H * 3600,
@@ -205,10 +236,18 @@ def test_approve_reject_and_timeout_through_the_dag(
     out = _run_dags(tmp_path, cases, shared)
 
     approved = out["approve"]
-    assert approved["person"] == 0
-    assert approved["states"]["review"] == "success"
-    assert approved["states"]["approve"] == "success"
     env, champion, canary = staged["approve"]
+    first, later = approved["reviews"]
+    # the review holds, emits promotion_held and its run ends: nobody waits inside it
+    assert first["action"] == "held"
+    assert first["states"]["hold"] == "success"
+    assert "approve" not in first["states"]
+    # a later review while the approval waits: neither held again nor asked again
+    assert later["action"] == "awaiting_approval"
+    assert later["states"]["hold"] == "skipped"
+    assert approved["events"] == [{"model": env.model, "version": canary, "batch": BATCH}]
+    assert approved["person"] == 0
+    assert approved["states"]["approve"] == "success"
     assert approved["recorded"]["verdict"] == "approved"
     assert approved["recorded"]["who"] == "alice (Airflow user 7)"
     assert current_alias(env.client, env.model, CHAMPION) == canary

@@ -77,6 +77,7 @@ def test_the_folder_imports_without_errors_or_parse_time_io(parsed: dict) -> Non
     assert parsed["errors"] == {}
     assert parsed["calls"] == []
     assert sorted(parsed["dags"]) == [
+        "approval",
         "canary_review",
         "drift_monitor",
         "ingest",
@@ -94,7 +95,10 @@ def test_every_dag_and_task_is_documented_tagged_and_retried(parsed: dict) -> No
         for name, description in dag["params"].items():
             assert description, f"{dag_id}.{name} has no description for the trigger form"
         for task_id, task in dag["tasks"].items():
-            assert task["retries"] >= 1, f"{dag_id}.{task_id}"
+            if task["type"] == "HITLOperator":  # a retry would ask the person again
+                assert task["retries"] == 0, f"{dag_id}.{task_id}"
+            else:
+                assert task["retries"] >= 1, f"{dag_id}.{task_id}"
             assert task["doc"], f"{dag_id}.{task_id} has no doc_md"
             assert task["on_failure_callback"], f"{dag_id}.{task_id}"
 
@@ -111,6 +115,9 @@ def test_schedules_and_concurrency(parsed: dict) -> None:
     assert dags["tune"]["max_active_runs"] == 1  # one process holds a study at a time
     for dag_id in ("drift_monitor", "retrain", "canary_review"):
         assert dags[dag_id]["max_active_runs"] == 1, dag_id
+    # a run per held version: a person's pending answer never holds the canary review
+    assert dags["approval"]["timetable"] == "AssetTriggeredTimetable"
+    assert dags["approval"]["max_active_runs"] > 1
 
 
 def test_the_retrain_wiring(parsed: dict) -> None:

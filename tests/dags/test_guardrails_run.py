@@ -9,7 +9,6 @@ champion's predictions for every row; a healthy canary passes and keeps serving.
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -26,26 +25,20 @@ from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias, mov
 from tests.pipeline.base.test_alerts import Receiver
 from tests.pipeline.steps.test_canary_guardrails import log_models, register_pair
 from tests.pipeline.steps.test_gate_and_canary import SPEC, Env
-from tests.support import logged_script
+from tests.support import dag_test_env, logged_script
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = "2013-03"
 
 RUN = textwrap.dedent(
     """
-    import json, os, subprocess, sys
+    import json, sys
     from pathlib import Path
+    from tests.support import dag_cases
 
     folder, cases = Path(sys.argv[1]), json.loads(sys.argv[2])
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-                   check=True, capture_output=True)
-    from airflow.dag_processing.dagbag import BundleDagBag
-
-    dag = BundleDagBag(folder, bundle_path=folder).dags["drift_monitor"]
     results = {}
-    for case in cases:
-        print("case", case["name"], file=sys.stderr, flush=True)
-        os.environ.update(case["env"])
+    for dag, case in dag_cases(folder, "drift_monitor", cases):
         dr = dag.test(run_conf={"batch_id": case["batch"]})
         tis = {ti.task_id: ti for ti in dr.get_task_instances()}
         scored = tis["score"].xcom_pull(task_ids="score") if "score" in tis else None
@@ -110,19 +103,13 @@ def test_misbehaving_canaries_are_rolled_back_by_the_drift_monitor_before_labels
                 },
             }
         )
-    airflow_home = tmp_path / "airflow"
-    airflow_home.mkdir()
-    environ = {
-        **os.environ,
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home}/airflow.db",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "PYTHONPATH": str(ROOT),
-        "COSINE_RETRAIN_MLFLOW__TRACKING_URI": mlflow_server.url,
-        "COSINE_RETRAIN_CANARY__MIN_ROWS": "300",
-        "COSINE_RETRAIN_ALERTS__WEBHOOK_URL": receiver.url(),
-    }
+    environ = dag_test_env(
+        tmp_path / "airflow",
+        tmp_path,  # the DAG file is parsed with it; each case runs on its own home
+        COSINE_RETRAIN_MLFLOW__TRACKING_URI=mlflow_server.url,
+        COSINE_RETRAIN_CANARY__MIN_ROWS="300",
+        COSINE_RETRAIN_ALERTS__WEBHOOK_URL=receiver.url(),
+    )
     log = tmp_path / "dag-test.log"
     out = logged_script(RUN, str(ROOT / "dags"), json.dumps(cases), env=environ, log=log)
 

@@ -15,24 +15,19 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.spec_support import churn_fields
 from tests.training.preview_support import train_then_preview
 from training.cli.main import main
 
-SPEC = {
-    "name": "churn",
-    "model_name": "churn_model",
-    "id_column": "customer_id",
-    "timestamp_column": "observed_at",
-    "target": "churned",
-    "columns": {
-        "customer_id": {"role": "id"},
-        "observed_at": {"role": "timestamp"},
+SPEC = churn_fields(
+    model_name="churn_model",
+    features={
         "plan": {"role": "categorical", "allowed": ["basic", "pro", "team"]},
-        "region": {"role": "categorical"},
+        "region": "categorical",
         "tenure_months": {"role": "numeric", "min": 0, "max": 120},
         "monthly_spend": {"role": "numeric", "min": 0, "max": 500, "max_null_share": 0.3},
     },
-}
+)
 FAST = ["model.hidden=[16]", "optim.batch_size=128", "schedule.max_cycles=1", "progress=off"]
 ROWS = 1500  # per month
 

@@ -18,24 +18,20 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.spec_support import spec_fields
 from training.cli.main import main
 from training.config.train import DataConfig, OptimConfig
 from training.data.dataset import join_labels, prepare
 from training.data.spec import BATCH_COLUMN, DataError, load_spec
 
-SPEC = {
-    "name": "panel",
-    "model_name": "panel_model",
-    "id_column": "person",
-    "timestamp_column": "wave_date",
-    "target": "happy",
-    "columns": {
-        "person": {"role": "id"},
-        "wave_date": {"role": "timestamp"},
-        "region": {"role": "categorical"},
-        "income": {"role": "numeric", "min": 0, "max": 1000},
-    },
-}
+SPEC = spec_fields(
+    "panel",
+    model_name="panel_model",
+    id_column="person",
+    timestamp_column="wave_date",
+    target="happy",
+    features={"region": "categorical", "income": {"role": "numeric", "min": 0, "max": 1000}},
+)
 WAVES = ("2001", "2002", "2003")
 
 
@@ -119,7 +115,7 @@ def test_id_scope_global_refuses_an_id_seen_in_two_batches(tmp_path: Path) -> No
 
 def test_the_batch_column_name_is_reserved(tmp_path: Path) -> None:
     path = tmp_path / "reserved.yaml"
-    columns = {**SPEC["columns"], BATCH_COLUMN: {"role": "numeric"}}  # type: ignore[dict-item]
+    columns = [*SPEC["columns"], {"name": BATCH_COLUMN, "role": "numeric"}]
     path.write_text(yaml.safe_dump({**SPEC, "columns": columns}))
     with pytest.raises(DataError, match=f"{BATCH_COLUMN!r} is reserved"):
         load_spec(path)

@@ -52,6 +52,7 @@ from pipeline.steps.canary.shadow import (
 )
 from pipeline.steps.canary.verdicts import fixed_verdict, sequential_verdict
 from pipeline.steps.promotion.actions import PromotionResult, promote, reject_canary
+from pipeline.steps.promotion.approval import PENDING
 from pipeline.steps.promotion.rules import canary_rules
 from pipeline.steps.quality.live import PREDICTION_COLUMN
 from pipeline.steps.registry.aliases import CANARY, CHAMPION, RegistryError, current_alias
@@ -310,7 +311,11 @@ def apply_review(
     """Act on a review (and record it in the store and on the canary version).
 
     ``hold``: a ``success`` promotes nothing and returns ``held``: a person approves
-    first (``canary.require_approval``, :mod:`pipeline.steps.promotion.approval`)."""
+    first (``canary.require_approval``, :mod:`pipeline.steps.promotion.approval`).
+    While that approval waits (``approval.status`` pending), a later review neither
+    holds nor asks again, nor alerts that a decision is needed: it records its evidence
+    (which keeps accumulating) and returns ``awaiting_approval``; only a ``failure``
+    acts, rolling the canary back (a person's later answer then finds it gone)."""
     if review.canary is None:
         return PromotionResult("kept", review.model, None, review.reason)
     version = review.canary.version
@@ -323,8 +328,12 @@ def apply_review(
     put_json(store, key, asdict(review))
     client.set_model_version_tag(review.model, version, "canary.last_review", store.uri(key))
     client.set_model_version_tag(review.model, version, "canary.last_outcome", review.outcome)
+    waiting = client.get_model_version(review.model, version).tags.get("approval.status")
+    if waiting == PENDING and review.outcome != "failure":
+        why = f"held for a person's approval already (asked once): {review.reason}"
+        return PromotionResult("awaiting_approval", review.model, version, why)
     if review.outcome == "success" and hold:
-        client.set_model_version_tag(review.model, version, "approval.status", "pending")
+        client.set_model_version_tag(review.model, version, "approval.status", PENDING)
         return PromotionResult("held", review.model, version, f"awaiting approval: {review.reason}")
     if review.outcome == "success":
         return promote(client, store, config, review.model, version, why=review.reason)

@@ -127,35 +127,16 @@ def _canary_scores(name: str, canary: str, uri: str, rows: pd.DataFrame) -> tupl
         return None, f"canary v{canary} could not load or score: {type(exc).__name__}: {text}"
 
 
-def _guard(
-    client: MlflowClient,
-    store: ObjectStore,
-    config: PipelineConfig,
-    report: GuardrailReport,
+def _record_guardrails(
+    client: MlflowClient, store: ObjectStore, report: GuardrailReport
 ) -> str | None:
-    """Store the batch's guardrails on the canary version; a breach rolls it back (with
-    an alert). The rollback's reason, or None when every guardrail held."""
+    """Store the batch's guardrails on the canary version: the breach's reason, or None
+    when every guardrail held."""
     key = store_report(store, report)
     version = report.canary_version
     client.set_model_version_tag(report.model, version, "guardrails.last", store.uri(key))
     client.set_model_version_tag(report.model, version, "guardrails.status", report.describe())
-    if report.passed:
-        return None
-    return _roll_back(client, store, config, report.model, version, report.reason())
-
-
-def _roll_back(
-    client: MlflowClient,
-    store: ObjectStore,
-    config: PipelineConfig,
-    name: str,
-    version: str,
-    why: str,
-) -> str:
-    """Roll the canary back before labels (alias removed, tagged, alerted): ``why``."""
-    log.warning("rolling canary v%s back before labels: %s", version, why)
-    reject_canary(client, store, config, name, version, why=why)
-    return why
+    return None if report.passed else report.reason()
 
 
 def score_batch(
@@ -214,7 +195,7 @@ def score_batch(
         rows = features if shadow else features.loc[to_canary]
         scored, failure = _canary_scores(name, canary, uri, rows)
         if scored is None:
-            rolled_back = _roll_back(client, store, config, name, canary, failure)
+            rolled_back = failure
         else:
             report = GuardrailReport(
                 name, canary, champion, batch_id, "shadow" if shadow else "canary", len(rows),
@@ -223,8 +204,10 @@ def score_batch(
                     routed=None if shadow else (int(to_canary.sum()), len(features)),
                 ),
             )  # fmt: skip
-            rolled_back = _guard(client, store, config, report)
-    if rolled_back is not None:  # the champion serves every row; the canary is gone
+            rolled_back = _record_guardrails(client, store, report)
+    if rolled_back is not None:  # alias removed, tagged, alerted: the champion serves every row
+        log.warning("rolling canary v%s back before labels: %s", canary, rolled_back)
+        reject_canary(client, store, config, name, canary, why=rolled_back)
         canary, shadow, scored = None, False, None
         to_canary = np.zeros(len(features), dtype=bool)
     if canary and shadow:

@@ -33,7 +33,9 @@ __all__ = ["PromotionResult", "promote", "reject_canary", "rollback_champion"]
 
 @dataclass(frozen=True)
 class PromotionResult:
-    action: Literal["promoted", "rejected", "rolled_back", "kept", "lost", "held"]
+    action: Literal[
+        "promoted", "rejected", "rolled_back", "kept", "lost", "held", "awaiting_approval"
+    ]
     model: str
     version: str | None
     detail: str

@@ -21,7 +21,8 @@ human-in-the-loop task, ``python -m pipeline approval``, ``canary promote|reject
   returns to the champion, version tagged ``rejected`` with the reason);
 - **timed out** (no answer within ``canary.approval_timeout_hours``, 72 h by
   default): recorded, the canary is rolled back the same way, and an
-  ``approval_timed_out`` alert goes out.
+  ``approval_timed_out`` alert goes out (none when the canary was rolled back while
+  the question waited: a failed review, a guardrail; that rollback alerted already).
 
 The version is tagged ``approval.status`` / ``approval.by`` / ``approval.at`` /
 ``approval.comment`` either way.
@@ -181,7 +182,7 @@ def decide(
         promotion = reject_canary(
             client, store, config, name, version, why=why, who=who, alert=False
         )
-    if verdict == "timed_out":
+    if verdict == "timed_out" and promotion.action != "lost":  # lost: rolled back before
         raise_alert(
             config,
             store,

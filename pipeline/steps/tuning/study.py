@@ -11,9 +11,9 @@ It stops at ``tune.n_trials`` ended trials (complete, pruned or failed), or when
 trials' summed costs (the job's cost meter) reach ``tune.budget_usd``: each trial runs
 with what is left as its own ``cost.budget_usd`` and stops there (PRUNED, stopped by
 the budget) and the study ends with it, so the study spends at most its budget plus
-what the job runs between two budget checks (at most an evaluation interval). A trial whose run diverges (the
-NaN guard's :class:`~training.api.TrainingDiverged`) or closes no cycle with a finite
-val AUC is FAIL with its reason, and the study goes on.
+what the job runs between two budget checks (at most an evaluation interval). A trial
+whose run diverges (the NaN guard's :class:`~training.api.TrainingDiverged`) or closes no
+cycle with a finite val AUC is FAIL with its reason, and the study goes on.
 
 Killed and run again, it continues: finished trials are kept; a trial left RUNNING
 whose heartbeat is older than its grace period (its process is gone) is marked FAIL
@@ -303,8 +303,7 @@ def run_study(
         _tell(study, trial, pruner, result)
         if result.status == "budget_exhausted":  # it ran until what was left was spent
             spent = sum(
-                float(t.user_attrs.get("cost_usd", 0.0))
-                for t in study.get_trials(deepcopy=False)
+                float(t.user_attrs.get("cost_usd", 0.0)) for t in study.get_trials(deepcopy=False)
             )
             reason = (
                 f"budget: trial {trial.number} spent what was left of "

@@ -1,4 +1,5 @@
-"""The ingest DAG's ``source`` reads files only under ``ingest.source_roots``."""
+"""The ingest DAG's ``source`` reads files only under ``ingest.source_roots``; ``land`` refuses
+a source it cannot key (a month with a batch id, a file without one) before reading it."""
 
 from __future__ import annotations
 
@@ -66,3 +67,16 @@ def test_land_refuses_before_reading_and_months_need_no_root(env: flow.Env, tmp_
         flow.land(env, _file(tmp_path / "x.csv"), batch_id="x1")
     assert env.store.list() == []
     assert flow.land(env, "2013-01").batch_id == "2013-01"
+
+
+def test_land_refuses_a_month_with_a_batch_id_a_file_without_one_and_a_file_outside(
+    env: flow.Env, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=r"'2013-03' is a flights month .*batch_id is for files"):
+        flow.land(env, "2013-03", batch_id="2024-03")
+    inside = _file(tmp_path / "home" / "incoming" / "may.csv")
+    with pytest.raises(ValueError, match=r"is not a flights month: .*needs a batch id"):
+        flow.land(env, inside, labels=True)
+    with pytest.raises(PermissionError, match=r"outside ingest.source_roots"):
+        flow.land(env, _file(tmp_path / "elsewhere.csv"), batch_id="2024-03")
+    assert not list((tmp_path / "home").rglob("*.parquet"))  # nothing landed

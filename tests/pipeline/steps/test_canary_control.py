@@ -21,6 +21,7 @@ from pipeline.base.store import LocalStore, put_frame
 from pipeline.steps.canary.review import review_canary
 from pipeline.steps.landing.ingest import flights_frames, ingest_frame
 from pipeline.steps.landing.labels import ingest_labels
+from pipeline.steps.promotion.actions import reject_canary
 from pipeline.steps.promotion.approval import APPROVE, REJECT, Answer, decide
 from pipeline.steps.registry.aliases import (
     CANARY,
@@ -35,9 +36,9 @@ from tests.pipeline.steps.test_gate_and_canary import (
     SPEC,
     Env,
     _canary_at,
-    _fake_served,
     _served,
-    route_to_canary,
+    canary_env_at,
+    serve_split,
 )
 
 BATCH = "2013-03"
@@ -46,12 +47,12 @@ BATCH = "2013-03"
 @pytest.fixture
 def held(mlflow_server: Any, tmp_path: Path, receiver: Receiver) -> Env:
     """v1 champion, v2 canary that a review held for approval (``approval.status``)."""
-    env = Env(mlflow_server.url, tmp_path)
-    env.configure(
+    env = canary_env_at(
+        mlflow_server.url,
+        tmp_path,
         alerts={"webhook_url": receiver.url()},
         canary={"require_approval": True, "approval_timeout_hours": 48},
     )
-    _canary_at(env, version="2", champion="1")
     env.client.set_model_version_tag(env.name, "2", "approval.status", "pending")
     return env
 
@@ -70,8 +71,7 @@ def _moves(env: Env) -> list[tuple[str, str | None, str | None]]:
 def test_approving_a_version_the_review_never_held_is_refused_unless_overridden(
     mlflow_server: Any, tmp_path: Path
 ) -> None:
-    env = Env(mlflow_server.url, tmp_path)
-    _canary_at(env, version="2", champion="1")  # a canary no review has held
+    env = canary_env_at(mlflow_server.url, tmp_path)  # a canary no review has held
     before = alias_history(env.store, env.name)
     with pytest.raises(RegistryError, match=r"not held for approval .*approval.status unset"):
         decide(env.client, env.store, env.config, env.name, "2", Answer(APPROVE, "eve", "go"))
@@ -108,18 +108,21 @@ def _served_batch(env: Env, champion: str, canary: str) -> None:
     labels = labels[labels["flight_id"].isin(features["flight_id"])].reset_index(drop=True)
     ids = labels["flight_id"].astype(str).tolist()
     y = labels["late"].to_numpy()
-    to_canary = route_to_canary(ids, 0.5, "control-test")
     rng = np.random.default_rng(0)
     informed = np.clip(np.where(y == 1, 0.8, 0.2) + rng.normal(0, 0.05, y.size), 0.01, 0.99)
     flat = np.clip(0.5 + rng.normal(0, 0.05, y.size), 0.01, 0.99)
-    served = pd.concat(
-        [
-            _served(list(labels["flight_id"][to_canary]), informed[to_canary], CANARY, canary),
-            _served(list(labels["flight_id"][~to_canary]), flat[~to_canary], CHAMPION, champion),
-        ]
+    stamp = datetime.now(UTC).isoformat()
+    serve_split(
+        env,
+        BATCH,
+        ids,
+        informed,
+        flat,
+        "control-test",
+        champion=champion,
+        canary=canary,
+        scored_at=stamp,
     )
-    served["scored_at"] = datetime.now(UTC).isoformat()
-    _fake_served(env, BATCH, champion, canary, served)
     ingest_labels(env.store, SPEC, labels, BATCH)
 
 
@@ -186,6 +189,36 @@ def test_the_cli_review_holds_as_the_dag_does_and_the_cli_answer_names_the_os_us
     assert current_alias(env.client, env.name, CHAMPION) == "2"
     decision = next(m for m in alias_history(env.store, env.name) if m.action == "approved")
     assert decision.who == f"{user} (command line)"
+
+
+def test_a_review_while_the_approval_waits_neither_holds_nor_asks_again(
+    cli: Env,
+    capsys: pytest.CaptureFixture[str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The approval waits in a run of its own (the ``approval`` DAG): later reviews go on,
+    record their evidence, and return ``awaiting_approval`` instead of a second question."""
+    env = cli
+    monkeypatch.setenv("COSINE_RETRAIN_ALERTS__WEBHOOK_URL", receiver.url())
+    code, out, err = _run(capsys, "canary", "review", BATCH)
+    assert code == 0, err
+    assert out.strip().endswith("-> held"), out
+    held_at = env.client.get_model_version(env.name, "2").tags["canary.last_review"]
+    alerts = len(receiver.bodies)
+    code, out, err = _run(capsys, "canary", "review", BATCH)
+    assert code == 0, err
+    assert out.strip().endswith("-> awaiting_approval"), out
+    tags = env.client.get_model_version(env.name, "2").tags
+    assert tags["approval.status"] == "pending"  # still the one question, unanswered
+    assert tags["canary.last_review"] != held_at  # the later review's evidence is recorded
+    assert current_alias(env.client, env.name, CHAMPION) == "1"
+    assert current_alias(env.client, env.name, CANARY) == "2"
+    assert len(receiver.bodies) == alerts  # no "needs a decision" alert either
+    # answered, the next review judges afresh (approved: the canary is champion now)
+    code, out, err = _run(capsys, "approval", "approve", "2", "--reason", "read the card")
+    assert code == 0, err
+    assert current_alias(env.client, env.name, CHAMPION) == "2"
 
 
 def test_a_manual_promote_from_the_cli_is_an_override_in_the_audit_trail(
@@ -262,6 +295,24 @@ def test_no_answer_in_time_rolls_the_canary_back_and_alerts(held: Env, receiver:
     assert (alert["kind"], alert["details"]["version"]) == ("approval_timed_out", "2")
 
 
+def test_a_question_that_went_moot_times_out_without_a_second_alarm(
+    held: Env, receiver: Receiver
+) -> None:
+    """Rolled back while the approval waits (a failed review, a guardrail): the answer,
+    when it comes (here: none in time), is recorded and moves nothing, and no alert
+    says a rollback happened twice."""
+    env = held
+    reject_canary(env.client, env.store, env.config, env.name, "2", why="guardrail: NaN")
+    sent = len(receiver.bodies)
+    out = decide(env.client, env.store, env.config, env.name, "2", Answer(REJECT, None, ""))
+    assert out.verdict == "timed_out"
+    assert out.promotion is not None
+    assert out.promotion.action == "lost"
+    assert current_alias(env.client, env.name, CHAMPION) == "1"
+    assert any(m.action == "approval_timed_out" for m in alias_history(env.store, env.name))
+    assert receiver.bodies[sent:] == []
+
+
 def test_the_approval_timeout_default_is_72_hours_and_configurable(tmp_path: Path) -> None:
     assert load_config(None, home=tmp_path).canary.approval_timeout_hours == 72.0
     config = load_config(None, home=tmp_path, canary={"approval_timeout_hours": 6})
@@ -276,9 +327,9 @@ def test_monthly_labels_reach_the_horizon_in_batches_not_hours(
 ) -> None:
     """Sequential: an undecided canary reviewed once a month (every review past 72 h)
     stays inconclusive until ``horizon_batches`` labelled batches, shadow included."""
-    env = Env(mlflow_server.url, tmp_path)
-    env.configure(canary={"horizon_batches": 3, "shadow_batches": 1})
-    _canary_at(env, version="2", champion="1")
+    env = canary_env_at(
+        mlflow_server.url, tmp_path, canary={"horizon_batches": 3, "shadow_batches": 1}
+    )
     rng = np.random.default_rng(3)
     start = datetime.now(UTC)
     outcomes = []
@@ -295,14 +346,7 @@ def test_monthly_labels_reach_the_horizon_in_batches_not_hours(
             key = f"predictions/flights/{batch}/champion-v1_shadow-v2/predictions.parquet"
             put_frame(env.store, key, frame)
         else:
-            to_canary = route_to_canary(ids, 0.5, "h")
-            served = pd.concat(
-                [
-                    _served(list(np.array(ids)[to_canary]), p[to_canary], CANARY, "2"),
-                    _served(list(np.array(ids)[~to_canary]), p[~to_canary], CHAMPION, "1"),
-                ]
-            )
-            _fake_served(env, batch, "1", "2", served)
+            serve_split(env, batch, ids, p, p, "h")
         labels = pd.DataFrame({"flight_id": ids, "late": y, "batch_id": batch})
         now = start + timedelta(days=31 * month)  # a month later each time
         review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels, now=now)
@@ -322,14 +366,7 @@ def _served_pair(env: Env, batch: str, champion: str, rng: np.random.Generator) 
     y = rng.integers(0, 2, n)
     p = np.clip(np.where(y == 1, 0.6, 0.4) + rng.normal(0, 0.2, n), 0.01, 0.99)
     ids = [f"{batch}-{i}" for i in range(n)]
-    to_canary = route_to_canary(ids, 0.5, "bind")
-    served = pd.concat(
-        [
-            _served(list(np.array(ids)[to_canary]), p[to_canary], CANARY, "3"),
-            _served(list(np.array(ids)[~to_canary]), p[~to_canary], CHAMPION, champion),
-        ]
-    )
-    _fake_served(env, batch, champion, "3", served)
+    to_canary = serve_split(env, batch, ids, p, p, "bind", champion=champion, canary="3")
     labels = pd.DataFrame({"flight_id": ids, "late": y, "batch_id": batch})
     review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
     return review, int(to_canary.sum())
@@ -366,9 +403,7 @@ def test_an_alias_moved_outside_the_pipeline_is_recorded_and_alerted_once(
 ) -> None:
     from pipeline.steps.registry.audit import check_aliases
 
-    env = Env(mlflow_server.url, tmp_path)
-    env.configure(alerts={"webhook_url": receiver.url()})
-    _canary_at(env, version="2", champion="1")
+    env = canary_env_at(mlflow_server.url, tmp_path, alerts={"webhook_url": receiver.url()})
     assert check_aliases(env.client, env.store, env.config, env.name) == []  # all ours
     sent = len(receiver.bodies)
     env.client.set_registered_model_alias(env.name, CHAMPION, "2")  # the MLflow UI, say

@@ -21,7 +21,7 @@ from pipeline.steps.canary.review import review_canary
 from pipeline.steps.canary.shadow import evidence_key
 from pipeline.steps.registry.aliases import CANARY, CHAMPION
 from tests.pipeline.sequential_reference import log_loss_rows
-from tests.pipeline.steps.test_gate_and_canary import SPEC, Env, _canary_at, route_to_canary
+from tests.pipeline.steps.test_gate_and_canary import SPEC, Env, canary_env_at, route_to_canary
 
 PEOPLE = np.array([f"p{i:04d}" for i in range(1200)])  # every batch: the same ids
 
@@ -37,9 +37,7 @@ def _frame(env: Env, batch: str, pair: str, rows: dict[str, Any], minutes: int) 
 def test_evidence_rows_are_the_labelled_batch_and_id_pairs(
     mlflow_server: Any, tmp_path: Path
 ) -> None:
-    env = Env(mlflow_server.url, tmp_path)
-    env.configure(canary={"shadow_batches": 1, "min_rows": 100})
-    _canary_at(env, version="2", champion="1")
+    env = canary_env_at(mlflow_server.url, tmp_path, canary={"shadow_batches": 1, "min_rows": 100})
     rng = np.random.default_rng(3)
     to_canary = route_to_canary(PEOPLE, 0.5, "s")
     truth: dict[str, dict[str, Any]] = {}
@@ -102,8 +100,7 @@ def test_evidence_rows_are_the_labelled_batch_and_id_pairs(
 def test_labels_without_their_batch_are_refused(mlflow_server: Any, tmp_path: Path) -> None:
     from pipeline.steps.registry.aliases import RegistryError
 
-    env = Env(mlflow_server.url, tmp_path)
-    _canary_at(env, version="2", champion="1")
+    env = canary_env_at(mlflow_server.url, tmp_path)
     labels = pd.DataFrame({"flight_id": PEOPLE[:10], "late": 0})
     with pytest.raises(RegistryError, match=r"\['batch_id'\] \(rows are \(batch, id\)\)"):
         review_canary(env.client, env.store, env.config, SPEC, env.name, labels)

@@ -22,10 +22,9 @@ from tests.pipeline.sequential_reference import cs_radius, log_loss_rows
 from tests.pipeline.steps.test_gate_and_canary import (
     SPEC,
     Env,
-    _canary_at,
-    _fake_served,
     _served,
-    route_to_canary,
+    canary_env_at,
+    serve_split,
 )
 
 MARGIN = 0.02
@@ -42,9 +41,7 @@ def _batch(rng: np.random.Generator, n: int, canary_noise: float) -> tuple[Any, 
 def test_the_review_accumulates_batches_once_each_and_decides_like_the_reference(
     mlflow_server: Any, tmp_path: Path
 ) -> None:
-    env = Env(mlflow_server.url, tmp_path)
-    env.configure(canary={"margin": MARGIN, "shadow_batches": 0})
-    _canary_at(env, version="2", champion="1")
+    env = canary_env_at(mlflow_server.url, tmp_path, canary={"margin": MARGIN, "shadow_batches": 0})
     rules = canary_rules(env.config, SPEC)
     alpha = 1 - rules.confidence  # no shadow: the split CS spends all of alpha
     rng = np.random.default_rng(5)
@@ -55,15 +52,8 @@ def test_the_review_accumulates_batches_once_each_and_decides_like_the_reference
         batch = f"2014-{month:02d}"
         y, champion, canary = _batch(rng, 1600, canary_noise=0.12)
         ids = [f"{batch}-{i}" for i in range(y.size)]
-        to_canary = route_to_canary(ids, 0.5, "s")
-        served = pd.concat(
-            [
-                _served(list(np.array(ids)[to_canary]), canary[to_canary], CANARY, "2"),
-                _served(list(np.array(ids)[~to_canary]), champion[~to_canary], CHAMPION, "1"),
-            ]
-        )
-        served["scored_at"] = datetime.now(UTC).isoformat()
-        _fake_served(env, batch, "1", "2", served)
+        stamp = datetime.now(UTC).isoformat()
+        to_canary = serve_split(env, batch, ids, canary, champion, "s", scored_at=stamp)
         labels = pd.DataFrame({"flight_id": ids, "late": y, "batch_id": batch})
         review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
         all_c.append(log_loss_rows(y[to_canary], canary[to_canary]))
@@ -124,14 +114,7 @@ def _review_served(env: Env, rng: np.random.Generator, batch: str, prefix: str) 
     """A batch of 1,000 rows split between canary v2 and champion v1, reviewed."""
     y, champion, canary = _batch(rng, 1000, 0.15)
     ids = [f"{prefix}{i}" for i in range(y.size)]
-    to_canary = route_to_canary(ids, 0.5, "s")
-    served = pd.concat(
-        [
-            _served(list(np.array(ids)[to_canary]), canary[to_canary], CANARY, "2"),
-            _served(list(np.array(ids)[~to_canary]), champion[~to_canary], CHAMPION, "1"),
-        ]
-    )
-    _fake_served(env, batch, "1", "2", served)
+    serve_split(env, batch, ids, canary, champion, "s")
     labels = pd.DataFrame({"flight_id": ids, "late": y, "batch_id": batch})
     return review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
 
@@ -139,8 +122,7 @@ def _review_served(env: Env, rng: np.random.Generator, batch: str, prefix: str) 
 def test_a_worse_challenger_is_rolled_back_from_its_shadow(
     mlflow_server: Any, tmp_path: Path
 ) -> None:
-    env = Env(mlflow_server.url, tmp_path)
-    _canary_at(env, version="2", champion="1")
+    env = canary_env_at(mlflow_server.url, tmp_path)
     y, champion, worse, review = _review_shadow(env, np.random.default_rng(8), 0.2)
     d = log_loss_rows(y, worse) - log_loss_rows(y, champion)
     r = cs_radius(d, 0.025, round(4 * 300 / 0.2))  # alpha / 2 each: shadow and canary
@@ -163,9 +145,7 @@ def test_a_worse_challenger_is_rolled_back_from_its_shadow(
 def test_an_equal_challenger_leaves_its_shadow_early_and_is_promoted_with_that_evidence(
     mlflow_server: Any, tmp_path: Path
 ) -> None:
-    env = Env(mlflow_server.url, tmp_path)
-    env.configure(canary={"shadow_batches": 3})
-    _canary_at(env, version="2", champion="1")
+    env = canary_env_at(mlflow_server.url, tmp_path, canary={"shadow_batches": 3})
     rules = canary_rules(env.config, SPEC, [3000])
     assert in_shadow(env.store, rules, SPEC.name, env.name, "2")  # before any evidence
     rng = np.random.default_rng(9)
@@ -188,9 +168,9 @@ def test_an_equal_challenger_leaves_its_shadow_early_and_is_promoted_with_that_e
 def test_an_undecided_canary_reaches_its_horizon_and_a_person_decides(
     mlflow_server: Any, tmp_path: Path
 ) -> None:
-    env = Env(mlflow_server.url, tmp_path)
-    env.configure(canary={"shadow_batches": 0, "horizon_batches": 2})
-    _canary_at(env, version="2", champion="1")
+    env = canary_env_at(
+        mlflow_server.url, tmp_path, canary={"shadow_batches": 0, "horizon_batches": 2}
+    )
     rng = np.random.default_rng(10)
     outcomes = []
     for month in (1, 2):

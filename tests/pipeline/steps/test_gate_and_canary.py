@@ -284,6 +284,35 @@ def _served(ids: list[str], probs: np.ndarray, alias: str, version: str) -> pd.D
     )
 
 
+def serve_split(
+    env: Env,
+    batch: str,
+    ids: list[str],
+    canary_p: np.ndarray,
+    champion_p: np.ndarray,
+    salt: str,
+    *,
+    champion: str = "1",
+    canary: str = "2",
+    scored_at: str | None = None,
+) -> np.ndarray:
+    """Store ``batch``'s served predictions as scoring writes them: the rows that
+    ``route_to_canary(ids, 0.5, salt)`` sends to the canary scored ``canary_p`` by version
+    ``canary``, the others ``champion_p`` by ``champion``. Returns the routing mask."""
+    to_canary = route_to_canary(ids, 0.5, salt)
+    routed = np.array(ids)
+    served = pd.concat(
+        [
+            _served(list(routed[to_canary]), canary_p[to_canary], CANARY, canary),
+            _served(list(routed[~to_canary]), champion_p[~to_canary], CHAMPION, champion),
+        ]
+    )
+    if scored_at is not None:
+        served["scored_at"] = scored_at
+    _fake_served(env, batch, champion, canary, served)
+    return to_canary
+
+
 def _welch_non_inferiority(loss_c: np.ndarray, loss_h: np.ndarray, margin: float) -> str:
     """Independent reference: two one-sided Welch t-tests at 2.5 % each."""
     better = stats.ttest_ind(loss_c - margin, loss_h, equal_var=False, alternative="less")
@@ -319,24 +348,7 @@ def test_review_outcomes_match_welch_tests(
         "slightly_worse": np.clip(good + rng.normal(0, 0.12, n), 0.01, 0.99),
     }[canary_quality]
     ids = [f"r{i}" for i in range(n)]
-    to_canary = route_to_canary(ids, 0.5, "x")
-    served = pd.concat(
-        [
-            _served(
-                [i for i, c in zip(ids, to_canary, strict=False) if c],
-                canary_p[to_canary],
-                CANARY,
-                "2",
-            ),
-            _served(
-                [i for i, c in zip(ids, to_canary, strict=False) if not c],
-                good[~to_canary],
-                CHAMPION,
-                "1",
-            ),
-        ]
-    )
-    _fake_served(env, "2013-05", "1", "2", served)
+    to_canary = serve_split(env, "2013-05", ids, canary_p, good, "x")
     _canary_at(env, version="2", champion="1")
     labels = pd.DataFrame({"flight_id": ids, "late": y, "batch_id": "2013-05"})
     review = review_canary(env.client, env.store, env.config, SPEC, env.name, labels)
@@ -365,12 +377,18 @@ def _canary_at(env: Env, *, version: str, champion: str) -> None:
     move_alias(env.client, env.store, env.name, CANARY, version, why="test setup")
 
 
+def canary_env_at(url: str, home: Path, **settings: Any) -> Env:
+    """An :class:`Env` (``settings`` as :meth:`Env.configure` takes them) whose registry
+    holds v1 as champion and v2 as canary."""
+    env = Env(url, home, **settings)
+    _canary_at(env, version="2", champion="1")
+    return env
+
+
 @pytest.fixture
 def canary_env(mlflow_server: Any, tmp_path: Path) -> Env:
     """v1 champion, v2 canary."""
-    env = Env(mlflow_server.url, tmp_path)
-    _canary_at(env, version="2", champion="1")
-    return env
+    return canary_env_at(mlflow_server.url, tmp_path)
 
 
 def test_too_few_labels_is_inconclusive_then_a_person_decides(canary_env: Env) -> None:
