@@ -48,17 +48,13 @@ def canary_review():
     def which_batches(params=None, triggering_asset_events=None) -> list[str]:
         from pipeline import flow
 
-        events = kit.events(triggering_asset_events)
-        with kit.permanent():
-            batches = flow.review_batches(kit.env(), events, params["batch_id"])
-        if not batches:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException(
-                "no batch to review: every labelled batch is reviewed; pass a batch_id to "
-                "review one again"
-            )
-        return batches
+        return kit.run_batches(
+            flow.review_batches,
+            params,
+            triggering_asset_events,
+            none="no batch to review: every labelled batch is reviewed; pass a batch_id to "
+            "review one again",
+        )
 
     @task(doc_md="Champion's live AUC on each batch's labelled rows; below the SLO -> retrain.")
     def quality(batch_ids: list[str]):

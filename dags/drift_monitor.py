@@ -48,9 +48,7 @@ def drift_monitor():
     def which_batches(params=None, triggering_asset_events=None) -> list[str]:
         from pipeline import flow
 
-        events = kit.events(triggering_asset_events)
-        with kit.permanent():
-            return flow.monitor_batches(kit.env(), events, params["batch_id"])
+        return kit.run_batches(flow.monitor_batches, params, triggering_asset_events)
 
     @task(doc_md="Great Expectations suite of the spec on each batch; a failure is quarantined.")
     def validate(batch_ids: list[str]):

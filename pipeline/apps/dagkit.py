@@ -195,6 +195,21 @@ def events(triggering_asset_events: Any) -> Any:
     return events_from_airflow(triggering_asset_events)
 
 
+def run_batches(
+    choose: Any, params: Any, triggering_asset_events: Any, *, none: str | None = None
+) -> list[str]:
+    """The batches a run checks, in batch order: ``choose(env, events, batch_id)`` (one of
+    the flow's choosers: the param, the run's events, the catch-up). ``none``: an empty
+    choice fails the run with that reason (no retry)."""
+    with permanent():
+        batches = choose(env(), events(triggering_asset_events), params["batch_id"])
+    if not batches and none is not None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(none)
+    return batches
+
+
 class MlflowRunLink(BaseOperatorLink):
     """'MLflow run' on the training task: opens the run the task trained (lr trace,
     losses, cycle bests). The URL is the task's result, pushed when it finishes."""
