@@ -287,9 +287,52 @@ def test_the_best_trial_is_the_cheapest_within_the_noise_of_the_highest() -> Non
         trial(3, 0.7190, 200, state="PRUNED"),  # pruned: no final value to trust
         trial(4, 0.7170, 500, **{"optim.batch_size": 2048}),  # 500 x 2048 rows > 806 x 512
     ]
-    assert pick_best(trials, 0.003, 512).number == 1
-    assert pick_best(trials, 0.0, 512).number == 0  # no tolerance: the highest AUC
-    assert pick_best(trials, 0.01, 512).number == 2
+    assert pick(trials, 0.003, 512) == (1, None)
+    assert pick(trials, 0.0, 512) == (0, None)  # no tolerance: the highest AUC
+    assert pick(trials, 0.01, 512) == (2, None)
     # equal rows: the higher AUC
-    assert pick_best([trial(0, 0.70, 400), trial(1, 0.71, 400)], 0.05, 512).number == 1
+    assert pick([trial(0, 0.70, 400), trial(1, 0.71, 400)], 0.05, 512) == (1, None)
     assert pick_best([trial(0, None, 10, state="FAIL")], 0.003, 512) is None
+
+
+def pick(trials: list[Any], *args: Any) -> tuple[int, int | None] | None:
+    from pipeline.steps.tuning.study import pick_best
+
+    found = pick_best(trials, *args)
+    return None if found is None else (found.trial.number, found.cycles)
+
+
+def test_the_pick_measures_each_trials_shorter_configs_from_its_own_cycles() -> None:
+    """With schedule.max_cycles searched, a trial's first k cycles are a config of their
+    own (max_cycles k), measured by the trial's run: its steps and running best at the
+    end of cycle k - 1. A pruned trial's closed cycles count too; a failed one's never."""
+    from pipeline.steps.tuning.study import TrialSummary, pick_best
+
+    def trial(n: int, cycles: list[tuple[int, float]], state: str = "COMPLETE") -> TrialSummary:
+        value = cycles[-1][1] if state == "COMPLETE" else None
+        params = {"schedule.max_cycles": 3, "schedule.lr_max": 0.003}
+        return TrialSummary(
+            number=n, state=state, value=value, params=params, steps=cycles[-1][0],
+            cost_usd=None, run_name=None, cycles=cycles,
+        )  # fmt: skip
+
+    # flights-like: the first cycle holds each trial's best; the second cycle only costs
+    trials = [
+        trial(0, [(375, 0.7183), (825, 0.7183)]),  # stopped after its second cycle
+        trial(1, [(300, 0.7100), (700, 0.7180), (1400, 0.7190)]),  # ran all three
+        trial(2, [(200, 0.7175)], state="PRUNED"),  # cut at its first cycle end
+        trial(3, [(100, 0.7300)], state="FAIL"),
+    ]
+    # max_cycles not searched: only trials as they ran (trial 0: 825 steps, within 0.003)
+    assert pick(trials, 0.003, 512) == (0, None)
+    # searched from 1 cycle: trial 2's one cycle (200 steps, 0.0015 below the highest)
+    best = pick_best(trials, 0.003, 512, 1)
+    assert best is not None
+    assert (best.trial.number, best.cycles, best.steps, best.value) == (2, 1, 200, 0.7175)
+    assert best.params == {"schedule.max_cycles": 1, "schedule.lr_max": 0.003}
+    # from 2 cycles: trial 1's first two (700 steps) beat trial 0 as it ran (825)
+    assert pick(trials, 0.003, 512, 2) == (1, 2)
+    # a tighter tolerance: trial 1's three cycles as it ran (0.7190, the highest)
+    assert pick(trials, 0.0005, 512, 1) == (1, None)
+    # a candidate the training job would reject is never picked
+    assert pick(trials, 0.003, 512, 1, lambda p: p["schedule.max_cycles"] != 1) == (1, 2)
