@@ -68,8 +68,10 @@ def test_successive_halving_prunes_at_an_epoch_rung_on_the_running_best(
     )
     assert [t.state for t in summary.trials] == ["COMPLETE", "PRUNED", "PRUNED"]
     assert [t.stopped_by for t in summary.trials[1:]] == ["pruner", "pruner"]
-    # the warm-up rung: the longest warmup plus first cycle the space holds, in epochs
-    rung = round(100 * (SPACE["schedule.warmup_epochs"]["high"] + 2.0))
+    # the first rung: the shortest warmup plus first cycle the space holds, in epochs
+    rung = round(
+        100 * (SPACE["schedule.warmup_epochs"]["low"] + SPACE["schedule.cycle_epochs"]["low"])
+    )
     stored = optuna.load_study(study_name="sha", storage=storage).get_trials()
     for t, frozen in zip(summary.trials, stored, strict=True):
         result = TrainResult.load(out / str(t.run_name))
@@ -92,6 +94,54 @@ def test_successive_halving_prunes_at_an_epoch_rung_on_the_running_best(
             good = stored[0].intermediate_values
             assert reports[first] < good[min(s for s in good if s >= rung)]
     assert summary.best_trial == 0
+
+
+def test_the_first_rung_is_every_trials_first_cycle_end() -> None:
+    """The shipped space on the shipped flights config: the first rung is the shortest
+    warmup plus first cycle (1 epoch), so every trial meets it at its first cycle end,
+    before cycle-aware stopping first decides (at the second). It was the longest
+    (4.75 epochs), met by no first cycle end but the longest: halving pruned 0 of 20
+    flights trials (docs/benchmarks.md, Reading the two runs)."""
+    from pipeline.steps.tuning.space import prune_warmup_epochs
+    from training import api
+
+    base = api.load_config("configs/flights.yaml")
+    tune = TuneConfig()
+    rung = prune_warmup_epochs(tune, base)
+    space = tune.space
+    shortest = space["schedule.warmup_epochs"].low + space["schedule.cycle_epochs"].low
+    assert rung == shortest == 1.0
+    longest = space["schedule.warmup_epochs"].high + space["schedule.cycle_epochs"].high
+    assert rung < longest
+    assert prune_warmup_epochs(TuneConfig(prune_warmup_epochs=2.5), base) == 2.5
+
+
+def test_halving_prunes_at_the_first_cycle_end_with_cycle_aware_stopping_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping on, as production tunes: here every trial stops after its second cycle
+    (no cycle can win by 0.5). A first rung past the first cycle ends is met only there,
+    where the stopping rule has ended the run: nothing was ever pruned. At the first
+    cycle end the losing trials are cut, their second cycle not run."""
+    base, updates = study_inputs(tmp_path, monkeypatch)
+    updates |= {"stopping.enabled": True, "stopping.min_delta": 0.5}
+    storage, out = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs"
+    _queue(storage, "stop", GOOD, BAD, BAD | {"schedule.cycle_epochs": 1.5})
+    settings = TuneConfig(space=WIDE, n_trials=3, startup_trials=1)  # pruner: halving
+    summary = run_study(
+        settings, base, storage=storage, name="stop", output_dir=out, train_updates=updates
+    )
+    assert [t.state for t in summary.trials] == ["COMPLETE", "PRUNED", "PRUNED"]
+    good = TrainResult.load(out / str(summary.trials[0].run_name))
+    schedule = CosineSchedule(**good.schedule)
+    assert len(good.finals) == 2  # of 3: the stopping rule's end
+    assert good.steps_done == schedule.cycle_end_step(1) + 1 < good.total_steps
+    for t in summary.trials[1:]:
+        result = TrainResult.load(out / str(t.run_name))
+        schedule = CosineSchedule(**result.schedule)
+        assert (t.stopped_by, t.pruned_at_cycle, result.status) == ("pruner", 0, "pruned")
+        assert result.steps_done == schedule.cycle_end_step(0) + 1
+        assert t.cycles == [(result.steps_done, result.finals[0].val_auc)]
 
 
 def test_each_trial_runs_with_what_is_left_of_the_budget_and_stops_there(
