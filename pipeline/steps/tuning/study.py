@@ -63,12 +63,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Pick",
+    "PickCheck",
     "StudySummary",
     "TrialSummary",
     "TuneInterrupted",
     "candidates",
+    "confirm_pick",
     "log_study",
     "pick_best",
+    "ranked",
     "run_study",
     "start_values",
 ]
@@ -104,6 +107,19 @@ class TrialSummary(_Frozen):
     cycles: list[tuple[int, float]] = []
 
 
+class PickCheck(_Frozen):
+    """One candidate confirmed against the highest on more seeds of the tuning window:
+    the paired gains (seed by seed, the study's own seed first) and their interval."""
+
+    trial: int
+    cycles: int | None
+    gains: list[float]
+    mean: float
+    low: float
+    high: float
+    confirmed: bool
+
+
 class StudySummary(_Frozen):
     study: str
     storage: str
@@ -114,6 +130,7 @@ class StudySummary(_Frozen):
     # the pick is the best trial's first best_cycles cycles (best_params' schedule.max_cycles)
     best_cycles: int | None = None
     best_steps: int | None = None  # its optimizer steps on the tuning window
+    checks: list[PickCheck] = []  # cheaper candidates checked on more seeds (confirm_pick)
     spent_usd: float
     steps: int
     stop_reason: str
@@ -323,11 +340,71 @@ def run_study(
                 f"tune.budget_usd=${tune.budget_usd:g} (${spent:.6f} in all)"
             )
             break
-    return _study_summary(study, storage, spent, reason, parent, _picker(tune, base))
+    frozen = study.get_trials(deepcopy=False)
+    retried = _retried(frozen)
+    trials = [_summary(t, retried) for t in frozen]
+    spent = sum(float(t.user_attrs.get("cost_usd", 0.0)) for t in frozen)
+    near = _near(tune, base, trials)
+    ledger = {"spent": spent}
+
+    def train_seed(params: dict[str, int | float], i: int) -> float | None:
+        """``params`` on seed ``base``'s + ``i``: its best val AUC (a diverged run:
+        -inf), None when the budget is spent."""
+        budget = tune.budget_usd
+        if budget is not None and ledger["spent"] >= budget:
+            return None
+        seed = base.runtime.seed + i
+        updates: dict[str, Any] = {
+            **(train_updates or {}),
+            **params,
+            "runtime.seed": seed,
+            "run_name": f"{_run_name(name, params)}-seed{seed}",
+            "output_dir": str(output_dir),
+            "progress": "off",
+        }
+        if budget is not None:
+            updates["cost.budget_usd"] = budget - ledger["spent"]
+        if parent is not None:
+            updates["mlflow.parent_run_id"] = parent
+            tags = {**base.mlflow.tags, "tune.study": name, "tune.confirm": str(seed)}
+            updates["mlflow.tags"] = tags
+        config = api.updated(base, updates)
+        result = api.finished(config)
+        try:
+            if result is None or result.status in ("preempted", "budget_exhausted"):
+                result = api.train(config, resume="if_present", data=data, spec=spec)
+        except api.TrainingDiverged:
+            return -math.inf
+        ledger["spent"] += float(result.cost_usd)
+        if result.status == "preempted":
+            raise TuneInterrupted(f"the pick's check on seed {seed} stopped by SIGTERM: run again")
+        if result.status == "budget_exhausted":
+            return None
+        values = [b.val_auc for b in result.finals if math.isfinite(b.val_auc)]
+        return max(values) if values else -math.inf
+
+    best, checks = confirm_pick(
+        near, tune.judge_seeds, tune.adopt_confidence, tune.adopt_max_loss, train_seed
+    )
+    return StudySummary(
+        study=study.study_name,
+        storage=_mask(storage),
+        trials=trials,
+        best_trial=best.trial.number if best else None,
+        best_value=best.value if best else None,
+        best_params=best.params if best else {},
+        best_cycles=best.cycles if best else None,
+        best_steps=best.steps if best else None,
+        checks=checks,
+        spent_usd=round(ledger["spent"], 6),
+        steps=sum(t.steps or 0 for t in trials),
+        stop_reason=reason,
+        mlflow_run_id=parent,
+    )
 
 
-def _picker(tune: TuneConfig, base: TrainConfig) -> Callable[[list[TrialSummary]], Pick | None]:
-    """:func:`pick_best` with the study's settings: a shorter config only where
+def _near(tune: TuneConfig, base: TrainConfig, trials: list[TrialSummary]) -> list[Pick]:
+    """:func:`ranked` with the study's settings: a shorter config only where
     ``schedule.max_cycles`` is searched, and only one the training job accepts."""
     cycles = tune.space.get("schedule.max_cycles")
 
@@ -339,7 +416,7 @@ def _picker(tune: TuneConfig, base: TrainConfig) -> Callable[[list[TrialSummary]
         return True
 
     low = int(cycles.low) if cycles is not None else None
-    return lambda trials: pick_best(trials, tune.adopt_max_loss, base.optim.batch_size, low, valid)
+    return ranked(trials, tune.adopt_max_loss, base.optim.batch_size, low, valid)
 
 
 def _counts(t: optuna.trial.FrozenTrial, retried: set[int]) -> bool:
@@ -435,6 +512,29 @@ def candidates(trials: list[TrialSummary], min_cycles: int | None) -> list[Pick]
     return out
 
 
+def ranked(
+    trials: list[TrialSummary],
+    within: float,
+    batch_size: int,
+    min_cycles: int | None = None,
+    valid: Callable[[dict[str, int | float]], bool] | None = None,
+) -> list[Pick]:
+    """The :func:`candidates` whose val AUC is within ``within`` of the highest
+    (``tune.adopt_max_loss``: the loss the adoption rule calls no worse), cheapest first
+    (fewest rows trained: steps x its batch size); ties on rows go to the higher AUC,
+    then to a trial as it ran. ``valid``: a candidate's params give a valid config."""
+    found = [c for c in candidates(trials, min_cycles) if valid is None or valid(c.params)]
+    if not found:
+        return []
+    top = max(c.value for c in found)
+
+    def rows(c: Pick) -> float:
+        return float(c.steps) * float(c.trial.params.get("optim.batch_size", batch_size))
+
+    near = [c for c in found if c.value >= top - within]
+    return sorted(near, key=lambda c: (rows(c), -c.value, c.cycles is not None))
+
+
 def pick_best(
     trials: list[TrialSummary],
     within: float,
@@ -442,48 +542,63 @@ def pick_best(
     min_cycles: int | None = None,
     valid: Callable[[dict[str, int | float]], bool] | None = None,
 ) -> Pick | None:
-    """The cheapest of the :func:`candidates` (fewest rows trained: steps x its batch
-    size) whose val AUC is within ``within`` of the highest (``tune.adopt_max_loss``:
-    the loss the adoption rule calls no worse); ties on rows go to the higher AUC, then
-    to a trial as it ran. ``valid``: a candidate's params give a valid training config."""
-    found = [c for c in candidates(trials, min_cycles) if valid is None or valid(c.params)]
-    if not found:
-        return None
-    top = max(c.value for c in found)
-
-    def rows(c: Pick) -> float:
-        return float(c.steps) * float(c.trial.params.get("optim.batch_size", batch_size))
-
-    near = [c for c in found if c.value >= top - within]
-    return min(near, key=lambda c: (rows(c), -c.value, c.cycles is not None))
+    """The first of :func:`ranked`: the cheapest candidate within ``within`` of the
+    highest val AUC, on the study's one seed."""
+    found = ranked(trials, within, batch_size, min_cycles, valid)
+    return found[0] if found else None
 
 
-def _study_summary(
-    study: Any,
-    storage: str,
-    spent: float,
-    reason: str,
-    parent: str | None,
-    picker: Callable[[list[TrialSummary]], Pick | None],
-) -> StudySummary:
-    frozen = study.get_trials(deepcopy=False)
-    retried = _retried(frozen)
-    trials = [_summary(t, retried) for t in frozen]
-    best = picker(trials)
-    return StudySummary(
-        study=study.study_name,
-        storage=_mask(storage),
-        trials=trials,
-        best_trial=best.trial.number if best else None,
-        best_value=best.value if best else None,
-        best_params=best.params if best else {},
-        best_cycles=best.cycles if best else None,
-        best_steps=best.steps if best else None,
-        spent_usd=round(spent, 6),
-        steps=sum(t.steps or 0 for t in trials),
-        stop_reason=reason,
-        mlflow_run_id=parent,
-    )
+def confirm_pick(
+    near: list[Pick],
+    seeds: int,
+    confidence: float,
+    max_loss: float,
+    train: Callable[[dict[str, int | float], int], float | None],
+) -> tuple[Pick | None, list[PickCheck]]:
+    """The cheapest of ``near`` (:func:`ranked`) that is no worse than the highest beyond
+    the noise: each, cheapest first, trains seeds 1 .. ``seeds`` - 1 (``train(params,
+    i)``: its best val AUC, None when the budget is spent) beside the highest on the
+    same seeds; with the study's seed, the paired gains' interval (``confidence``) must
+    not reach below ``-max_loss``, as the adoption rule asks held out. The first one
+    confirmed is the pick; none (or no budget left): the highest itself. One seed
+    (``seeds`` 1): the cheapest, unconfirmed."""
+    from pipeline.steps.tuning.configs import gain_interval
+
+    if not near:
+        return None, []
+    top = max(near, key=lambda c: c.value)
+    if seeds < 2:
+        return near[0], []
+    checks: list[PickCheck] = []
+    reference: dict[int, float | None] = {}
+    for c in near:
+        if c is top:
+            return top, checks
+        gains = [c.value - top.value]
+        for i in range(1, seeds):
+            if i not in reference:
+                reference[i] = train(top.params, i)
+            mine = train(c.params, i)
+            ref = reference[i]
+            if mine is None or ref is None:
+                return top, checks
+            gains.append(mine - ref)
+        mean, low, high = gain_interval(gains, confidence)
+        ok = low >= -max_loss
+        checks.append(
+            PickCheck(
+                trial=c.trial.number,
+                cycles=c.cycles,
+                gains=gains,
+                mean=mean,
+                low=low,
+                high=high,
+                confirmed=ok,
+            )
+        )
+        if ok:
+            return c, checks
+    return top, checks
 
 
 def _mask(url: str) -> str:

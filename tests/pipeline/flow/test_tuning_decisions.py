@@ -386,3 +386,46 @@ def test_the_pick_measures_each_trials_shorter_configs_from_its_own_cycles() -> 
     assert pick(trials, 0.0005, 512, 1) == (1, None)
     # a candidate the training job would reject is never picked
     assert pick(trials, 0.003, 512, 1, lambda p: p["schedule.max_cycles"] != 1) == (1, 2)
+
+
+def test_a_cheaper_pick_must_hold_on_more_seeds_or_the_highest_is_kept() -> None:
+    """The one-seed pick is often a lucky draw: each cheaper candidate, cheapest first,
+    trains more seeds beside the highest; the first whose paired gains' interval stays
+    above -adopt_max_loss is the pick, else the highest itself."""
+    from pipeline.steps.tuning.configs import gain_interval
+    from pipeline.steps.tuning.study import TrialSummary, confirm_pick, ranked
+
+    def trial(n: int, value: float, steps: int) -> TrialSummary:
+        return TrialSummary(
+            number=n, state="COMPLETE", value=value, params={"schedule.lr_max": n / 1000},
+            steps=steps, cost_usd=None, run_name=None,
+        )  # fmt: skip
+
+    trials = [trial(1, 0.720, 900), trial(2, 0.718, 300), trial(3, 0.7185, 500)]
+    near = ranked(trials, 0.003, 512)
+    assert [c.trial.number for c in near] == [2, 3, 1]
+    # seed i's val AUC per trial: trial 2 was lucky on the study's seed, trial 3 holds
+    runs = {1: {1: 0.721, 2: 0.719}, 2: {1: 0.712, 2: 0.709}, 3: {1: 0.7195, 2: 0.7180}}
+    trained: list[tuple[int, int]] = []
+
+    def train(params: dict[str, int | float], i: int) -> float:
+        n = round(float(params["schedule.lr_max"]) * 1000)
+        trained.append((n, i))
+        return runs[n][i]
+
+    best, checks = confirm_pick(near, 3, 0.9, 0.003, train)
+    assert best is not None
+    assert best.trial.number == 3
+    assert [(c.trial, c.confirmed) for c in checks] == [(2, False), (3, True)]
+    gains = [0.7185 - 0.720, 0.7195 - 0.721, 0.7180 - 0.719]
+    assert checks[1].gains == pytest.approx(gains)
+    _, low, _ = gain_interval(gains, 0.9)
+    assert checks[1].low == pytest.approx(low)
+    assert low >= -0.003
+    assert sorted(trained) == [(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2)]  # the top once
+    # none holds: the highest itself; one seed: the cheapest, unchecked
+    runs[3] = {1: 0.700, 2: 0.705}
+    assert confirm_pick(near, 3, 0.9, 0.003, train)[0].trial.number == 1  # type: ignore[union-attr]
+    assert confirm_pick(near, 1, 0.9, 0.003, train) == (near[0], [])
+    # no budget left for the checks: the highest
+    assert confirm_pick(near, 3, 0.9, 0.003, lambda p, i: None)[0] is near[2]
