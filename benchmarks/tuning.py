@@ -175,7 +175,7 @@ def report(
         f"thread: {study.steps:,} optimizer steps, {study_s / 60:.1f} min, ${study.spent_usd:.4f}. "
         "The pick: the cheapest measured config (a trial, or its first k cycles) within "
         f"`tune.adopt_max_loss` of the highest val AUC: trial {study.best_trial} ({cut}, val "
-        f"AUC {study.best_value:.4f}): {best}.",
+        f"AUC {study.best_value:.4f}): {best}.{_checks(study)}",
         "",
         "The tuned config (those values on the same file) and the shipped one, each "
         f"window x seeds {', '.join(map(str, seeds))}; {tuned_on} is the window it was tuned on.",
@@ -215,6 +215,23 @@ def report(
         f"Whole benchmark: {wall / 60:.1f} min wall on 2 shared cores.",
     ]
     return "\n".join(lines)
+
+
+def _checks(study: Any) -> str:
+    """The cheaper candidates checked on more seeds beside the highest, as a sentence."""
+    if not study.checks:
+        return " No cheaper candidate needed a check (the cheapest is the highest)."
+    parts = [
+        f"trial {c.trial}"
+        + (f" (first {c.cycles} cycle(s))" if c.cycles is not None else "")
+        + f": mean gain {c.mean:+.4f}, low {c.low:+.4f}, "
+        + ("kept" if c.confirmed else "rejected")
+        for c in study.checks
+    ]
+    return (
+        " Checked on more seeds beside the highest, cheapest first (kept when the paired "
+        f"interval's low end is >= -`tune.adopt_max_loss`): {'; '.join(parts)}."
+    )
 
 
 if __name__ == "__main__":
