@@ -148,7 +148,8 @@ class TuneConfig(Section):
         ge=1,
         le=20,
         description="seeds each side trains the held-out window with, paired (the same seed "
-        "on both sides); one seed has no noise estimate, so nothing is adopted",
+        "on both sides); one seed has no noise estimate, so nothing is adopted. Also the "
+        "seeds a cheaper pick must hold on beside the highest trial on the tuning window",
     )
     adopt_confidence: Share = Field(
         0.9,
