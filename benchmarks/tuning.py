@@ -161,13 +161,21 @@ def report(
         states[t.state] = states.get(t.state, 0) + 1
     best = ", ".join(f"`{k}` {v:.4g}" for k, v in study.best_params.items())
     counts = ", ".join(f"{n} {s.lower()}" for s, n in states.items())
+    cut = (
+        f"its first {study.best_cycles} cycle(s), {study.best_steps:,} steps"
+        if study.best_cycles is not None
+        else f"as it ran, {study.best_steps:,} steps"
+    )
     lines = [
         f"A study of {len(study.trials)} trials ({counts}; "
-        "TPE, 4 random start-up trials, successive halving at cycle ends on the running "
-        f"best, the shipped `tune.space`) on {where}, `configs/flights.yaml` as "
+        "TPE, 4 random start-up trials, successive halving on the running best at cycle "
+        "ends from every trial's first cycle end (the shortest warmup plus first cycle the "
+        f"space allows), the shipped `tune.space`) on {where}, `configs/flights.yaml` as "
         "production runs it (stopping on); seed 0, MLflow off, one torch "
         f"thread: {study.steps:,} optimizer steps, {study_s / 60:.1f} min, ${study.spent_usd:.4f}. "
-        f"Best trial {study.best_trial} (val AUC {study.best_value:.4f}): {best}.",
+        "The pick: the cheapest measured config (a trial, or its first k cycles) within "
+        f"`tune.adopt_max_loss` of the highest val AUC: trial {study.best_trial} ({cut}, val "
+        f"AUC {study.best_value:.4f}): {best}.{_checks(study)}",
         "",
         "The tuned config (those values on the same file) and the shipped one, each "
         f"window x seeds {', '.join(map(str, seeds))}; {tuned_on} is the window it was tuned on.",
@@ -207,6 +215,23 @@ def report(
         f"Whole benchmark: {wall / 60:.1f} min wall on 2 shared cores.",
     ]
     return "\n".join(lines)
+
+
+def _checks(study: Any) -> str:
+    """The cheaper candidates checked on more seeds beside the highest, as a sentence."""
+    if not study.checks:
+        return " No cheaper candidate needed a check (the cheapest is the highest)."
+    parts = [
+        f"trial {c.trial}"
+        + (f" (first {c.cycles} cycle(s))" if c.cycles is not None else "")
+        + f": mean gain {c.mean:+.4f}, low {c.low:+.4f}, "
+        + ("kept" if c.confirmed else "rejected")
+        for c in study.checks
+    ]
+    return (
+        " Checked on more seeds beside the highest, cheapest first (kept when the paired "
+        f"interval's low end is >= -`tune.adopt_max_loss`): {'; '.join(parts)}."
+    )
 
 
 if __name__ == "__main__":

@@ -330,7 +330,8 @@ def tune(
     log_study(env.client, summary, storage)
     out = {"study": summary, "window": window, "holdout": holdout}
     best = next((t for t in summary.trials if t.number == summary.best_trial), None)
-    if best is None or best.incumbent:  # nothing beat the start config: nothing to judge
+    if best is None or (best.incumbent and summary.best_cycles is None):
+        # nothing beat the start config (as it ran): nothing to judge
         return TuneSummary(**out, version=None, verdict=None)
     version = next(
         (
@@ -338,6 +339,7 @@ def tune(
             for v in tuned_versions(env.store, env.dataset)
             if (r := read_version(env.store, env.dataset, v)).study == name
             and r.trial == summary.best_trial
+            and r.params == summary.best_params
         ),
         None,
     )

@@ -50,8 +50,10 @@ def _default_space() -> dict[str, ParamRange]:
         "schedule.peak_decay": ParamRange(low=0.5, high=1.0),
         "optim.weight_decay": ParamRange(low=1e-6, high=1e-2, log=True),
         "schedule.warmup_epochs": ParamRange(low=0.0, high=0.75),
-        # cost: more cycles, or a stopping rule that asks a cycle to win by more
-        "schedule.max_cycles": ParamRange(low=3, high=5),
+        # cost: the number of cycles (1: one cosine cycle, no restart; each trial's closed
+        # cycles also measure its shorter versions), or a stopping rule that asks a cycle
+        # to win by more
+        "schedule.max_cycles": ParamRange(low=1, high=5),
         "stopping.min_delta": ParamRange(low=0.0, high=0.002),
     }
 
@@ -126,8 +128,9 @@ class TuneConfig(Section):
     prune_warmup_epochs: float | None = Field(
         None,
         gt=0.0,
-        description="the first rung (epochs): no trial is pruned before it; null: the longest "
-        "warmup plus first cycle the space allows (else 1 epoch), so every trial has restarted",
+        description="the first rung (epochs): no trial is pruned before it; null: the shortest "
+        "warmup plus first cycle the space allows (else 1 epoch), so every trial is judged at "
+        "its first cycle end, before cycle-aware stopping first decides",
     )
     prune_reduction: int = Field(
         3,
@@ -145,7 +148,8 @@ class TuneConfig(Section):
         ge=1,
         le=20,
         description="seeds each side trains the held-out window with, paired (the same seed "
-        "on both sides); one seed has no noise estimate, so nothing is adopted",
+        "on both sides); one seed has no noise estimate, so nothing is adopted. Also the "
+        "seeds a cheaper pick must hold on beside the highest trial on the tuning window",
     )
     adopt_confidence: Share = Field(
         0.9,

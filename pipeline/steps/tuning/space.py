@@ -9,7 +9,7 @@ training job's typed config; the study itself is run by :mod:`pipeline.flow.tuni
 - :func:`suggest`: one trial's values, from Optuna's trial, as dotted updates for
   :func:`training.api.updated`;
 - :func:`build_pruner`: Optuna's successive halving (or Hyperband)
-  with its first rung at :func:`prune_warmup_epochs`;
+  with its first rung at :func:`prune_warmup_epochs` (every trial's first cycle end);
 - :class:`CyclePruner`: the training job's cycle hook that reports the trial's running
   best val AUC at the epochs run (:func:`epoch_step`) at each cycle end and asks the
   job to stop when Optuna's pruner says so.
@@ -137,20 +137,27 @@ def epoch_step(steps_done: int, steps_per_epoch: int) -> int:
 
 
 def prune_warmup_epochs(tune: TuneConfig, base: TrainConfig) -> float:
-    """The first rung in epochs: ``tune.prune_warmup_epochs``, else the longest warmup
-    plus the longest first cycle the space allows (every trial has restarted at least
-    once before it, so ``cycle_mult`` and ``peak_decay`` have acted), else 1 epoch
-    (a start config whose lengths are in steps)."""
+    """The first rung in epochs: ``tune.prune_warmup_epochs``, else the shortest warmup
+    plus the shortest first cycle the space allows (else 1 epoch: a start config whose
+    lengths are in steps).
+
+    Every trial reaches it at its first cycle end, the only cycle end before the one
+    where cycle-aware stopping first decides (``stopping.min_cycles`` 2): a rung placed
+    later (the longest warmup plus first cycle) is first met at the second cycle end, where
+    the stopping rule has either ended the run (pruning saves nothing) or let it go on
+    because its second cycle won (pruning cuts only the trials doing well). A trial cut
+    here is not lost to the pick: its first cycle is a one-cycle config measured in full
+    (:func:`pipeline.steps.tuning.study.pick_best`)."""
     if tune.prune_warmup_epochs is not None:
         return tune.prune_warmup_epochs
     total = 0.0
     for name in ("warmup_epochs", "cycle_epochs"):
         r = tune.space.get(f"schedule.{name}")
-        value = r.high if r is not None else getattr(base.schedule, name)
+        value = r.low if r is not None else getattr(base.schedule, name)
         if value is None:
             return 1.0
         total += float(value)
-    return total
+    return total if total > 0 else 1.0
 
 
 def build_pruner(tune: TuneConfig, warmup_epochs: float) -> optuna.pruners.BasePruner:

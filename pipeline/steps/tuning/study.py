@@ -12,8 +12,13 @@ trials' summed costs (the job's cost meter) reach ``tune.budget_usd``: each tria
 with what is left as its own ``cost.budget_usd`` and stops there (PRUNED, stopped by
 the budget) and the study ends with it, so the study spends at most its budget plus
 what the job runs between two budget checks (at most an evaluation interval). A trial
-whose run diverges (the NaN guard's :class:`~training.api.TrainingDiverged`) or closes no
-cycle with a finite val AUC is FAIL with its reason, and the study goes on.
+whose run diverges (the NaN guard's :class:`~training.api.TrainingDiverged`) or closes
+no cycle with a finite val AUC is FAIL with its reason, and the study goes on.
+
+The pick (:func:`pick_best`) is the cheapest measured config within
+``tune.adopt_max_loss`` of the highest val AUC: a trial as it ran, or (with
+``schedule.max_cycles`` searched) its first k cycles, whose run is the trial's cut short;
+one that holds on ``tune.judge_seeds`` seeds beside the highest (:func:`confirm_pick`).
 
 Killed and run again, it continues: finished trials are kept; a trial left RUNNING
 whose heartbeat is older than its grace period (its process is gone) is marked FAIL
@@ -32,7 +37,7 @@ import logging
 import math
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,10 +63,16 @@ if TYPE_CHECKING:
     from training.api import TrainConfig, TrainResult
 
 __all__ = [
+    "Pick",
+    "PickCheck",
     "StudySummary",
     "TrialSummary",
     "TuneInterrupted",
+    "candidates",
+    "confirm_pick",
     "log_study",
+    "pick_best",
+    "ranked",
     "run_study",
     "start_values",
 ]
@@ -93,6 +104,21 @@ class TrialSummary(_Frozen):
     incumbent: bool = False  # trial 0: the start config's own values
     stopped_by: str | None = None  # PRUNED: "pruner" or "budget" (its own cost.budget_usd)
     fail_reason: str | None = None  # FAIL: why (a diverged run, no finite evaluation)
+    # each closed cycle, in order: (optimizer steps at its end, the running best val AUC)
+    cycles: list[tuple[int, float]] = []
+
+
+class PickCheck(_Frozen):
+    """One candidate confirmed against the highest on more seeds of the tuning window:
+    the paired gains (seed by seed, the study's own seed first) and their interval."""
+
+    trial: int
+    cycles: int | None
+    gains: list[float]
+    mean: float
+    low: float
+    high: float
+    confirmed: bool
 
 
 class StudySummary(_Frozen):
@@ -102,6 +128,10 @@ class StudySummary(_Frozen):
     best_trial: int | None
     best_value: float | None
     best_params: dict[str, int | float]
+    # the pick is the best trial's first best_cycles cycles (best_params' schedule.max_cycles)
+    best_cycles: int | None = None
+    best_steps: int | None = None  # its optimizer steps on the tuning window
+    checks: list[PickCheck] = []  # cheaper candidates checked on more seeds (confirm_pick)
     spent_usd: float
     steps: int
     stop_reason: str
@@ -185,6 +215,7 @@ def _summary(t: optuna.trial.FrozenTrial, retried: set[int]) -> TrialSummary:
         stopped_by=t.user_attrs.get("stopped_by"),
         fail_reason=t.user_attrs.get("fail_reason")
         or ("stopped while running: queued again" if t.number in retried else None),
+        cycles=[(int(n), float(v)) for n, v in t.user_attrs.get("cycles", [])],
     )
 
 
@@ -310,8 +341,83 @@ def run_study(
                 f"tune.budget_usd=${tune.budget_usd:g} (${spent:.6f} in all)"
             )
             break
-    within = (tune.adopt_max_loss, base.optim.batch_size)
-    return _study_summary(study, storage, spent, reason, parent, within)
+    frozen = study.get_trials(deepcopy=False)
+    retried = _retried(frozen)
+    trials = [_summary(t, retried) for t in frozen]
+    spent = sum(float(t.user_attrs.get("cost_usd", 0.0)) for t in frozen)
+    near = _near(tune, base, trials)
+    ledger = {"spent": spent}
+
+    def train_seed(params: dict[str, int | float], i: int) -> float | None:
+        """``params`` on seed ``base``'s + ``i``: its best val AUC (a diverged run:
+        -inf), None when the budget is spent."""
+        budget = tune.budget_usd
+        if budget is not None and ledger["spent"] >= budget:
+            return None
+        seed = base.runtime.seed + i
+        updates: dict[str, Any] = {
+            **(train_updates or {}),
+            **params,
+            "runtime.seed": seed,
+            "run_name": f"{_run_name(name, params)}-seed{seed}",
+            "output_dir": str(output_dir),
+            "progress": "off",
+        }
+        if budget is not None:
+            updates["cost.budget_usd"] = budget - ledger["spent"]
+        if parent is not None:
+            updates["mlflow.parent_run_id"] = parent
+            tags = {**base.mlflow.tags, "tune.study": name, "tune.confirm": str(seed)}
+            updates["mlflow.tags"] = tags
+        config = api.updated(base, updates)
+        result = api.finished(config)
+        try:
+            if result is None or result.status in ("preempted", "budget_exhausted"):
+                result = api.train(config, resume="if_present", data=data, spec=spec)
+        except api.TrainingDiverged:
+            return -math.inf
+        ledger["spent"] += float(result.cost_usd)
+        if result.status == "preempted":
+            raise TuneInterrupted(f"the pick's check on seed {seed} stopped by SIGTERM: run again")
+        if result.status == "budget_exhausted":
+            return None
+        values = [b.val_auc for b in result.finals if math.isfinite(b.val_auc)]
+        return max(values) if values else -math.inf
+
+    best, checks = confirm_pick(
+        near, tune.judge_seeds, tune.adopt_confidence, tune.adopt_max_loss, train_seed
+    )
+    return StudySummary(
+        study=study.study_name,
+        storage=_mask(storage),
+        trials=trials,
+        best_trial=best.trial.number if best else None,
+        best_value=best.value if best else None,
+        best_params=best.params if best else {},
+        best_cycles=best.cycles if best else None,
+        best_steps=best.steps if best else None,
+        checks=checks,
+        spent_usd=round(ledger["spent"], 6),
+        steps=sum(t.steps or 0 for t in trials),
+        stop_reason=reason,
+        mlflow_run_id=parent,
+    )
+
+
+def _near(tune: TuneConfig, base: TrainConfig, trials: list[TrialSummary]) -> list[Pick]:
+    """:func:`ranked` with the study's settings: a shorter config only where
+    ``schedule.max_cycles`` is searched, and only one the training job accepts."""
+    cycles = tune.space.get("schedule.max_cycles")
+
+    def valid(params: dict[str, int | float]) -> bool:
+        try:
+            api.updated(base, params)
+        except api.ConfigError:
+            return False
+        return True
+
+    low = int(cycles.low) if cycles is not None else None
+    return ranked(trials, tune.adopt_max_loss, base.optim.batch_size, low, valid)
 
 
 def _counts(t: optuna.trial.FrozenTrial, retried: set[int]) -> bool:
@@ -342,12 +448,15 @@ def _tell(study: Any, trial: Any, pruner: CyclePruner, result: TrainResult) -> N
 
     schedule = api.CosineSchedule(**result.schedule)
     spe = int(result.schedule["steps_per_epoch"])
-    running = -math.inf
+    running, cycles = -math.inf, []
     for b in result.finals:  # cycles closed before a resume reached no hook
         running = max(running, b.val_auc) if math.isfinite(b.val_auc) else running
+        done = schedule.cycle_end_step(b.cycle) + 1
         if b.cycle not in pruner.reported and math.isfinite(running):
-            done = schedule.cycle_end_step(b.cycle) + 1
             trial.report(running, epoch_step(done, spe))
+        if math.isfinite(running):
+            cycles.append((done, running))
+    trial.set_user_attr("cycles", cycles)
     trial.set_user_attr("cost_usd", float(result.cost_usd))
     trial.set_user_attr("steps", int(result.steps_done))
     trial.set_user_attr("mlflow_run_id", result.mlflow_run_id)
@@ -366,47 +475,131 @@ def _tell(study: Any, trial: Any, pruner: CyclePruner, result: TrainResult) -> N
     log.info("trial %d: best val AUC %.4f in %d steps", trial.number, value, result.steps_done)
 
 
-def pick_best(trials: list[TrialSummary], within: float, batch_size: int) -> TrialSummary | None:
-    """The cheapest complete trial (fewest rows trained: steps x its batch size) whose val
-    AUC is within ``within`` of the highest (``tune.adopt_max_loss``: the loss the
-    adoption rule calls no worse); ties on rows go to the higher AUC."""
-    complete = [t for t in trials if t.state == "COMPLETE" and t.value is not None]
-    if not complete:
-        return None
-    top = max(t.value or 0.0 for t in complete)
+class Pick(BaseModel):
+    """The study's pick: a trial, or its first ``cycles`` cycles (a shorter config)."""
 
-    def rows(t: TrialSummary) -> float:
-        size = t.params.get("optim.batch_size", batch_size)
-        return float(t.steps) * float(size) if t.steps is not None else float("inf")
+    model_config = ConfigDict(frozen=True)
+    trial: TrialSummary
+    cycles: int | None  # None: the trial as it ran; k: its config with max_cycles k
+    value: float
+    steps: int
 
-    near = [t for t in complete if (t.value or 0.0) >= top - within]
-    return min(near, key=lambda t: (rows(t), -(t.value or 0.0)))
+    @property
+    def params(self) -> dict[str, int | float]:
+        if self.cycles is None:
+            return self.trial.params
+        return {**self.trial.params, "schedule.max_cycles": self.cycles}
 
 
-def _study_summary(
-    study: Any,
-    storage: str,
-    spent: float,
-    reason: str,
-    parent: str | None,
-    within: tuple[float, int],
-) -> StudySummary:
-    frozen = study.get_trials(deepcopy=False)
-    retried = _retried(frozen)
-    trials = [_summary(t, retried) for t in frozen]
-    best = pick_best(trials, *within)
-    return StudySummary(
-        study=study.study_name,
-        storage=_mask(storage),
-        trials=trials,
-        best_trial=best.number if best else None,
-        best_value=best.value if best else None,
-        best_params=best.params if best else {},
-        spent_usd=round(spent, 6),
-        steps=sum(t.steps or 0 for t in trials),
-        stop_reason=reason,
-        mlflow_run_id=parent,
-    )
+def candidates(trials: list[TrialSummary], min_cycles: int | None) -> list[Pick]:
+    """What the trials measured: each complete trial as it ran; and, with
+    ``schedule.max_cycles`` in the space (``min_cycles``: its low bound), each trial's
+    first k cycles for every k from ``min_cycles`` below the cycles it ran (a pruned or
+    budget-stopped trial: up to all the cycles it closed), as the config with
+    ``max_cycles`` k. That config's run is the trial's own run cut at the end of cycle
+    k - 1 (the same schedule up to there, the same data order and seed), so its steps
+    and best val AUC are measured, not guessed: the number of cycles, the cost driver
+    restarts add, is searched for free on every trial."""
+    out = []
+    for t in trials:
+        if t.state == "COMPLETE" and t.value is not None and t.steps is not None:
+            out.append(Pick(trial=t, cycles=None, value=t.value, steps=t.steps))
+        if min_cycles is None or t.state == "FAIL":
+            continue
+        top = len(t.cycles) if t.state == "PRUNED" else len(t.cycles) - 1
+        for k in range(max(1, min_cycles), top + 1):
+            steps, value = t.cycles[k - 1]
+            out.append(Pick(trial=t, cycles=k, value=value, steps=steps))
+    return out
+
+
+def ranked(
+    trials: list[TrialSummary],
+    within: float,
+    batch_size: int,
+    min_cycles: int | None = None,
+    valid: Callable[[dict[str, int | float]], bool] | None = None,
+) -> list[Pick]:
+    """The :func:`candidates` whose val AUC is within ``within`` of the highest
+    (``tune.adopt_max_loss``: the loss the adoption rule calls no worse), cheapest first
+    (fewest rows trained: steps x its batch size); ties on rows go to the higher AUC,
+    then to a trial as it ran. ``valid``: a candidate's params give a valid config."""
+    found = [c for c in candidates(trials, min_cycles) if valid is None or valid(c.params)]
+    if not found:
+        return []
+    top = max(c.value for c in found)
+
+    def rows(c: Pick) -> float:
+        return float(c.steps) * float(c.trial.params.get("optim.batch_size", batch_size))
+
+    near = [c for c in found if c.value >= top - within]
+    return sorted(near, key=lambda c: (rows(c), -c.value, c.cycles is not None))
+
+
+def pick_best(
+    trials: list[TrialSummary],
+    within: float,
+    batch_size: int,
+    min_cycles: int | None = None,
+    valid: Callable[[dict[str, int | float]], bool] | None = None,
+) -> Pick | None:
+    """The first of :func:`ranked`: the cheapest candidate within ``within`` of the
+    highest val AUC, on the study's one seed."""
+    found = ranked(trials, within, batch_size, min_cycles, valid)
+    return found[0] if found else None
+
+
+def confirm_pick(
+    near: list[Pick],
+    seeds: int,
+    confidence: float,
+    max_loss: float,
+    train: Callable[[dict[str, int | float], int], float | None],
+) -> tuple[Pick | None, list[PickCheck]]:
+    """The cheapest of ``near`` (:func:`ranked`) that is no worse than the highest beyond
+    the noise: each, cheapest first, trains seeds 1 .. ``seeds`` - 1 (``train(params,
+    i)``: its best val AUC, None when the budget is spent) beside the highest on the
+    same seeds; with the study's seed, the paired gains' interval (``confidence``) must
+    not reach below ``-max_loss``, as the adoption rule asks held out. The first one
+    confirmed is the pick; none (or no budget left): the highest itself. One seed
+    (``seeds`` 1): the cheapest, unconfirmed."""
+    from pipeline.steps.tuning.configs import gain_interval
+
+    if not near:
+        return None, []
+    top = max(near, key=lambda c: c.value)
+    if seeds < 2:
+        return near[0], []
+    checks: list[PickCheck] = []
+    reference: dict[int, float | None] = {}
+    for c in near:
+        if c is top:
+            return top, checks
+        gains = [c.value - top.value]
+        for i in range(1, seeds):
+            if i not in reference:
+                reference[i] = train(top.params, i)
+            mine = train(c.params, i)
+            ref = reference[i]
+            if mine is None or ref is None:
+                return top, checks
+            gains.append(mine - ref)
+        mean, low, high = gain_interval(gains, confidence)
+        ok = low >= -max_loss
+        checks.append(
+            PickCheck(
+                trial=c.trial.number,
+                cycles=c.cycles,
+                gains=gains,
+                mean=mean,
+                low=low,
+                high=high,
+                confirmed=ok,
+            )
+        )
+        if ok:
+            return c, checks
+    return top, checks
 
 
 def _mask(url: str) -> str:

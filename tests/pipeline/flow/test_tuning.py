@@ -88,13 +88,24 @@ def test_a_study_nests_its_trials_in_mlflow_and_writes_a_judged_version(
     out = env.home / "runs" / "tuning"
     values = {t.number: _best(out / str(t.run_name)) for t in study.trials}
     steps = {t.number: TrainResult.load(out / str(t.run_name)).steps_done for t in study.trials}
-    # the pick: the fewest steps (one batch size) within tune.adopt_max_loss of the highest
+    # the pick: the fewest steps (one batch size) within tune.adopt_max_loss of the
+    # highest, cheapest first, that holds on a second seed beside the highest; else the
+    # highest (each check's gains from the runs' own result files)
     near = [n for n, v in values.items() if v >= max(values.values()) - 0.003]
-    pick = min(near, key=lambda n: (steps[n], -values[n]))
+    near.sort(key=lambda n: (steps[n], -values[n]))
+    top = max(values, key=lambda n: values[n])
+    names = {t.number: str(t.run_name) for t in study.trials}
+    assert [c.trial for c in study.checks] == near[: len(study.checks)]
+    for c in study.checks:
+        second = _best(out / f"{names[c.trial]}-seed1") - _best(out / f"{names[top]}-seed1")
+        assert c.gains == pytest.approx([values[c.trial] - values[top], second], abs=1e-12)
+    pick = next((c.trial for c in study.checks if c.confirmed), top)
     assert study.best_trial == pick
     assert study.best_value == pytest.approx(values[pick], abs=1e-12)
+    runs_paid = [out / names[n] for n in names] + sorted(out.glob("*-seed1"))
+    assert len(runs_paid) == 3 + (len(study.checks) + 1 if study.checks else 0)
     assert study.spent_usd == pytest.approx(
-        sum(TrainResult.load(out / str(t.run_name)).cost_usd for t in study.trials), abs=1e-5
+        sum(TrainResult.load(r).cost_usd for r in runs_paid), abs=1e-5
     )
     # the study's plots and record on its parent run
     parent = client.get_run(study.mlflow_run_id)

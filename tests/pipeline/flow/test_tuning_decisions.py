@@ -68,8 +68,10 @@ def test_successive_halving_prunes_at_an_epoch_rung_on_the_running_best(
     )
     assert [t.state for t in summary.trials] == ["COMPLETE", "PRUNED", "PRUNED"]
     assert [t.stopped_by for t in summary.trials[1:]] == ["pruner", "pruner"]
-    # the warm-up rung: the longest warmup plus first cycle the space holds, in epochs
-    rung = round(100 * (SPACE["schedule.warmup_epochs"]["high"] + 2.0))
+    # the first rung: the shortest warmup plus first cycle the space holds, in epochs
+    rung = round(
+        100 * (SPACE["schedule.warmup_epochs"]["low"] + SPACE["schedule.cycle_epochs"]["low"])
+    )
     stored = optuna.load_study(study_name="sha", storage=storage).get_trials()
     for t, frozen in zip(summary.trials, stored, strict=True):
         result = TrainResult.load(out / str(t.run_name))
@@ -92,6 +94,54 @@ def test_successive_halving_prunes_at_an_epoch_rung_on_the_running_best(
             good = stored[0].intermediate_values
             assert reports[first] < good[min(s for s in good if s >= rung)]
     assert summary.best_trial == 0
+
+
+def test_the_first_rung_is_every_trials_first_cycle_end() -> None:
+    """The shipped space on the shipped flights config: the first rung is the shortest
+    warmup plus first cycle (1 epoch), so every trial meets it at its first cycle end,
+    before cycle-aware stopping first decides (at the second). It was the longest
+    (4.75 epochs), met by no first cycle end but the longest: halving pruned 0 of 20
+    flights trials (docs/benchmarks.md, Reading the two runs)."""
+    from pipeline.steps.tuning.space import prune_warmup_epochs
+    from training import api
+
+    base = api.load_config("configs/flights.yaml")
+    tune = TuneConfig()
+    rung = prune_warmup_epochs(tune, base)
+    space = tune.space
+    shortest = space["schedule.warmup_epochs"].low + space["schedule.cycle_epochs"].low
+    assert rung == shortest == 1.0
+    longest = space["schedule.warmup_epochs"].high + space["schedule.cycle_epochs"].high
+    assert rung < longest
+    assert prune_warmup_epochs(TuneConfig(prune_warmup_epochs=2.5), base) == 2.5
+
+
+def test_halving_prunes_at_the_first_cycle_end_with_cycle_aware_stopping_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping on, as production tunes: here every trial stops after its second cycle
+    (no cycle can win by 0.5). A first rung past the first cycle ends is met only there,
+    where the stopping rule has ended the run: nothing was ever pruned. At the first
+    cycle end the losing trials are cut, their second cycle not run."""
+    base, updates = study_inputs(tmp_path, monkeypatch)
+    updates |= {"stopping.enabled": True, "stopping.min_delta": 0.5}
+    storage, out = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs"
+    _queue(storage, "stop", GOOD, BAD, BAD | {"schedule.cycle_epochs": 1.5})
+    settings = TuneConfig(space=WIDE, n_trials=3, startup_trials=1)  # pruner: halving
+    summary = run_study(
+        settings, base, storage=storage, name="stop", output_dir=out, train_updates=updates
+    )
+    assert [t.state for t in summary.trials] == ["COMPLETE", "PRUNED", "PRUNED"]
+    good = TrainResult.load(out / str(summary.trials[0].run_name))
+    schedule = CosineSchedule(**good.schedule)
+    assert len(good.finals) == 2  # of 3: the stopping rule's end
+    assert good.steps_done == schedule.cycle_end_step(1) + 1 < good.total_steps
+    for t in summary.trials[1:]:
+        result = TrainResult.load(out / str(t.run_name))
+        schedule = CosineSchedule(**result.schedule)
+        assert (t.stopped_by, t.pruned_at_cycle, result.status) == ("pruner", 0, "pruned")
+        assert result.steps_done == schedule.cycle_end_step(0) + 1
+        assert t.cycles == [(result.steps_done, result.finals[0].val_auc)]
 
 
 def test_each_trial_runs_with_what_is_left_of_the_budget_and_stops_there(
@@ -287,9 +337,95 @@ def test_the_best_trial_is_the_cheapest_within_the_noise_of_the_highest() -> Non
         trial(3, 0.7190, 200, state="PRUNED"),  # pruned: no final value to trust
         trial(4, 0.7170, 500, **{"optim.batch_size": 2048}),  # 500 x 2048 rows > 806 x 512
     ]
-    assert pick_best(trials, 0.003, 512).number == 1
-    assert pick_best(trials, 0.0, 512).number == 0  # no tolerance: the highest AUC
-    assert pick_best(trials, 0.01, 512).number == 2
+    assert pick(trials, 0.003, 512) == (1, None)
+    assert pick(trials, 0.0, 512) == (0, None)  # no tolerance: the highest AUC
+    assert pick(trials, 0.01, 512) == (2, None)
     # equal rows: the higher AUC
-    assert pick_best([trial(0, 0.70, 400), trial(1, 0.71, 400)], 0.05, 512).number == 1
+    assert pick([trial(0, 0.70, 400), trial(1, 0.71, 400)], 0.05, 512) == (1, None)
     assert pick_best([trial(0, None, 10, state="FAIL")], 0.003, 512) is None
+
+
+def pick(trials: list[Any], *args: Any) -> tuple[int, int | None] | None:
+    from pipeline.steps.tuning.study import pick_best
+
+    found = pick_best(trials, *args)
+    return None if found is None else (found.trial.number, found.cycles)
+
+
+def test_the_pick_measures_each_trials_shorter_configs_from_its_own_cycles() -> None:
+    """With schedule.max_cycles searched, a trial's first k cycles are a config of their
+    own (max_cycles k), measured by the trial's run: its steps and running best at the
+    end of cycle k - 1. A pruned trial's closed cycles count too; a failed one's never."""
+    from pipeline.steps.tuning.study import TrialSummary, pick_best
+
+    def trial(n: int, cycles: list[tuple[int, float]], state: str = "COMPLETE") -> TrialSummary:
+        value = cycles[-1][1] if state == "COMPLETE" else None
+        params = {"schedule.max_cycles": 3, "schedule.lr_max": 0.003}
+        return TrialSummary(
+            number=n, state=state, value=value, params=params, steps=cycles[-1][0],
+            cost_usd=None, run_name=None, cycles=cycles,
+        )  # fmt: skip
+
+    # flights-like: the first cycle holds each trial's best; the second cycle only costs
+    trials = [
+        trial(0, [(375, 0.7183), (825, 0.7183)]),  # stopped after its second cycle
+        trial(1, [(300, 0.7100), (700, 0.7180), (1400, 0.7190)]),  # ran all three
+        trial(2, [(200, 0.7175)], state="PRUNED"),  # cut at its first cycle end
+        trial(3, [(100, 0.7300)], state="FAIL"),
+    ]
+    # max_cycles not searched: only trials as they ran (trial 0: 825 steps, within 0.003)
+    assert pick(trials, 0.003, 512) == (0, None)
+    # searched from 1 cycle: trial 2's one cycle (200 steps, 0.0015 below the highest)
+    best = pick_best(trials, 0.003, 512, 1)
+    assert best is not None
+    assert (best.trial.number, best.cycles, best.steps, best.value) == (2, 1, 200, 0.7175)
+    assert best.params == {"schedule.max_cycles": 1, "schedule.lr_max": 0.003}
+    # from 2 cycles: trial 1's first two (700 steps) beat trial 0 as it ran (825)
+    assert pick(trials, 0.003, 512, 2) == (1, 2)
+    # a tighter tolerance: trial 1's three cycles as it ran (0.7190, the highest)
+    assert pick(trials, 0.0005, 512, 1) == (1, None)
+    # a candidate the training job would reject is never picked
+    assert pick(trials, 0.003, 512, 1, lambda p: p["schedule.max_cycles"] != 1) == (1, 2)
+
+
+def test_a_cheaper_pick_must_hold_on_more_seeds_or_the_highest_is_kept() -> None:
+    """The one-seed pick is often a lucky draw: each cheaper candidate, cheapest first,
+    trains more seeds beside the highest; the first whose paired gains' interval stays
+    above -adopt_max_loss is the pick, else the highest itself."""
+    from pipeline.steps.tuning.configs import gain_interval
+    from pipeline.steps.tuning.study import TrialSummary, confirm_pick, ranked
+
+    def trial(n: int, value: float, steps: int) -> TrialSummary:
+        return TrialSummary(
+            number=n, state="COMPLETE", value=value, params={"schedule.lr_max": n / 1000},
+            steps=steps, cost_usd=None, run_name=None,
+        )  # fmt: skip
+
+    trials = [trial(1, 0.720, 900), trial(2, 0.718, 300), trial(3, 0.7185, 500)]
+    near = ranked(trials, 0.003, 512)
+    assert [c.trial.number for c in near] == [2, 3, 1]
+    # seed i's val AUC per trial: trial 2 was lucky on the study's seed, trial 3 holds
+    runs = {1: {1: 0.721, 2: 0.719}, 2: {1: 0.712, 2: 0.709}, 3: {1: 0.7195, 2: 0.7180}}
+    trained: list[tuple[int, int]] = []
+
+    def train(params: dict[str, int | float], i: int) -> float:
+        n = round(float(params["schedule.lr_max"]) * 1000)
+        trained.append((n, i))
+        return runs[n][i]
+
+    best, checks = confirm_pick(near, 3, 0.9, 0.003, train)
+    assert best is not None
+    assert best.trial.number == 3
+    assert [(c.trial, c.confirmed) for c in checks] == [(2, False), (3, True)]
+    gains = [0.7185 - 0.720, 0.7195 - 0.721, 0.7180 - 0.719]
+    assert checks[1].gains == pytest.approx(gains)
+    _, low, _ = gain_interval(gains, 0.9)
+    assert checks[1].low == pytest.approx(low)
+    assert low >= -0.003
+    assert sorted(trained) == [(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2)]  # the top once
+    # none holds: the highest itself; one seed: the cheapest, unchecked
+    runs[3] = {1: 0.700, 2: 0.705}
+    assert confirm_pick(near, 3, 0.9, 0.003, train)[0].trial.number == 1  # type: ignore[union-attr]
+    assert confirm_pick(near, 1, 0.9, 0.003, train) == (near[0], [])
+    # no budget left for the checks: the highest
+    assert confirm_pick(near, 3, 0.9, 0.003, lambda p, i: None)[0] is near[2]
