@@ -53,8 +53,9 @@ from pipeline.steps.tuning.configs import (
     write_verdict,
     write_version,
 )
+from pipeline.steps.tuning.report import log_study
 from pipeline.steps.tuning.space import TuneError, check_space
-from pipeline.steps.tuning.study import StudySummary, TuneInterrupted, log_study, run_study
+from pipeline.steps.tuning.study import StudySummary, TuneInterrupted, run_study
 from training import api
 from training.api import BATCH_COLUMN, TrainConfig, TrainResult
 

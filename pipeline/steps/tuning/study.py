@@ -35,9 +35,8 @@ import hashlib
 import json
 import logging
 import math
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.base.sections import INTEGER, TuneConfig
+from pipeline.steps.tuning.pick import Pick, PickCheck, TrialSummary, confirm_pick, ranked
 from pipeline.steps.tuning.space import (
     CyclePruner,
     build_pruner,
@@ -62,20 +62,7 @@ if TYPE_CHECKING:
 
     from training.api import TrainConfig, TrainResult
 
-__all__ = [
-    "Pick",
-    "PickCheck",
-    "StudySummary",
-    "TrialSummary",
-    "TuneInterrupted",
-    "candidates",
-    "confirm_pick",
-    "log_study",
-    "pick_best",
-    "ranked",
-    "run_study",
-    "start_values",
-]
+__all__ = ["StudySummary", "TuneInterrupted", "run_study", "start_values"]
 
 log = logging.getLogger(__name__)
 
@@ -85,43 +72,12 @@ class TuneInterrupted(RuntimeError):
     (the trial is marked FAIL, its values queued again, its run continues)."""
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 PARENT_ATTR = "mlflow_parent_run_id"
 
 
-class TrialSummary(_Frozen):
-    number: int
-    state: str  # COMPLETE | PRUNED | FAIL
-    value: float | None
-    params: dict[str, int | float]
-    steps: int | None
-    cost_usd: float | None
-    run_name: str | None
-    pruned_at_cycle: int | None = None
-    incumbent: bool = False  # trial 0: the start config's own values
-    stopped_by: str | None = None  # PRUNED: "pruner" or "budget" (its own cost.budget_usd)
-    fail_reason: str | None = None  # FAIL: why (a diverged run, no finite evaluation)
-    # each closed cycle, in order: (optimizer steps at its end, the running best val AUC)
-    cycles: list[tuple[int, float]] = []
+class StudySummary(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class PickCheck(_Frozen):
-    """One candidate confirmed against the highest on more seeds of the tuning window:
-    the paired gains (seed by seed, the study's own seed first) and their interval."""
-
-    trial: int
-    cycles: int | None
-    gains: list[float]
-    mean: float
-    low: float
-    high: float
-    confirmed: bool
-
-
-class StudySummary(_Frozen):
     study: str
     storage: str
     trials: list[TrialSummary]
@@ -475,192 +431,7 @@ def _tell(study: Any, trial: Any, pruner: CyclePruner, result: TrainResult) -> N
     log.info("trial %d: best val AUC %.4f in %d steps", trial.number, value, result.steps_done)
 
 
-class Pick(BaseModel):
-    """The study's pick: a trial, or its first ``cycles`` cycles (a shorter config)."""
-
-    model_config = ConfigDict(frozen=True)
-    trial: TrialSummary
-    cycles: int | None  # None: the trial as it ran; k: its config with max_cycles k
-    value: float
-    steps: int
-
-    @property
-    def params(self) -> dict[str, int | float]:
-        if self.cycles is None:
-            return self.trial.params
-        return {**self.trial.params, "schedule.max_cycles": self.cycles}
-
-
-def candidates(trials: list[TrialSummary], min_cycles: int | None) -> list[Pick]:
-    """What the trials measured: each complete trial as it ran; and, with
-    ``schedule.max_cycles`` in the space (``min_cycles``: its low bound), each trial's
-    first k cycles for every k from ``min_cycles`` below the cycles it ran (a pruned or
-    budget-stopped trial: up to all the cycles it closed), as the config with
-    ``max_cycles`` k. That config's run is the trial's own run cut at the end of cycle
-    k - 1 (the same schedule up to there, the same data order and seed), so its steps
-    and best val AUC are measured, not guessed: the number of cycles, the cost driver
-    restarts add, is searched for free on every trial."""
-    out = []
-    for t in trials:
-        if t.state == "COMPLETE" and t.value is not None and t.steps is not None:
-            out.append(Pick(trial=t, cycles=None, value=t.value, steps=t.steps))
-        if min_cycles is None or t.state == "FAIL":
-            continue
-        top = len(t.cycles) if t.state == "PRUNED" else len(t.cycles) - 1
-        for k in range(max(1, min_cycles), top + 1):
-            steps, value = t.cycles[k - 1]
-            out.append(Pick(trial=t, cycles=k, value=value, steps=steps))
-    return out
-
-
-def ranked(
-    trials: list[TrialSummary],
-    within: float,
-    batch_size: int,
-    min_cycles: int | None = None,
-    valid: Callable[[dict[str, int | float]], bool] | None = None,
-) -> list[Pick]:
-    """The :func:`candidates` whose val AUC is within ``within`` of the highest
-    (``tune.adopt_max_loss``: the loss the adoption rule calls no worse), cheapest first
-    (fewest rows trained: steps x its batch size); ties on rows go to the higher AUC,
-    then to a trial as it ran. ``valid``: a candidate's params give a valid config."""
-    found = [c for c in candidates(trials, min_cycles) if valid is None or valid(c.params)]
-    if not found:
-        return []
-    top = max(c.value for c in found)
-
-    def rows(c: Pick) -> float:
-        return float(c.steps) * float(c.trial.params.get("optim.batch_size", batch_size))
-
-    near = [c for c in found if c.value >= top - within]
-    return sorted(near, key=lambda c: (rows(c), -c.value, c.cycles is not None))
-
-
-def pick_best(
-    trials: list[TrialSummary],
-    within: float,
-    batch_size: int,
-    min_cycles: int | None = None,
-    valid: Callable[[dict[str, int | float]], bool] | None = None,
-) -> Pick | None:
-    """The first of :func:`ranked`: the cheapest candidate within ``within`` of the
-    highest val AUC, on the study's one seed."""
-    found = ranked(trials, within, batch_size, min_cycles, valid)
-    return found[0] if found else None
-
-
-def confirm_pick(
-    near: list[Pick],
-    seeds: int,
-    confidence: float,
-    max_loss: float,
-    train: Callable[[dict[str, int | float], int], float | None],
-) -> tuple[Pick | None, list[PickCheck]]:
-    """The cheapest of ``near`` (:func:`ranked`) that is no worse than the highest beyond
-    the noise: each, cheapest first, trains seeds 1 .. ``seeds`` - 1 (``train(params,
-    i)``: its best val AUC, None when the budget is spent) beside the highest on the
-    same seeds; with the study's seed, the paired gains' interval (``confidence``) must
-    not reach below ``-max_loss``, as the adoption rule asks held out. The first one
-    confirmed is the pick; none (or no budget left): the highest itself. One seed
-    (``seeds`` 1): the cheapest, unconfirmed."""
-    from pipeline.steps.tuning.configs import gain_interval
-
-    if not near:
-        return None, []
-    top = max(near, key=lambda c: c.value)
-    if seeds < 2:
-        return near[0], []
-    checks: list[PickCheck] = []
-    reference: dict[int, float | None] = {}
-    for c in near:
-        if c is top:
-            return top, checks
-        gains = [c.value - top.value]
-        for i in range(1, seeds):
-            if i not in reference:
-                reference[i] = train(top.params, i)
-            mine = train(c.params, i)
-            ref = reference[i]
-            if mine is None or ref is None:
-                return top, checks
-            gains.append(mine - ref)
-        mean, low, high = gain_interval(gains, confidence)
-        ok = low >= -max_loss
-        checks.append(
-            PickCheck(
-                trial=c.trial.number,
-                cycles=c.cycles,
-                gains=gains,
-                mean=mean,
-                low=low,
-                high=high,
-                confirmed=ok,
-            )
-        )
-        if ok:
-            return c, checks
-    return top, checks
-
-
 def _mask(url: str) -> str:
     import re
 
     return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", url)
-
-
-def log_study(client: MlflowClient, summary: StudySummary, storage: str) -> None:
-    """The study's figures, its trials' table and plots on its parent MLflow run."""
-    import optuna
-
-    run_id = summary.mlflow_run_id
-    if run_id is None:
-        return
-    by_state: dict[str, int] = {}
-    for t in summary.trials:
-        by_state[t.state] = by_state.get(t.state, 0) + 1
-    for key, value in {
-        "spent_usd": summary.spent_usd,
-        "steps": float(summary.steps),
-        **{f"trials_{k.lower()}": float(v) for k, v in by_state.items()},
-        **({"best_val_auc": summary.best_value} if summary.best_value is not None else {}),
-    }.items():
-        client.log_metric(run_id, key, value)
-    client.set_tag(run_id, "tune.stop_reason", summary.stop_reason)
-    for key, value in summary.best_params.items():
-        client.set_tag(run_id, f"tune.best.{key}", f"{value:.6g}")
-    client.log_text(run_id, summary.model_dump_json(indent=1), "tuning/study.json")
-    study = optuna.load_study(study_name=summary.study, storage=storage)
-    for name, path in _plots(study).items():
-        client.log_artifact(run_id, str(path), "tuning")
-        log.info("study plot %s logged", name)
-
-
-def _plots(study: Any) -> dict[str, Path]:
-    """Optimization history and parameter importances as PNGs (matplotlib, no plotly);
-    importances need two finished trials with values that vary, else are left out."""
-    import warnings
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
-    folder = Path(tempfile.mkdtemp(prefix="tune-plots-"))
-    out: dict[str, Path] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-        for name, plot in (
-            ("history", ovm.plot_optimization_history),
-            ("importances", ovm.plot_param_importances),
-        ):
-            try:
-                ax = plot(study)
-            except (ValueError, RuntimeError) as exc:
-                log.info("study plot %s left out: %s", name, exc)
-                continue
-            fig = getattr(ax, "figure", None) or ax.flat[0].figure
-            fig.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
-            plt.close(fig)
-            out[name] = folder / f"{name}.png"
-    return out

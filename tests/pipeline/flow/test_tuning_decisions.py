@@ -322,7 +322,7 @@ def test_a_cheaper_config_no_worse_beyond_the_noise_is_adopted(
 def test_the_best_trial_is_the_cheapest_within_the_noise_of_the_highest() -> None:
     """The study's pick: fewest rows trained (steps x batch size) among the trials no more
     than tune.adopt_max_loss below the highest val AUC; pruned and failed never count."""
-    from pipeline.steps.tuning.study import TrialSummary, pick_best
+    from pipeline.steps.tuning.pick import TrialSummary, pick_best
 
     unmeasured = {"cost_usd": None, "run_name": None}
 
@@ -346,7 +346,7 @@ def test_the_best_trial_is_the_cheapest_within_the_noise_of_the_highest() -> Non
 
 
 def pick(trials: list[Any], *args: Any) -> tuple[int, int | None] | None:
-    from pipeline.steps.tuning.study import pick_best
+    from pipeline.steps.tuning.pick import pick_best
 
     found = pick_best(trials, *args)
     return None if found is None else (found.trial.number, found.cycles)
@@ -356,7 +356,7 @@ def test_the_pick_measures_each_trials_shorter_configs_from_its_own_cycles() -> 
     """With schedule.max_cycles searched, a trial's first k cycles are a config of their
     own (max_cycles k), measured by the trial's run: its steps and running best at the
     end of cycle k - 1. A pruned trial's closed cycles count too; a failed one's never."""
-    from pipeline.steps.tuning.study import TrialSummary, pick_best
+    from pipeline.steps.tuning.pick import TrialSummary, pick_best
 
     def trial(n: int, cycles: list[tuple[int, float]], state: str = "COMPLETE") -> TrialSummary:
         value = cycles[-1][1] if state == "COMPLETE" else None
@@ -393,7 +393,7 @@ def test_a_cheaper_pick_must_hold_on_more_seeds_or_the_highest_is_kept() -> None
     trains more seeds beside the highest; the first whose paired gains' interval stays
     above -adopt_max_loss is the pick, else the highest itself."""
     from pipeline.steps.tuning.configs import gain_interval
-    from pipeline.steps.tuning.study import TrialSummary, confirm_pick, ranked
+    from pipeline.steps.tuning.pick import TrialSummary, confirm_pick, ranked
 
     def trial(n: int, value: float, steps: int) -> TrialSummary:
         return TrialSummary(
