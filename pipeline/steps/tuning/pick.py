@@ -3,9 +3,9 @@
 :class:`TrialSummary` is one trial as the study records it (its closed cycles with the
 steps and running best at each end); :func:`candidates` turns the trials into measured
 configs (each trial as it ran and, with ``schedule.max_cycles`` searched, its first k
-cycles); :func:`ranked` and :func:`pick_best` keep the cheapest within
-``tune.adopt_max_loss`` of the highest val AUC; :func:`confirm_pick` checks a cheaper
-pick on more seeds beside the highest (:class:`PickCheck`) before it is kept.
+cycles); :func:`ranked` keeps those within ``tune.adopt_max_loss`` of the highest val AUC,
+cheapest first; :func:`confirm_pick` checks a cheaper pick on more seeds beside the
+highest (:class:`PickCheck`) before it is kept.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ __all__ = [
     "TrialSummary",
     "candidates",
     "confirm_pick",
-    "pick_best",
     "ranked",
 ]
 
@@ -117,19 +116,6 @@ def ranked(
 
     near = [c for c in found if c.value >= top - within]
     return sorted(near, key=lambda c: (rows(c), -c.value, c.cycles is not None))
-
-
-def pick_best(
-    trials: list[TrialSummary],
-    within: float,
-    batch_size: int,
-    min_cycles: int | None = None,
-    valid: Callable[[dict[str, int | float]], bool] | None = None,
-) -> Pick | None:
-    """The first of :func:`ranked`: the cheapest candidate within ``within`` of the
-    highest val AUC, on the study's one seed."""
-    found = ranked(trials, within, batch_size, min_cycles, valid)
-    return found[0] if found else None
 
 
 def confirm_pick(

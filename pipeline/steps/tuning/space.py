@@ -147,7 +147,7 @@ def prune_warmup_epochs(tune: TuneConfig, base: TrainConfig) -> float:
     the stopping rule has either ended the run (pruning saves nothing) or let it go on
     because its second cycle won (pruning cuts only the trials doing well). A trial cut
     here is not lost to the pick: its first cycle is a one-cycle config measured in full
-    (:func:`pipeline.steps.tuning.pick.pick_best`)."""
+    (:func:`pipeline.steps.tuning.pick.candidates`)."""
     if tune.prune_warmup_epochs is not None:
         return tune.prune_warmup_epochs
     total = 0.0

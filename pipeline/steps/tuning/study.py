@@ -15,10 +15,10 @@ what the job runs between two budget checks (at most an evaluation interval). A 
 whose run diverges (the NaN guard's :class:`~training.api.TrainingDiverged`) or closes
 no cycle with a finite val AUC is FAIL with its reason, and the study goes on.
 
-The pick (:func:`pick_best`) is the cheapest measured config within
+The pick (:mod:`pipeline.steps.tuning.pick`) is the cheapest measured config within
 ``tune.adopt_max_loss`` of the highest val AUC: a trial as it ran, or (with
 ``schedule.max_cycles`` searched) its first k cycles, whose run is the trial's cut short;
-one that holds on ``tune.judge_seeds`` seeds beside the highest (:func:`confirm_pick`).
+one that holds on ``tune.judge_seeds`` seeds beside the highest (``confirm_pick``).
 
 Killed and run again, it continues: finished trials are kept; a trial left RUNNING
 whose heartbeat is older than its grace period (its process is gone) is marked FAIL

@@ -41,6 +41,27 @@ def _queue(storage: str, name: str, *values: dict[str, float]) -> Any:
     return study
 
 
+def _good_bad_bad(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, extra: dict[str, Any] | None = None
+) -> tuple[Any, str, Path]:
+    """A halving study of three queued trials (GOOD, BAD, BAD with a longer first cycle),
+    one startup trial so the pruner acts from the second on; ``extra`` on the training
+    config. Returns the summary, the storage URL and the runs' folder."""
+    base, updates = study_inputs(tmp_path, monkeypatch)
+    storage, out = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs"
+    _queue(storage, name, GOOD, BAD, BAD | {"schedule.cycle_epochs": 1.5})
+    settings = TuneConfig(space=WIDE, n_trials=3, startup_trials=1)  # pruner: halving
+    summary = run_study(
+        settings,
+        base,
+        storage=storage,
+        name=name,
+        output_dir=out,
+        train_updates=updates | (extra or {}),
+    )
+    return summary, storage, out
+
+
 def _reference_reports(result: TrainResult) -> dict[int, float]:
     """What the trial should have reported: at each closed cycle's end, the best val AUC
     of all its cycles so far, at the hundredths of an epoch it had run."""
@@ -58,14 +79,7 @@ def test_successive_halving_prunes_at_an_epoch_rung_on_the_running_best(
 ) -> None:
     import optuna
 
-    base, updates = study_inputs(tmp_path, monkeypatch)
-    storage, out = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs"
-    _queue(storage, "sha", GOOD, BAD, BAD | {"schedule.cycle_epochs": 1.5})
-    # more trials than startup trials: the pruner acts from the second trial on
-    settings = TuneConfig(space=WIDE, n_trials=3, startup_trials=1)  # pruner: halving
-    summary = run_study(
-        settings, base, storage=storage, name="sha", output_dir=out, train_updates=updates
-    )
+    summary, storage, out = _good_bad_bad(tmp_path, monkeypatch, "sha")
     assert [t.state for t in summary.trials] == ["COMPLETE", "PRUNED", "PRUNED"]
     assert [t.stopped_by for t in summary.trials[1:]] == ["pruner", "pruner"]
     # the first rung: the shortest warmup plus first cycle the space holds, in epochs
@@ -123,13 +137,8 @@ def test_halving_prunes_at_the_first_cycle_end_with_cycle_aware_stopping_on(
     (no cycle can win by 0.5). A first rung past the first cycle ends is met only there,
     where the stopping rule has ended the run: nothing was ever pruned. At the first
     cycle end the losing trials are cut, their second cycle not run."""
-    base, updates = study_inputs(tmp_path, monkeypatch)
-    updates |= {"stopping.enabled": True, "stopping.min_delta": 0.5}
-    storage, out = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs"
-    _queue(storage, "stop", GOOD, BAD, BAD | {"schedule.cycle_epochs": 1.5})
-    settings = TuneConfig(space=WIDE, n_trials=3, startup_trials=1)  # pruner: halving
-    summary = run_study(
-        settings, base, storage=storage, name="stop", output_dir=out, train_updates=updates
+    summary, _, out = _good_bad_bad(
+        tmp_path, monkeypatch, "stop", {"stopping.enabled": True, "stopping.min_delta": 0.5}
     )
     assert [t.state for t in summary.trials] == ["COMPLETE", "PRUNED", "PRUNED"]
     good = TrainResult.load(out / str(summary.trials[0].run_name))
@@ -322,7 +331,7 @@ def test_a_cheaper_config_no_worse_beyond_the_noise_is_adopted(
 def test_the_best_trial_is_the_cheapest_within_the_noise_of_the_highest() -> None:
     """The study's pick: fewest rows trained (steps x batch size) among the trials no more
     than tune.adopt_max_loss below the highest val AUC; pruned and failed never count."""
-    from pipeline.steps.tuning.pick import TrialSummary, pick_best
+    from pipeline.steps.tuning.pick import TrialSummary, ranked
 
     unmeasured = {"cost_usd": None, "run_name": None}
 
@@ -342,21 +351,23 @@ def test_the_best_trial_is_the_cheapest_within_the_noise_of_the_highest() -> Non
     assert pick(trials, 0.01, 512) == (2, None)
     # equal rows: the higher AUC
     assert pick([trial(0, 0.70, 400), trial(1, 0.71, 400)], 0.05, 512) == (1, None)
-    assert pick_best([trial(0, None, 10, state="FAIL")], 0.003, 512) is None
+    assert ranked([trial(0, None, 10, state="FAIL")], 0.003, 512) == []
 
 
 def pick(trials: list[Any], *args: Any) -> tuple[int, int | None] | None:
-    from pipeline.steps.tuning.pick import pick_best
+    """The pick's trial and cycles: the first of :func:`ranked` (the cheapest within
+    the tolerance of the highest)."""
+    from pipeline.steps.tuning.pick import ranked
 
-    found = pick_best(trials, *args)
-    return None if found is None else (found.trial.number, found.cycles)
+    found = ranked(trials, *args)
+    return (found[0].trial.number, found[0].cycles) if found else None
 
 
 def test_the_pick_measures_each_trials_shorter_configs_from_its_own_cycles() -> None:
     """With schedule.max_cycles searched, a trial's first k cycles are a config of their
     own (max_cycles k), measured by the trial's run: its steps and running best at the
     end of cycle k - 1. A pruned trial's closed cycles count too; a failed one's never."""
-    from pipeline.steps.tuning.pick import TrialSummary, pick_best
+    from pipeline.steps.tuning.pick import TrialSummary, ranked
 
     def trial(n: int, cycles: list[tuple[int, float]], state: str = "COMPLETE") -> TrialSummary:
         value = cycles[-1][1] if state == "COMPLETE" else None
@@ -376,8 +387,7 @@ def test_the_pick_measures_each_trials_shorter_configs_from_its_own_cycles() -> 
     # max_cycles not searched: only trials as they ran (trial 0: 825 steps, within 0.003)
     assert pick(trials, 0.003, 512) == (0, None)
     # searched from 1 cycle: trial 2's one cycle (200 steps, 0.0015 below the highest)
-    best = pick_best(trials, 0.003, 512, 1)
-    assert best is not None
+    best = ranked(trials, 0.003, 512, 1)[0]
     assert (best.trial.number, best.cycles, best.steps, best.value) == (2, 1, 200, 0.7175)
     assert best.params == {"schedule.max_cycles": 1, "schedule.lr_max": 0.003}
     # from 2 cycles: trial 1's first two (700 steps) beat trial 0 as it ran (825)
