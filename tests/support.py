@@ -262,20 +262,21 @@ def dag_test_env(airflow_home: Path, home: Path, **extra: str) -> dict[str, str]
 
 
 def dag_cases(
-    folder: Path, dag_id: str, cases: list[dict[str, Any]]
-) -> Iterator[tuple[Any, dict[str, Any]]]:
+    folder: Path, cases: list[dict[str, Any]], *dag_ids: str
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """For a ``dag.test()`` driver (a fresh interpreter with :func:`dag_test_env`): the
-    metadata database migrated and ``dag_id`` parsed from ``folder`` as the DAG processor
-    parses it, then each case (a dict with ``name`` and ``env``) with its name logged and
-    its ``env`` set: (the DAG, the case)."""
+    metadata database migrated and ``dag_ids`` parsed from ``folder`` as the DAG processor
+    parses them, then each case (a dict with ``name`` and ``env``) with its name logged
+    and its ``env`` set: (the DAGs by id, the case)."""
     subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], check=True, capture_output=True)
     from airflow.dag_processing.dagbag import BundleDagBag
 
-    dag = BundleDagBag(folder, bundle_path=folder).dags[dag_id]
+    bag = BundleDagBag(folder, bundle_path=folder)
+    dags = {dag_id: bag.dags[dag_id] for dag_id in dag_ids}
     for case in cases:
         print("case", case["name"], file=sys.stderr, flush=True)
         os.environ.update(case["env"])
-        yield dag, case
+        yield dags, case
 
 
 def logged_script(script: str, *args: str, env: dict[str, str], log: Path) -> Any:

@@ -11,7 +11,6 @@ answer rolls it back and alerts."""
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 import uuid
 from pathlib import Path
@@ -29,7 +28,7 @@ from pipeline.steps.landing.labels import ingest_labels
 from pipeline.steps.registry.aliases import CANARY, CHAMPION, alias_history, current_alias
 from tests.pipeline.base.test_alerts import Receiver
 from tests.pipeline.flow.retrain_support import register_and_gate
-from tests.support import logged_script
+from tests.support import dag_test_env, logged_script
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = "2013-03"
@@ -85,14 +84,12 @@ RESPOND = textwrap.dedent(
 
 RUN = textwrap.dedent(
     """
-    import json, os, subprocess, sys
+    import json, subprocess, sys
     from pathlib import Path
+    from tests.support import dag_cases
 
     folder, cases, respond = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-                   check=True, capture_output=True)
     from sqlalchemy import select
-    from airflow.dag_processing.dagbag import BundleDagBag
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
@@ -110,12 +107,9 @@ RUN = textwrap.dedent(
                 if states.get(k) == "success"}
         return states, done
 
-    bag = BundleDagBag(folder, bundle_path=folder)
-    review, approval = bag.dags["canary_review"], bag.dags["approval"]
     results = {}
-    for case in cases:
-        print("case", case["name"], file=sys.stderr, flush=True)
-        os.environ.update(case["env"])
+    for dags, case in dag_cases(folder, cases, "canary_review", "approval"):
+        review, approval = dags["canary_review"], dags["approval"]
         seen = len(held_events())
         reviews = []
         for _ in range(case["reviews"]):  # the later ones while the approval waits
@@ -184,16 +178,8 @@ def label_batch(env: Env, champion: str, canary: str, batch: str) -> None:
 def _run_dags(tmp_path: Path, cases: list[dict[str, Any]], extra: dict[str, str]) -> Any:
     """The script in a fresh interpreter with an Airflow home of its own; its output in
     files (a dag.test() waiting for input prints nothing for minutes)."""
-    home = tmp_path / "airflow"
-    home.mkdir()
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "PYTHONPATH": str(ROOT),
-        **extra,
-    }
+    # the DAG files are parsed with tmp_path as home; each case runs on its own
+    env = dag_test_env(tmp_path / "airflow", tmp_path, **extra)
     log = tmp_path / "dag-test.log"
     return logged_script(RUN, str(ROOT / "dags"), json.dumps(cases), RESPOND, env=env, log=log)
 
@@ -231,7 +217,6 @@ def test_approve_reject_and_timeout_through_the_dag(
         "COSINE_RETRAIN_CANARY__APPROVAL_TIMEOUT_HOURS": str(TIMEOUT_H),
         "COSINE_RETRAIN_CANARY__MIN_ROWS": "300",
         "COSINE_RETRAIN_ALERTS__WEBHOOK_URL": receiver.url(),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
     }
     out = _run_dags(tmp_path, cases, shared)
 

@@ -38,8 +38,8 @@ RUN = textwrap.dedent(
 
     folder, cases = Path(sys.argv[1]), json.loads(sys.argv[2])
     results = {}
-    for dag, case in dag_cases(folder, "drift_monitor", cases):
-        dr = dag.test(run_conf={"batch_id": case["batch"]})
+    for dags, case in dag_cases(folder, cases, "drift_monitor"):
+        dr = dags["drift_monitor"].test(run_conf={"batch_id": case["batch"]})
         tis = {ti.task_id: ti for ti in dr.get_task_instances()}
         scored = tis["score"].xcom_pull(task_ids="score") if "score" in tis else None
         results[case["name"]] = {
