@@ -239,6 +239,27 @@ def run_study(
             study.enqueue_trial(incumbent, user_attrs={"incumbent": True})
     study.sampler = build_sampler(tune, len(study.trials))
     parent = _parent_run(client, study, experiment or name)
+
+    def run_config(
+        params: dict[str, Any], run_name: str, left: float | None, tags: dict[str, str]
+    ) -> TrainConfig:
+        """One run of the study: the base config with the study's updates and ``params``,
+        its own name, ``left`` of the budget as its own, nested under the parent run with
+        ``tags``."""
+        updates: dict[str, Any] = {
+            **(train_updates or {}),
+            **params,
+            "run_name": run_name,
+            "output_dir": str(output_dir),
+            "progress": "off",
+        }
+        if left is not None:  # what is left: the run stops there
+            updates["cost.budget_usd"] = left
+        if parent is not None:
+            updates["mlflow.parent_run_id"] = parent
+            updates["mlflow.tags"] = {**base.mlflow.tags, "tune.study": name, **tags}
+        return api.updated(base, updates)
+
     while True:
         trials = study.get_trials(deepcopy=False)
         spent = sum(float(t.user_attrs.get("cost_usd", 0.0)) for t in trials)
@@ -256,20 +277,8 @@ def run_study(
         params = suggest(trial, tune)
         run_name = _run_name(name, params)
         trial.set_user_attr("run_name", run_name)
-        updates: dict[str, Any] = {
-            **(train_updates or {}),
-            **params,
-            "run_name": run_name,
-            "output_dir": str(output_dir),
-            "progress": "off",
-        }
-        if tune.budget_usd is not None:  # what is left: the trial's run stops there
-            updates["cost.budget_usd"] = tune.budget_usd - spent
-        if parent is not None:
-            updates["mlflow.parent_run_id"] = parent
-            tags = {**base.mlflow.tags, "tune.study": name, "tune.trial": str(trial.number)}
-            updates["mlflow.tags"] = tags
-        config = api.updated(base, updates)
+        left = None if tune.budget_usd is None else tune.budget_usd - spent
+        config = run_config(params, run_name, left, {"tune.trial": str(trial.number)})
         pruner = CyclePruner(trial)
         result = api.finished(config)  # a run that ended (a retried trial's values)...
         try:
@@ -311,21 +320,12 @@ def run_study(
         if budget is not None and ledger["spent"] >= budget:
             return None
         seed = base.runtime.seed + i
-        updates: dict[str, Any] = {
-            **(train_updates or {}),
-            **params,
-            "runtime.seed": seed,
-            "run_name": f"{_run_name(name, params)}-seed{seed}",
-            "output_dir": str(output_dir),
-            "progress": "off",
-        }
-        if budget is not None:
-            updates["cost.budget_usd"] = budget - ledger["spent"]
-        if parent is not None:
-            updates["mlflow.parent_run_id"] = parent
-            tags = {**base.mlflow.tags, "tune.study": name, "tune.confirm": str(seed)}
-            updates["mlflow.tags"] = tags
-        config = api.updated(base, updates)
+        config = run_config(
+            {**params, "runtime.seed": seed},
+            f"{_run_name(name, params)}-seed{seed}",
+            None if budget is None else budget - ledger["spent"],
+            {"tune.confirm": str(seed)},
+        )
         result = api.finished(config)
         try:
             if result is None or result.status in ("preempted", "budget_exhausted"):
