@@ -1,8 +1,8 @@
 """Guardrails before labels through the drift monitor DAG (``dag.test()`` of the parsed
 DAG file, in a fresh interpreter with an Airflow home of its own), against a real MLflow
 server with registered pyfunc models: on a landed, validated March batch and before any
-label, a canary that returns NaN for one carrier, one that returns a constant, and one
-whose rows arrive off its share (the batch was filtered upstream in a way that follows
+label, a canary that returns NaN for one carrier, one that returns a constant, one that
+returns the other class's probability (caught by the rank check alone), and one whose rows arrive off its share (the batch was filtered upstream in a way that follows
 the hash split) are each rolled back by the ``score`` task, which succeeds with the
 champion's predictions for every row; a healthy canary passes and keeps serving."""
 
@@ -53,6 +53,7 @@ CASES = {
     "healthy": ("healthy_canary", 0, None),
     "nan": ("nan_for_ua", 0, "BREACH finite"),
     "constant": ("constant", 1, "BREACH constant"),
+    "wrong_class": ("wrong_class", 1, "BREACH rank"),
     "split_off": ("healthy_canary", 0, "BREACH srm"),
 }
 

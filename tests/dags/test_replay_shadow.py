@@ -199,7 +199,8 @@ def test_the_healthy_canary_passes_every_guardrail_before_labels(
     shadow_replay: tuple[Path, dict[str, str]],
 ) -> None:
     """April and May (both in shadow) were checked as they were scored, before their
-    labels: every guardrail held, and the KS distance is the one on the stored scores."""
+    labels: every guardrail held, and the KS distance and rank correlation are the ones on
+    the stored scores."""
     home, months = shadow_replay
     champion, canary = _canary_version(months)
     folder = _store(home) / "reports" / "canary" / MODEL / f"v{canary}" / "guardrails"
@@ -208,7 +209,8 @@ def test_the_healthy_canary_passes_every_guardrail_before_labels(
     assert (april["phase"], may["phase"]) == ("shadow", "shadow")
     for report in (april, may):
         assert report["champion_version"] == champion
-        assert [c["passed"] for c in report["checks"] if c["name"] != "srm"] == [True] * 3
+        judged = {c["name"]: c["passed"] for c in report["checks"] if c["name"] != "srm"}
+        assert judged == dict.fromkeys(("finite", "constant", "ks", "rank"), True)
         assert next(c for c in report["checks"] if c["name"] == "srm")["passed"] is None
     frame = pd.read_parquet(
         _store(home) / "predictions" / "flights" / "2013-04"
@@ -217,6 +219,9 @@ def test_the_healthy_canary_passes_every_guardrail_before_labels(
     ks = next(c for c in april["checks"] if c["name"] == "ks")
     expected = _ks(frame["shadow_score"].to_numpy(), frame["score"].to_numpy())
     assert ks["value"] == pytest.approx(expected, abs=1e-12)
+    rank = next(c for c in april["checks"] if c["name"] == "rank")
+    ranks = frame[["shadow_score", "score"]].rank()  # Spearman: Pearson of the ranks
+    assert rank["value"] == pytest.approx(ranks.corr().iloc[0, 1], abs=1e-9)
     print("guardrails of the healthy canary:", {c["name"]: c["value"] for c in april["checks"]},
           {c["name"]: c["value"] for c in may["checks"]})  # fmt: skip
     assert current_alias_of(home, "canary") == canary  # still serving: nothing breached

@@ -140,7 +140,7 @@ class CanaryConfig(Section):
         30,
         ge=2,
         description="guardrails before labels: fewer canary-scored rows in a batch and the "
-        "distribution checks (constant output, KS) wait for a bigger batch; non-finite "
+        "distribution checks (constant output, KS, rank) wait for a bigger batch; non-finite "
         "scores are checked on any number",
     )
     guard_max_invalid_share: float = Field(
@@ -157,12 +157,28 @@ class CanaryConfig(Section):
         "deviation are a constant output; the canary is rolled back",
     )
     guard_max_ks: float = Field(
-        0.5,
+        0.85,
         gt=0.0,
         le=1.0,
         description="guardrail: the largest Kolmogorov-Smirnov distance between the "
-        "canary's and the champion's scores (the same rows in shadow, the two arms of "
-        "the hash split when serving); above it the canary is rolled back",
+        "canary's and the champion's scores of the same rows; above it the canary is "
+        "rolled back (loose: a healthy retrain calibrated differently from an older "
+        "champion measures up to 0.72 on the flights demo)",
+    )
+    guard_min_rank_corr: float = Field(
+        0.1,
+        ge=-1.0,
+        lt=1.0,
+        description="guardrail: the smallest Spearman rank correlation between the "
+        "canary's and the champion's scores of the same rows; when even its upper "
+        "confidence bound (level guard_rank_alpha) is below it, the canary ranks rows "
+        "unlike any model of the task (features misaligned, inverted) and is rolled back",
+    )
+    guard_rank_alpha: float = Field(
+        0.001,
+        gt=0.0,
+        lt=0.5,
+        description="guardrail: one-sided level of the rank correlation's upper bound",
     )
     guard_srm_alpha: float = Field(
         0.001,

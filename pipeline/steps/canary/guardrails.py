@@ -12,7 +12,16 @@ canary's too, unserved, so the comparison is paired whatever the phase):
 - ``constant``: their standard deviation is at least ``canary.guard_min_std``;
 - ``ks``: the two-sample Kolmogorov-Smirnov distance between the canary's and the
   champion's scores on those rows is at most ``canary.guard_max_ks`` (an effect
-  size, not a p-value: on 30,000 rows any shift is "significant");
+  size, not a p-value: on 30,000 rows any shift is "significant"). Loose by design:
+  a healthy retrain is often calibrated differently from an older champion (up to 0.72
+  on the flights demo), so it catches gross shifts, outputs pinned near 0 or 1;
+- ``rank``: the pairs themselves, which a distance between two distributions ignores
+  (a canary that scores the right values for the wrong rows, its features misaligned,
+  has a KS distance of 0): Spearman's rank correlation between the canary's and the
+  champion's scores of the same rows. It breaches when even its upper confidence bound
+  (Fisher's z with Spearman's variance 1.06 / (n - 3), one-sided, level
+  ``canary.guard_rank_alpha``) is below ``canary.guard_min_rank_corr``: a scrambled or
+  inverted canary, not a small batch's noise;
 - ``srm`` (serving only): sample-ratio mismatch, a chi-square test of the rows the
   hash split sent to the canary against its configured share; ``p`` below
   ``canary.guard_srm_alpha`` breaches (rows with duplicated ids, a router that drifts
@@ -26,6 +35,7 @@ reason; every report is stored per batch and shown on the model card.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,7 +50,7 @@ __all__ = ["Check", "GuardrailReport", "check_outputs", "guardrail_key", "store_
 
 @dataclass(frozen=True)
 class Check(Stored):
-    name: Literal["finite", "constant", "ks", "srm"]
+    name: Literal["finite", "constant", "ks", "rank", "srm"]
     passed: bool | None  # None: not judged (too few rows, or not this phase's check)
     value: float | None
     limit: float | None
@@ -132,6 +142,30 @@ def _ks(canary: Any, champion: Any, rules: CanaryConfig) -> Check:
     )
 
 
+def _rank(canary: Any, champion: Any, rules: CanaryConfig) -> Check:
+    import numpy as np
+    from scipy import stats
+
+    n = canary.size
+    limit = rules.guard_min_rank_corr
+    if n < max(rules.guard_min_rows, 4):
+        return Check("rank", None, None, limit, f"{n} rows")
+    if np.ptp(canary) == 0 or np.ptp(champion) == 0:  # the constant check judges it
+        return Check("rank", None, None, limit, "constant scores have no ranking")
+    rho = float(stats.spearmanr(canary, champion).statistic)
+    z = math.atanh(min(max(rho, -0.999999), 0.999999))
+    upper = math.tanh(z + float(stats.norm.isf(rules.guard_rank_alpha)) * math.sqrt(1.06 / (n - 3)))
+    return Check(
+        "rank",
+        upper >= limit,
+        rho,
+        limit,
+        f"Spearman correlation {rho:.3f} between canary and champion scores of the same "
+        f"{n} rows (upper bound {upper:.3f} at level {rules.guard_rank_alpha:g}; "
+        f"at least {limit:g})",
+    )
+
+
 def _srm(routed: int, total: int, rules: CanaryConfig) -> Check:
     from scipy import stats
 
@@ -167,6 +201,7 @@ def check_outputs(
         _finite(canary, rules),
         _constant(canary[ok], rules),
         _ks(canary[ok], champion[ok], rules),
+        _rank(canary[ok], champion[ok], rules),
     ]
     if routed is None:
         checks.append(Check("srm", None, None, rules.guard_srm_alpha, "shadow: no split"))

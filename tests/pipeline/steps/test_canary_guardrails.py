@@ -1,6 +1,7 @@
 """Guardrails before labels and isolation, against a real MLflow server with registered
 pyfunc models (logged from code, as the pipeline logs its own): a canary that returns NaN
-for one category, a constant, scores shifted far from the champion's, or fails to score,
+for one category, a constant, scores shifted far from the champion's, the other class's
+probability (ranked against the champion's), or fails to score,
 is rolled back on the batch it scores, before any label, while the champion's predictions
 land; a batch whose split is off its share (ids that repeat) trips the sample-ratio test;
 a healthy canary passes every guardrail in shadow and serving. The checks themselves are
@@ -45,6 +46,23 @@ def _ks_reference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(cdf_a - cdf_b).max())
 
 
+def _rank_reference(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho as Pearson's correlation of the average ranks (ties share theirs)."""
+    ra = pd.Series(a).rank().to_numpy()
+    rb = pd.Series(b).rank().to_numpy()
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _rank_upper(rho: float, n: int, alpha: float) -> float:
+    """Fisher's z with Spearman's variance 1.06 / (n - 3) (Fieller, Hartley and
+    Pearson 1957), one-sided: the normal quantile by bisection of erfc."""
+    lo, hi = 0.0, 10.0
+    for _ in range(200):  # 0.5 * erfc(q / sqrt 2) = alpha
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if 0.5 * math.erfc(mid / math.sqrt(2)) > alpha else (lo, mid)
+    return math.tanh(math.atanh(rho) + lo * math.sqrt(1.06 / (n - 3)))
+
+
 def _srm_reference(routed: int, total: int, share: float) -> float:
     """Pearson's chi-square with one degree of freedom: p = erfc(sqrt(x / 2))."""
     e1, e2 = total * share, total * (1 - share)
@@ -71,6 +89,10 @@ def test_a_healthy_canary_passes_and_the_figures_match_references() -> None:
     checks = _by_name(check_outputs(canary, champion, rules, routed=routed))
     assert all(c.passed for c in checks.values()), checks
     assert checks["ks"].value == pytest.approx(_ks_reference(canary, champion), abs=1e-12)
+    rho = _rank_reference(canary, champion)
+    assert checks["rank"].value == pytest.approx(rho, abs=1e-12)
+    upper = _rank_upper(rho, 800, rules.guard_rank_alpha)
+    assert f"upper bound {upper:.3f}" in checks["rank"].detail
     assert checks["srm"].value == pytest.approx(_srm_reference(170, 800, 0.2), rel=1e-9)
     assert checks["constant"].value == pytest.approx(float(np.std(canary)), rel=1e-12)
     assert checks["finite"].value == 0.0
@@ -78,8 +100,9 @@ def test_a_healthy_canary_passes_and_the_figures_match_references() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "breached"),
-    [("nan", {"finite"}), ("above_one", {"finite"}), ("constant", {"constant", "ks"}),
-     ("shifted", {"ks"}), ("split_off", {"srm"})],
+    [("nan", {"finite"}), ("above_one", {"finite"}), ("constant", {"constant"}),
+     ("shifted", {"ks"}), ("pinned_at_one", {"ks"}), ("scrambled", {"rank"}),
+     ("inverted", {"rank"}), ("split_off", {"srm"})],
 )  # fmt: skip
 def test_each_kind_of_bad_output_breaches_its_guardrail(kind: str, breached: set[str]) -> None:
     rng = np.random.default_rng(2)
@@ -93,7 +116,13 @@ def test_each_kind_of_bad_output_breaches_its_guardrail(kind: str, breached: set
     elif kind == "constant":
         canary = np.full(1000, 0.3)
     elif kind == "shifted":
-        canary = np.clip(champion + 0.3, 0, 1)
+        canary = np.clip(champion + 0.5, 0, 1)  # KS 0.91
+    elif kind == "pinned_at_one":
+        canary = np.where(champion > 0.1, 1.0, champion)  # KS 0.88
+    elif kind == "scrambled":  # the right values for the wrong rows: KS about 0
+        canary = rng.permutation(canary)
+    elif kind == "inverted":  # 1 - p: KS 0.79, under the limit
+        canary = 1 - champion
     else:
         routed = (320, 1000)  # 32 % against a share of 20 %
     checks = check_outputs(canary, champion, _rules(), routed=routed)
@@ -105,7 +134,37 @@ def test_too_few_rows_are_not_judged_but_one_nan_always_is() -> None:
     assert checks["finite"].passed is False
     assert checks["constant"].passed is None
     assert checks["ks"].passed is None
+    assert checks["rank"].passed is None
     assert checks["srm"].passed is None
+
+
+def test_the_rank_check_waits_for_evidence_and_its_level_holds() -> None:
+    """A canary unrelated to the champion (correlation 0) breaches only when the data
+    show it: not on 40 rows, always on 3,000. A canary whose true rank correlation is
+    exactly the limit breaches at the bound's level (5 % here: measured on 2,000 draws
+    of 1,000 rows, within the binomial 99.9 % band); one at 0.157 (the flights demo's
+    weakest healthy canary) never does, at the default level."""
+    rng = np.random.default_rng(5)
+
+    def breaches(rho_s: float, n: int, draws: int, **rules: Any) -> int:
+        r = 2 * math.sin(math.pi * rho_s / 6)  # Pearson r whose Spearman rho is rho_s
+        found = 0
+        for _ in range(draws):
+            champion = rng.normal(size=n)
+            canary = r * champion + math.sqrt(1 - r**2) * rng.normal(size=n)
+            p_champion, p_canary = 1 / (1 + np.exp(-champion)), 1 / (1 + np.exp(-canary))
+            checks = _by_name(check_outputs(p_canary, p_champion, _rules(**rules), routed=None))
+            found += checks["rank"].passed is False
+        return found
+
+    assert breaches(0.0, 40, 20) == 0
+    assert breaches(0.0, 3000, 20) == 20
+    limit = _rules().guard_min_rank_corr
+    at_limit = breaches(limit, 1000, 2000, guard_rank_alpha=0.05)
+    band = 3.29 * math.sqrt(2000 * 0.05 * 0.95)
+    assert abs(at_limit - 100) <= band, at_limit
+    print(f"rank check at its limit: {at_limit} of 2000 breached (level 5 %)")
+    assert breaches(0.157, 1000, 500) == 0
 
 
 # ----------------------------------------------------------- through scoring, real models
@@ -131,6 +190,8 @@ class Scores(PythonModel):
             p = np.full(len(p), 0.3)
         elif KIND == "shifted":
             p = np.clip(p + 0.5, 0.0, 1.0)
+        elif KIND == "wrong_class":  # the probability of the other class
+            p = 1.0 - p
         elif KIND == "broken":
             raise RuntimeError("the canary's feature lookup is down")
         return pd.DataFrame({{"probability": p}})
@@ -138,7 +199,7 @@ class Scores(PythonModel):
 
 set_model(Scores())
 """
-KINDS = ("champion", "healthy_canary", "nan_for_ua", "constant", "shifted", "broken")
+KINDS = ("champion", "healthy_canary", "nan_for_ua", "constant", "shifted", "wrong_class", "broken")
 
 
 def log_models(url: str, folder: Path) -> dict[str, str]:
@@ -223,6 +284,7 @@ def test_a_healthy_canary_passes_its_guardrails_in_shadow_and_serving(
         ("nan_for_ua", 0, "BREACH finite"),
         ("constant", 1, "BREACH constant"),
         ("shifted", 0, "BREACH ks"),
+        ("wrong_class", 1, "BREACH rank"),
         ("broken", 1, "could not load or score: RuntimeError"),
     ],
 )
