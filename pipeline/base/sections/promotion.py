@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from pipeline.base.sections.common import Section
+from pipeline.base.sections.common import Fraction, Section, Share
 
 __all__ = ["CanaryConfig", "GateConfig", "QualityConfig"]
 
@@ -24,16 +24,12 @@ class QualityConfig(Section):
 class GateConfig(Section):
     """The SLOs a challenger must meet before it may serve as canary."""
 
-    min_auc: float = Field(
+    min_auc: Fraction = Field(
         0.64,
-        gt=0.0,
-        le=1.0,
         description="holdout ROC AUC, overall (unset here: the spec's promotion.min_auc first)",
     )
-    min_slice_auc: float = Field(
+    min_slice_auc: Fraction = Field(
         0.60,
-        gt=0.0,
-        le=1.0,
         description="holdout AUC in every slice (unset here: the spec's promotion.min_slice_auc "
         "first)",
     )
@@ -174,16 +170,12 @@ class CanaryConfig(Section):
         "confidence bound (level guard_rank_alpha) is below it, the canary ranks rows "
         "unlike any model of the task (features misaligned, inverted) and is rolled back",
     )
-    guard_rank_alpha: float = Field(
+    guard_rank_alpha: Share = Field(
         0.001,
-        gt=0.0,
-        lt=0.5,
         description="guardrail: one-sided level of the rank correlation's upper bound",
     )
-    guard_srm_alpha: float = Field(
+    guard_srm_alpha: Share = Field(
         0.001,
-        gt=0.0,
-        lt=1.0,
         description="guardrail: sample-ratio mismatch, a chi-square test of the canary's "
         "row count against its configured share; p below this rolls the canary back",
     )
