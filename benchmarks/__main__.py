@@ -17,6 +17,7 @@ BENCHMARKS = {
     "cycle_stopping": "benchmarks.cycle_stopping",
     "canary_sequential": "benchmarks.canary_sequential",
     "tuning": "benchmarks.tuning",
+    "scale": "benchmarks.scale",
 }
 
 
