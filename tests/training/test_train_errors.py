@@ -392,3 +392,65 @@ def test_resume_refuses_a_best_checkpoint(
     )
     assert rc == 2
     assert "needs a 'last' checkpoint" in err
+
+
+OUT_OF_MEMORY = r"""
+import os, resource, sys
+from pathlib import Path
+from training.data.dataset import _read_local
+from training.data.spec import DataError
+
+def vm_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmSize")
+
+import pandas as pd  # pyarrow's threads and allocator started before the cap
+import pyarrow as pa
+pa.set_cpu_count(1)
+pa.set_io_thread_count(1)
+pd.read_parquet(sys.argv[2])
+cap = vm_bytes() + 48 * 2**20  # what is mapped now, and 48 MiB more
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+try:
+    _read_local(Path(sys.argv[1]), "labels", "labels.parquet")
+    print("read within the cap: make the file bigger", flush=True)
+except DataError as exc:
+    print(exc, flush=True)
+os._exit(0)  # no interpreter teardown: arrow's threads may not end cleanly under the cap
+"""
+
+
+def test_a_window_too_big_for_memory_is_said_to_be_too_big_not_unreadable(
+    tmp_path: Path,
+) -> None:
+    """Measured by ``./run bench scale``: a 30M-row window's labels failed to load with
+    pyarrow's "malloc of size 4294967296 failed", which the job reported as "not readable
+    Parquet". A real read under an address-space cap (a child process): the error names
+    memory, the file's size and what to change."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    path = tmp_path / "labels.parquet"
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"flight_id": rng.integers(0, 2**62, 16_000_000), "late": 1}).to_parquet(path)
+    small = tmp_path / "small.parquet"
+    pd.DataFrame({"flight_id": [1, 2], "late": 1}).to_parquet(small)
+    proc = subprocess.run(
+        [sys.executable, "-c", OUT_OF_MEMORY, str(path), str(small)],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "MALLOC_ARENA_MAX": "1"},  # no 64 MiB arena per new thread
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    message = proc.stdout
+    assert "does not fit in this process's memory" in message, message
+    assert "MiB on disk" in message
+    assert "retrain.window_batches" in message
+    assert "not readable" not in message

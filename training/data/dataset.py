@@ -117,6 +117,15 @@ def _read_local(path: Path, what: str, shown: str) -> pd.DataFrame:
         if head == PARQUET_MAGIC:
             return pd.read_parquet(path)
         return pd.read_csv(path)
+    except MemoryError as exc:  # pyarrow's ArrowMemoryError too: the file is fine, memory is not
+        size = path.stat().st_size / 2**20
+        raise DataError(
+            f"{what} file {shown} ({size:,.0f} MiB on disk) does not fit in this process's "
+            f"memory ({type(exc).__name__}: {exc}): the training job reads its whole window "
+            "into memory (measured in docs/benchmarks.md, 'The pandas path against the batch "
+            "size'); give the job more memory or train a shorter window "
+            "(retrain.window_batches)"
+        ) from None
     except Exception as exc:  # pyarrow and the CSV parser raise many kinds
         kind = "Parquet" if head == PARQUET_MAGIC else "CSV"
         raise DataError(f"{what} file {shown} is not readable {kind}: {exc}") from None
