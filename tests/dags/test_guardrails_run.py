@@ -2,8 +2,9 @@
 DAG file, in a fresh interpreter with an Airflow home of its own), against a real MLflow
 server with registered pyfunc models: on a landed, validated March batch and before any
 label, a canary that returns NaN for one carrier, one that returns a constant, one that
-returns the other class's probability (caught by the rank check alone), and one whose rows arrive off its share (the batch was filtered upstream in a way that follows
-the hash split) are each rolled back by the ``score`` task, which succeeds with the
+returns the other class's probability (caught by the rank check alone), and one whose
+rows arrive off its share (the batch was filtered upstream in a way that follows the hash
+split) are each rolled back by the ``score`` task, which succeeds with the
 champion's predictions for every row; a healthy canary passes and keeps serving."""
 
 from __future__ import annotations
