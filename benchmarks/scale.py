@@ -63,16 +63,7 @@ SPEC = ROOT / "configs" / "datasets" / "flights.yaml"
 PNG = DOC.parent / "img" / "scale.png"
 SIZES = (300_000, 1_000_000, 3_000_000, 10_000_000)
 STEPS = ("land", "validate", "drift", "score", "land_labels", "review", "window", "train")
-TINY_TRAIN = {
-    "model": {"hidden": [32]},
-    "optim": {"batch_size": 256},
-    "schedule": {
-        "lr_max": 0.01, "cycle_steps": 20, "warmup_steps": 5, "restart_warmup_steps": 0,
-        "cycle_mult": 1.5, "max_cycles": 3,
-    },
-    "eval": {"every_steps": 10},
-    "checkpoint": {"every_steps": 10},
-}  # fmt: skip
+TINY_TRAIN = ROOT / "tests" / "fixtures" / "tiny_train.yaml"  # 95 steps of 256 rows
 SETTINGS = {
     "COSINE_RETRAIN_GATE__MIN_AUC": "0.55",
     "COSINE_RETRAIN_GATE__MIN_SLICE_AUC": "0.45",
@@ -208,9 +199,7 @@ def measure(sizes: list[int], memory_gib: float, timeout: float) -> dict[str, An
 
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     home = work / "home"
-    train_yaml = work / "train.yaml"
-    train_yaml.write_text(yaml.safe_dump(TINY_TRAIN))
-    env = {**os.environ, **SETTINGS, "COSINE_RETRAIN_RETRAIN__TRAIN_CONFIG": str(train_yaml)}
+    env = {**os.environ, **SETTINGS, "COSINE_RETRAIN_RETRAIN__TRAIN_CONFIG": str(TINY_TRAIN)}
     env.pop("COSINE_RETRAIN_SPEC", None)
     results: dict[str, Any] = {"sizes": sizes, "steps": {}, "memory_gib": memory_gib}
     try:
@@ -258,8 +247,7 @@ def measure(sizes: list[int], memory_gib: float, timeout: float) -> dict[str, An
             for paths in files.values():
                 for path in paths:
                     path.unlink(missing_ok=True)
-            for area in ("work",):  # the window's export: three batches, not kept
-                shutil.rmtree(home / area, ignore_errors=True)
+            shutil.rmtree(home / "work", ignore_errors=True)  # the window's export, not kept
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return results
