@@ -52,7 +52,9 @@ class DataConfig(_Section):
         "and *.parquet files, sorted by name) or a list of them, concatenated",
     )
     labels: str | list[str] | None = Field(
-        None, description="labels (id and target): a file, a folder or a list, as features"
+        None,
+        description="labels (id and target): a file, a folder or a list, as features; "
+        "unset: the features carry the target column (the pipeline's window)",
     )
     batch_column: str | None = Field(
         None,
@@ -62,11 +64,25 @@ class DataConfig(_Section):
     )
     valid_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="latest rows held out")
     max_rows: int | None = Field(None, ge=100, description="keep only the latest N rows")
+    streaming: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="read the rows a few Parquet row groups at a time, in bounded memory "
+        "(training/data/stream.py); auto: stream Parquet features that carry their labels "
+        "(data.labels unset), off: read them whole",
+    )
+    shuffle_units: int = Field(
+        4, ge=1, description="row groups shuffled together when streaming (held in memory)"
+    )
 
     @model_validator(mode="after")
     def _source(self) -> DataConfig:
-        if self.source == "files" and (not self.features or not self.labels):
-            raise ValueError("data.source 'files' needs data.features and data.labels")
+        if self.source == "files" and not self.features:
+            raise ValueError("data.source 'files' needs data.features (and data.labels)")
+        if self.streaming == "on" and (self.source != "files" or self.labels):
+            raise ValueError(
+                "data.streaming 'on' reads Parquet features that carry their labels: set "
+                "data.source 'files' and leave data.labels unset, or data.streaming 'off'"
+            )
         if self.source == "flights" and (
             not self.months or any(not 1 <= m <= 12 for m in self.months)
         ):
@@ -352,6 +368,9 @@ class TrainConfig(_Section):
             d.pop("stopping", None)
         if self.data.batch_column is None:  # likewise
             d["data"].pop("batch_column", None)
+        for key, default in (("streaming", "auto"), ("shuffle_units", 4)):  # likewise
+            if d["data"][key] == default:
+                d["data"].pop(key)
         return d
 
     def definition_hash(self) -> str:

@@ -25,6 +25,7 @@ from training.config.train import DataConfig, TrainConfig
 from training.data import flights
 from training.data.preprocess import Preprocessor
 from training.data.spec import DataError, DatasetSpec
+from training.data.stream import StreamedData, open_stream
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +132,14 @@ def _read_local(path: Path, what: str, shown: str) -> pd.DataFrame:
         raise DataError(f"{what} file {shown} is not readable {kind}: {exc}") from None
 
 
-def load_frames(config: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_frames(config: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Features and labels; no labels when the features carry the target (``data.labels``
+    unset: the pipeline's window, one file per batch)."""
     if config.source == "flights":
         return flights.load_months(config.months)
     assert config.features
-    assert config.labels
-    return read_tables(config.features, "features"), read_tables(config.labels, "labels")
+    features = read_tables(config.features, "features")
+    return features, read_tables(config.labels, "labels") if config.labels else None
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,17 @@ def prepare(
 ) -> PreparedData:
     features, labels = load_frames(config)
     spec.check_features(features, "features")
+    if labels is None:  # labelled features: a row with a null target has no label yet
+        if spec.target not in features.columns:
+            raise DataError(
+                f"features lack the target column {spec.target!r}: give data.labels, or "
+                "features that carry their label"
+            )
+        labels = features.loc[features[spec.target].notna(), [spec.id_column, spec.target]]
+        labels = labels.assign(
+            **({config.batch_column: features[config.batch_column]} if config.batch_column else {})
+        )
+        features = features.drop(columns=[spec.target])
     frame = join_labels(features, labels, spec, config.batch_column)
     if len(frame) == 0:
         raise DataError("no feature row has a label: nothing to train on")
@@ -263,6 +277,33 @@ def prepare_for(
     the job prepares it (the config's category limits, or a fitted ``preprocessor``)."""
     return prepare(
         data or config.data,
+        spec,
+        min_category_count=config.model.min_category_count,
+        max_categories=config.model.max_categories,
+        preprocessor=preprocessor,
+    )
+
+
+def should_stream(config: DataConfig) -> bool:
+    """Whether the job streams ``config``'s rows (``data.streaming``; ``auto``: Parquet
+    features that carry their labels, ``data.labels`` unset)."""
+    if config.streaming == "auto":
+        return config.source == "files" and not config.labels
+    return config.streaming == "on"
+
+
+def open_for(
+    config: TrainConfig,
+    spec: DatasetSpec,
+    *,
+    preprocessor: Preprocessor | None = None,
+) -> PreparedData | StreamedData:
+    """The training job's data: streamed in bounded memory (:mod:`training.data.stream`)
+    when :func:`should_stream`, else read whole (:func:`prepare_for`)."""
+    if not should_stream(config.data):
+        return prepare_for(config, spec, preprocessor=preprocessor)
+    return open_stream(
+        config.data,
         spec,
         min_category_count=config.model.min_category_count,
         max_categories=config.model.max_categories,

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from training.checkpoint.files import fault_point
+from training.data.order import TrainStream
+from training.data.stream import StreamedData
 
 if TYPE_CHECKING:
     from training.config.train import TrainConfig
@@ -59,7 +61,7 @@ class StepRunner:
         config: TrainConfig,
         runtime: Runtime,
         ctx: DistContext,
-        data: PreparedData,
+        data: PreparedData | StreamedData,
         module: TabularMLP,
         optimizer: torch.optim.Optimizer,
         *,
@@ -74,7 +76,8 @@ class StepRunner:
         self.steps_per_epoch = steps_per_epoch
         device = runtime.device
         self.batch = config.optim.batch_size_for(len(data.train), ctx.world_size)
-        self.micro = self.batch // (ctx.world_size * config.optim.grad_accum_steps)
+        self.accum = config.optim.grad_accum_steps
+        self.micro = self.batch // (ctx.world_size * self.accum)
         if self.batch != config.optim.batch_size and ctx.is_main:
             log.info(
                 "batch of %d rows: optim.batch_size %d halved for %d training rows",
@@ -98,17 +101,24 @@ class StepRunner:
         self._one = torch.ones((), device=device)  # the fused finite check's scale
         self._train_mode = False
 
-        # training tensors live on the compute device: one copy (pinned, non-blocking
-        # on CUDA), then every batch is a gather on the device, with no host work per step
-        def put(a: np.ndarray) -> torch.Tensor:
-            t = torch.from_numpy(np.ascontiguousarray(a))
-            if device.type == "cuda":
-                return t.pin_memory().to(device, non_blocking=True)
-            return t
-
-        self.train_t = [put(data.train.cats), put(data.train.nums), put(data.train.y)]
-        self.valid_t = [put(data.valid.cats), put(data.valid.nums)]
         self._perm_epoch, self._perm = -1, None
+        self.stream: TrainStream | None = None
+        if isinstance(data, StreamedData):  # each rank reads its own rows, step by step
+            self.stream = data.train_stream(
+                config.runtime.seed, ctx.rank, ctx.world_size, self.micro * self.accum
+            )
+            return
+        # in memory, training tensors live on the compute device: one copy, then every
+        # batch is a gather on the device, with no host work per step
+        self.train_t = [self.put(a) for a in (data.train.cats, data.train.nums, data.train.y)]
+        self.valid_t = [self.put(data.valid.cats), self.put(data.valid.nums)]
+
+    def put(self, a: np.ndarray) -> torch.Tensor:
+        """Host rows on the compute device (pinned and non-blocking on CUDA)."""
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        if self.runtime.device.type == "cuda":
+            return t.pin_memory().to(self.runtime.device, non_blocking=True)
+        return t
 
     # ---------------------------------------------------------------- the step
 
@@ -138,22 +148,32 @@ class StepRunner:
         assert self._perm is not None
         return self._perm[pos * size : (pos + 1) * size]
 
+    def _micro_batches(self, step: int) -> list[list[torch.Tensor]]:
+        """This rank's (categorical, numeric, target) micro-batches of ``step``."""
+        if self.stream is not None:  # streamed: this rank's next rows, a function of the step
+            rows = [self.put(a) for a in self.stream.rows(step)]
+            return [
+                [t[m * self.micro : (m + 1) * self.micro] for t in rows] for m in range(self.accum)
+            ]
+        idx_all = self._batch_indices(step)
+        out = []
+        for micro in range(self.accum):
+            start = (micro * self.ctx.world_size + self.ctx.rank) * self.micro
+            idx = idx_all[start : start + self.micro]
+            out.append([t[idx] for t in self.train_t])
+        return out
+
     def step(self, step: int, lr_now: float) -> StepRecord:
         """Forward, backward and (unless the step is bad) the update of ``step``."""
         cfg = self.config
-        accum = cfg.optim.grad_accum_steps
-        idx_all = self._batch_indices(step)
-        cats_t, nums_t, y_t = self.train_t
+        accum = self.accum
         inject = step in cfg.fault_injection.nan_steps or (
             cfg.fault_injection.nan_above_lr is not None
             and lr_now > cfg.fault_injection.nan_above_lr
         )
         self.train_mode()
         total: torch.Tensor | None = None
-        for micro in range(accum):
-            start = (micro * self.ctx.world_size + self.ctx.rank) * self.micro
-            idx = idx_all[start : start + self.micro]
-            cats, nums, y = cats_t[idx], nums_t[idx], y_t[idx]
+        for micro, (cats, nums, y) in enumerate(self._micro_batches(step)):
             if inject:
                 nums = torch.full_like(nums, float("nan"))
             sync_ctx = (
@@ -260,6 +280,16 @@ class StepRunner:
                     group["momentum"] = beta
 
     # ---------------------------------------------------------------- evaluation
+
+    def validate(self) -> tuple[np.ndarray, np.ndarray]:
+        """(targets, logits) of the validation rows; streamed a row group at a time."""
+        if not isinstance(self.data, StreamedData):
+            return self.data.valid.y, self.predict(*self.valid_t)
+        ys, logits = [], []
+        for cats, nums, y in self.data.valid_chunks():
+            ys.append(y)
+            logits.append(self.predict(self.put(cats), self.put(nums)))
+        return np.concatenate(ys), np.concatenate(logits)
 
     @torch.inference_mode()
     def predict(self, cats: torch.Tensor, nums: torch.Tensor) -> np.ndarray:

@@ -32,7 +32,7 @@ from training.checkpoint.files import CheckpointError, fault_point, save_checkpo
 from training.checkpoint.payload import BestPayload, Identity, LastPayload
 from training.config.locations import code_revision
 from training.config.train import TrainConfig
-from training.data.dataset import PreparedData, prepare_for
+from training.data.dataset import PreparedData, open_for
 from training.data.preprocess import Preprocessor
 from training.data.spec import DataError, DatasetSpec, load_spec
 from training.engine.bests import CycleBests, metrics_from_logits
@@ -50,6 +50,7 @@ from training.telemetry.cost import CostMeter
 from training.telemetry.progress import Progress
 
 if TYPE_CHECKING:
+    from training.data.stream import StreamedData
     from training.results import CheckpointHook, CycleHook
 
 __all__ = ["Trainer"]
@@ -82,7 +83,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- setup
 
-    def _build(self, spec: DatasetSpec, data: PreparedData) -> None:
+    def _build(self, spec: DatasetSpec, data: PreparedData | StreamedData) -> None:
         cfg = self.config
         per_step = cfg.optim.batch_size
         if per_step % (self.ctx.world_size * cfg.optim.grad_accum_steps):
@@ -139,7 +140,7 @@ class Trainer:
                 "(nothing was overwritten)"
             )
         pre = Preprocessor.from_state(ckpt.identity.preprocessor) if ckpt else None
-        self.data = self._data or prepare_for(cfg, self.spec, preprocessor=pre)
+        self.data = self._data or open_for(cfg, self.spec, preprocessor=pre)
         if ckpt and ckpt.identity.data_fingerprint != self.data.fingerprint:
             raise CheckpointError(
                 "the training data differ from the data the checkpoint was trained on "
@@ -357,9 +358,9 @@ class Trainer:
     def _evaluate(self, step: int) -> bool:
         """Validation metrics after ``step``; updates the cycle's best. True if a
         plateau restart was requested (the cycle ends here)."""
-        logits = self.runner.predict(*self.runner.valid_t)
+        targets, logits = self.runner.validate()
         fault_point("evaluation", str(step))  # tests only: predicted, nothing recorded yet
-        val_loss, val_auc = metrics_from_logits(self.data.valid.y, logits)
+        val_loss, val_auc = metrics_from_logits(targets, logits)
         cycle = self.scheduler.schedule.cycle_of(step)
         self.state.evals.append([step, cycle, val_loss, val_auc])
         self.telemetry.record(
