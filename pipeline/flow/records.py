@@ -158,10 +158,11 @@ class Plan(Record):
 
 
 class Window(Record):
-    """The window's features and labels as files for the training job."""
+    """The window's features and labels as files for the training job; no labels when
+    the features carry them (``export_window``'s folder of one labelled file a batch)."""
 
     features: str
-    labels: str
+    labels: str | None = None
     rows: int
     features_uri: str | None = None
     labels_uri: str | None = None

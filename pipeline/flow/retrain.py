@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,43 +158,43 @@ def _work_dir(env: Env, run_name: str) -> Path:
 
 
 def export_window(env: Env, plan: Plan) -> Window:
-    """Features and labels of the window as two Parquet files the training job reads
-    (local files; for the Kubernetes backend they are also put in the store)."""
-    import pandas as pd  # here, not above: the plan task reads no frames
+    """The window as one Parquet file per batch, each row with its label and batch, that
+    the training job streams (``data.labels`` unset, ``data.batch_column``): a folder of
+    local files; for the Kubernetes backend also under one prefix in the store.
+
+    Features and labels are joined here, a batch at a time (the worker holds one batch,
+    never the window), so the job needs no join; rows not labelled yet are left out.
+    The files are written in row groups of ``ROW_GROUP_ROWS`` rows, what the job reads
+    at a time."""
+    import pyarrow as pa  # here, not above: the plan task reads no frames
+    import pyarrow.parquet as pq
 
     run_name = plan.require_run()
-    folder = _work_dir(env, run_name)
-    # each row keyed by (batch, id): an id may recur once per batch (the spec's id_scope)
-    features = pd.concat(
-        [
-            read_batch(env.store, BatchRef(env.dataset, b, v.features)).assign(**{BATCH_COLUMN: b})
-            for b, v in plan.versions.items()
-        ],
-        ignore_index=True,
-    )
-    labels = pd.concat(
-        [
-            merged_labels(env.store, env.dataset, b, env.spec.id_column, upto=v.labels).assign(
-                **{BATCH_COLUMN: b}
-            )
-            for b, v in plan.versions.items()
-        ],
-        ignore_index=True,
-    )
-    paths = {"features": folder / "features.parquet", "labels": folder / "labels.parquet"}
-    for frame, path in ((features, paths["features"]), (labels, paths["labels"])):
+    folder = _work_dir(env, run_name) / "window"
+    folder.mkdir(parents=True, exist_ok=True)
+    files, rows = [], 0
+    for i, (b, v) in enumerate(plan.versions.items()):
+        features = read_batch(env.store, BatchRef(env.dataset, b, v.features))
+        labels = merged_labels(env.store, env.dataset, b, env.spec.id_column, upto=v.labels)
+        # one batch: ids are unique within it whatever the spec's id_scope
+        frame = api.join_labels(features, labels, env.spec).assign(**{BATCH_COLUMN: b})
+        path = folder / f"{i:04d}-{re.sub(r'[^A-Za-z0-9._-]', '_', b)}.parquet"
         with atomic_writer(path) as fh:
-            frame.to_parquet(fh, index=False)
-    uris: dict[str, str] = {}
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            pq.write_table(table, fh, row_group_size=api.ROW_GROUP_ROWS)
+        files.append(path)
+        rows += len(frame)
+    for stale in set(folder.glob("*.parquet")) - set(files):  # a re-run's older window
+        stale.unlink()
+    uri = None
     if env.config.retrain.backend == "kubernetes":  # the pod reads them from the store
-        for name, path in paths.items():
-            key = join_key("training-data", env.dataset, run_name, f"{name}.parquet")
+        prefix = join_key("training-data", env.dataset, run_name, "window")
+        for path in files:
+            key = join_key(prefix, path.name)
             if not env.store.exists(key):
                 env.store.put_file(key, path)
-            uris[f"{name}_uri"] = env.store.uri(key)
-    return Window(
-        features=str(paths["features"]), labels=str(paths["labels"]), rows=len(features), **uris
-    )
+        uri = env.store.uri(prefix) + "/"
+    return Window(features=str(folder), labels=None, rows=rows, features_uri=uri)
 
 
 # ------------------------------------------------------------------------------ train
@@ -206,7 +207,7 @@ def train_config(env: Env, plan: Plan, window: Window, *, remote: bool = False) 
     shipped = resolve_path(env.config.retrain.train_config)
     base = api.load_config(train_config_path(env.store, env.dataset, shipped, env.home))
     run_name = plan.require_run()
-    if remote and not (window.features_uri and window.labels_uri):
+    if remote and not (window.features_uri and (window.labels is None or window.labels_uri)):
         raise ValueError("the Kubernetes backend needs the window in the store (export_window)")
     updates: dict[str, Any] = {
         "run_name": run_name,

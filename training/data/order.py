@@ -1,15 +1,16 @@
 """The training order of the streamed rows: seeded, dealt to ranks, a function of the step.
 
-Each epoch is a seeded permutation of the row groups that hold training rows
-(``numpy``'s generator seeded with (seed, epoch), the same on every rank); rank ``r``
-of ``W`` takes groups ``r::W``, ``data.shuffle_units`` consecutive groups at a time,
+Each epoch is a seeded permutation of the units (row groups:
+:mod:`training.data.sources`) that hold training rows (``numpy``'s generator seeded
+with (seed, epoch), the same on every rank); rank ``r`` of ``W`` takes units
+``r::W``, ``data.shuffle_units`` consecutive units at a time,
 and shuffles their rows together (seeded with (seed, epoch, rank, window)). The rank's
 rows for optimizer step ``s`` are the ``rows_per_step`` rows from position
 ``s * rows_per_step`` of its endless sequence of epochs: a pure function of the seed
 and the step, so a resumed or rolled-back run reads exactly what an uninterrupted one
 read, with nothing but the step in the checkpoint (the nanoGPT way). An epoch is
-one pass of each rank over its share; shares differ by at most a few row groups.
-Memory: one window (``shuffle_units`` row groups, preprocessed).
+one pass of each rank over its share; shares differ by at most a few units.
+Memory: one window (``shuffle_units`` units, preprocessed).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class TrainStream:
     (seed, step): ``rows(step)`` is the ``rows_per_step`` rows from position
     ``step * rows_per_step`` of the rank's endless sequence of epochs.
 
-    ``group_rows`` holds each row group's training rows; ``load(g)`` reads group ``g``'s
+    ``group_rows`` holds each unit's training rows; ``load(g)`` reads group ``g``'s
     training rows, preprocessed.
     """
 
@@ -51,8 +52,8 @@ class TrainStream:
         self.units = np.flatnonzero(group_rows)
         if len(self.units) < world_size:
             raise DataError(
-                f"the training rows lie in {len(self.units)} Parquet row group(s), fewer than "
-                f"the {world_size} ranks: each rank reads its own; write smaller row groups"
+                f"the training rows lie in {len(self.units)} Parquet unit(s), fewer than "
+                f"the {world_size} ranks: each rank reads its own; write smaller units"
             )
         self._epoch_rows: list[int] = []  # the rank's rows in each epoch so far
         self._window: tuple[tuple[int, int], Arrays] | None = None

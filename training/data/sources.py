@@ -3,18 +3,22 @@
 A source is a file, a local folder (its ``*.parquet`` files, sorted by name), an
 ``s3://bucket/prefix`` (every ``.parquet`` object under it, sorted by key) or a list
 of them, in that order. It is opened with :mod:`pyarrow.dataset` and cut into its
-row groups (:class:`Unit`): the streaming path (:mod:`training.data.stream`) reads,
-shuffles and deals out whole row groups, so its memory is bounded by the size of a
-row group, whatever the number of rows (the pipeline writes groups of
-:data:`ROW_GROUP_ROWS` rows).
+units (:class:`Unit`): a row group, or a slice of one, of at most
+:data:`UNIT_ROWS` rows, and small enough that a small source still has
+:data:`MIN_UNITS` of them (so that every DDP rank gets its own). The streaming path
+(:mod:`training.data.stream`) reads, shuffles and deals out whole units, so its
+memory is bounded by the size of a row group, whatever the number of rows (the
+pipeline writes groups of :data:`ROW_GROUP_ROWS` rows, one unit each).
 
 S3 goes through pyarrow's own client, with ``AWS_ENDPOINT_URL_S3`` (or
-``AWS_ENDPOINT_URL``) as its endpoint when set, as boto3 does for the rest of the job.
+``AWS_ENDPOINT_URL``, ``MLFLOW_S3_ENDPOINT_URL``) as its endpoint when set, as the
+rest of the job's S3 reads do.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,22 +32,30 @@ from training.data.spec import DataError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["ROW_GROUP_ROWS", "ParquetSource", "Unit"]
+__all__ = ["MIN_UNITS", "ROW_GROUP_ROWS", "UNIT_ROWS", "ParquetSource", "Unit"]
 
-ROW_GROUP_ROWS = 65_536  # what the pipeline writes: 64 Ki rows, a few MiB per group
+ROW_GROUP_ROWS = 16_384  # what the pipeline writes: 16 Ki rows, about 1 MiB per group
+UNIT_ROWS = ROW_GROUP_ROWS  # a larger row group is read in slices of at most this
+MIN_UNITS = 64  # a small source is sliced finer, down to rows / 64 a unit
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One row group: the ``group``-th of file ``file`` (an index into the files)."""
+    """Rows ``start`` to ``start + rows`` of the ``group``-th row group of file ``file``
+    (an index into the files)."""
 
     file: int
     group: int
+    start: int
     rows: int
 
 
 def _s3() -> pafs.S3FileSystem:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = (
+        os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or os.environ.get("MLFLOW_S3_ENDPOINT_URL")  # what the job's boto3 reads honour too
+    )
     region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
     if not endpoint:
         return pafs.S3FileSystem(region=region)
@@ -105,7 +117,7 @@ class ParquetSource:
         self._groups: list[list[ds.ParquetFileFragment]] = []
         self.units: list[Unit] = []
         fmt = ds.ParquetFileFormat()
-        for i, (path, shown) in enumerate(zip(self.files, self.shown, strict=True)):
+        for path, shown in zip(self.files, self.shown, strict=True):
             try:
                 fragment = fmt.make_fragment(path, filesystem=self.filesystem)
                 schema = fragment.physical_schema
@@ -119,22 +131,36 @@ class ParquetSource:
             if missing:
                 raise DataError(f"{what} file {shown} lacks column(s) {missing}")
             self._groups.append(groups)
-            self.units += [Unit(i, g, groups[g].row_groups[0].num_rows) for g in range(len(groups))]
-        if not sum(u.rows for u in self.units):
+        sizes = [[g.row_groups[0].num_rows for g in groups] for groups in self._groups]
+        total = sum(map(sum, sizes))
+        if not total:
             raise DataError(f"{what}: {', '.join(self.shown[:3])} hold no rows")
+        most = min(UNIT_ROWS, -(-total // MIN_UNITS))
+        for i, groups in enumerate(sizes):
+            for g, n in enumerate(groups):
+                parts = -(-n // most)
+                bounds = [n * k // parts for k in range(parts + 1)]
+                self.units += [Unit(i, g, a, b - a) for a, b in itertools.pairwise(bounds) if b > a]
+        self._cached: tuple[tuple[object, ...], pa.Table] | None = None
 
     @property
     def rows(self) -> int:
         return sum(u.rows for u in self.units)
 
     def read(self, unit: Unit, columns: list[str] | None = None) -> pa.Table:
-        """One row group, its ``columns`` (default: the source's), dictionaries decoded."""
-        fragment = self._groups[unit.file][unit.group]
-        try:
-            table = fragment.to_table(columns=columns or self.columns)
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise DataError(f"{self.what} file {self.shown[unit.file]}: {exc}") from None
-        return table.combine_chunks().cast(_decoded(table.schema))
+        """One unit, its ``columns`` (default: the source's), dictionaries decoded. The
+        last row group read is kept: the units of one group are read in a row."""
+        columns = columns or self.columns
+        key = (unit.file, unit.group, *columns)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = None  # the old group goes before the new one comes
+            fragment = self._groups[unit.file][unit.group]
+            try:
+                table = fragment.to_table(columns=columns)
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise DataError(f"{self.what} file {self.shown[unit.file]}: {exc}") from None
+            self._cached = (key, table.combine_chunks().cast(_decoded(table.schema)))
+        return self._cached[1].slice(unit.start, unit.rows)
 
     def fingerprint(self) -> hashlib._Hash:
         """A digest of every file's Parquet metadata: names, sizes and, for each row

@@ -4,7 +4,8 @@ The streaming counterpart of :func:`training.data.dataset.prepare`, for Parquet
 features that carry their label (the pipeline's window: one file per batch, each
 row with its ``_batch`` and target, written by ``export_window``; no global join is
 needed). Same rows, same split, same preprocessor as the in-memory path, reached in
-passes over the row groups (:mod:`training.data.sources`), never the whole table:
+passes over its units (row groups, or slices of large ones:
+:mod:`training.data.sources`), never the whole table:
 
 1. keys: the timestamp, id (and batch) and target of every row; a row whose target
    is null has no label yet and is left out, as the in-memory join leaves it out.
@@ -12,7 +13,7 @@ passes over the row groups (:mod:`training.data.sources`), never the whole table
    latest ``valid_fraction`` (after keeping the latest ``max_rows``). Here the
    timestamp of the first held-out row is selected exactly
    (:class:`~training.data.select.KthSmallest`), and the rows that share it are
-   ordered by (batch, id) as pandas sorts them. Each row group keeps two bit masks
+   ordered by (batch, id) as pandas sorts them. Each unit keeps two bit masks
    (training, validation): two bits a row, the only memory that grows with the rows.
 3. statistics of the training rows, as :meth:`Preprocessor.fit` computes them:
    category counts (summed over groups), each numeric column's exact median (selected
@@ -20,14 +21,14 @@ passes over the row groups (:mod:`training.data.sources`), never the whole table
    (merged from per-group moments: equal to numpy's over the whole column up to
    rounding, 1e-12 relative, tested).
 
-Training then reads the row groups in an order that is a pure function of the seed
+Training then reads the units in an order that is a pure function of the seed
 and the step (:class:`TrainStream`): each epoch a seeded permutation of the groups,
-rank ``r`` of ``W`` taking groups ``r::W``, ``data.shuffle_units`` consecutive groups
+rank ``r`` of ``W`` taking units ``r::W``, ``data.shuffle_units`` consecutive units
 at a time shuffled together. Nothing but the step is needed to find the position,
 so resume after SIGKILL (and a NaN rollback) is bit-identical with no extra state in
 the checkpoint. An epoch is a pass of each rank over its share.
 
-Validation rows are predicted a row group at a time; only their targets and logits
+Validation rows are predicted a unit at a time; only their targets and logits
 (8 bytes a row) are held. The raw validation frame (what the registry's slice
 metrics read) is a bounded, evenly spaced sample (:data:`VALID_SAMPLE_ROWS`).
 """
@@ -120,7 +121,7 @@ class _Moments:
 
 
 class StreamedData:
-    """The window, split and preprocessed, read from ``source`` a row group at a time."""
+    """The window, split and preprocessed, read from ``source`` a unit at a time."""
 
     def __init__(
         self,
@@ -376,7 +377,7 @@ class StreamedData:
         return cats, nums, frame[self.spec.target].to_numpy(dtype=np.float32)
 
     def valid_chunks(self) -> Iterator[Arrays]:
-        """The validation rows, a row group at a time (kept when they are few)."""
+        """The validation rows, a unit at a time (kept when they are few)."""
         if self._valid_cache is not None:
             yield from self._valid_cache
             return
@@ -454,7 +455,7 @@ def open_stream(
     )
     source = ParquetSource(config.features, "features", columns)
     log.info(
-        "streaming %d rows in %d row groups of %d file(s)",
+        "streaming %d rows in %d units of %d file(s)",
         source.rows,
         len(source.units),
         len(source.files),

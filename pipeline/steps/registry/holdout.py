@@ -56,7 +56,7 @@ def training_holdout(
     Training files that lie in ``store`` are read through it (the pipeline's own
     credentials and endpoint), not through the job's default AWS chain.
     """
-    from training.api import TrainConfig, prepare_for
+    from training.api import TrainConfig, open_for
 
     with workdir(work) as folder:
         resolved = json.loads(
@@ -66,13 +66,23 @@ def training_holdout(
         local: dict[str, str] = {}
         for field in ("features", "labels"):
             uri = getattr(config.data, field)
-            key = _store_key(store, uri) if store is not None and uri else None
-            if key is not None:
-                dest = folder / "holdout-data" / f"{field}{Path(key).suffix}"
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                local[field] = str(store.get_file(key, dest))  # type: ignore[union-attr]
-        data = prepare_for(config, spec, data=config.data.model_copy(update=local))
-    return data.valid_frame
+            key = _store_key(store, uri) if store is not None and isinstance(uri, str) else None
+            if key is None:
+                continue
+            assert store is not None
+            dest = folder / "holdout-data" / f"{field}{Path(key).suffix}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if key.endswith("/"):  # a prefix: the window's labelled file of each batch
+                dest.mkdir(exist_ok=True)
+                for item in store.list(key):
+                    store.get_file(item, dest / Path(item).name)
+                local[field] = str(dest)
+            else:
+                local[field] = str(store.get_file(key, dest))
+        data = config.data.model_copy(update=local)
+        # the streamed window's validation rows are a bounded sample (StreamedData.valid_frame)
+        prepared = open_for(config.model_copy(update={"data": data}), spec)
+    return prepared.valid_frame
 
 
 @contextlib.contextmanager
