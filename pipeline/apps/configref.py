@@ -130,12 +130,14 @@ def _table(rows: list[tuple[str, str, str, str, str]], set_with: str) -> list[st
     return out
 
 
-def _sections(model: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
+def _sections(model: type[BaseModel], prefix: str = "") -> list[tuple[str, type[BaseModel]]]:
+    """Every section of ``model``, dotted, each followed by the sections it holds."""
     out = []
     for name, info in model.model_fields.items():
         default = info.get_default(call_default_factory=True)
         if isinstance(default, BaseModel):
-            out.append((name, type(default)))
+            out.append((f"{prefix}{name}", type(default)))
+            out += _sections(type(default), f"{prefix}{name}.")
     return out
 
 
@@ -157,7 +159,7 @@ def render() -> str:
             _section_rows(
                 model,
                 model.model_json_schema(),
-                lambda f, s=section: f"`{ENV_PREFIX}{s.upper()}__{f.upper()}`",
+                lambda f, s=section: f"`{ENV_PREFIX}{s.upper().replace('.', '__')}__{f.upper()}`",
             ),
             "environment",
         )

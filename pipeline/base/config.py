@@ -36,6 +36,7 @@ from pipeline.base.sections import (
     AlertsConfig,
     BudgetConfig,
     CanaryConfig,
+    DataConfig,
     DriftConfig,
     GateConfig,
     IngestConfig,
@@ -96,6 +97,7 @@ class PipelineConfig(BaseSettings):
         "./run ui sets it false unless --schedules: a demo home's data is not today's",
     )
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)

@@ -11,10 +11,10 @@ from pipeline.base.layout import (
     BatchRef,
     committed_versions,
     landed_batches,
-    read_batch,
     resolve_batch,
 )
 from pipeline.base.ledger import DRIFT_CHECKED, QUARANTINED, SCORED, VALIDATED, record_step
+from pipeline.base.spark import read_batch_with
 from pipeline.flow.env import Env
 from pipeline.flow.records import Decision, DriftOutcome
 from pipeline.steps.canary.routing import ScoringSummary, score_batch
@@ -80,6 +80,7 @@ def validate(
             ref,
             reference_id=_reference(env, reference),
             config=env.config.validation,
+            data=env.config.data,
         )
     except ValidationFailed as exc:
         failed_line = f"{len(exc.summary.failed)} of {exc.summary.evaluated} expectations failed"
@@ -149,7 +150,9 @@ def drift_summary(
     if snapshot is None:
         return None
     ref = resolve_batch(env.store, env.dataset, batch_id, version)
-    return check_drift(env.store, env.spec, ref, snapshot, config=env.config.drift)
+    return check_drift(
+        env.store, env.spec, ref, snapshot, config=env.config.drift, data=env.config.data
+    )
 
 
 def drift(env: Env, batch_id: str, *, alert: bool = True) -> DriftOutcome:
@@ -207,8 +210,9 @@ def score(env: Env, batch_id: str) -> ScoringSummary:
     the registry's aliases are checked against the audit trail."""
     check_aliases(env.client, env.store, env.config, env.model)
     ref = resolve_batch(env.store, env.dataset, batch_id)
+    features = read_batch_with(env.store, ref, env.config.data)  # pandas, or Spark's
     summary = score_batch(
-        env.client, env.store, env.config, env.spec, env.model, batch_id, read_batch(env.store, ref)
+        env.client, env.store, env.config, env.spec, env.model, batch_id, features
     )
     record_step(
         env.store, env.dataset, batch_id, SCORED, version=ref.version, detail=summary.describe()

@@ -14,8 +14,10 @@ from pipeline.base.sections.common import Section
 from pipeline.base.sections.data import (
     CATEGORICAL_METHODS,
     NUMERIC_METHODS,
+    DataConfig,
     DriftConfig,
     IngestConfig,
+    SparkConfig,
     ValidationConfig,
 )
 from pipeline.base.sections.ops import AlertsConfig, BudgetConfig
@@ -32,6 +34,7 @@ __all__ = [
     "AlertsConfig",
     "BudgetConfig",
     "CanaryConfig",
+    "DataConfig",
     "DriftConfig",
     "GateConfig",
     "IngestConfig",
@@ -41,6 +44,7 @@ __all__ = [
     "QualityConfig",
     "RetrainConfig",
     "Section",
+    "SparkConfig",
     "StorageConfig",
     "TuneConfig",
     "ValidationConfig",

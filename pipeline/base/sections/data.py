@@ -11,8 +11,10 @@ from pipeline.base.sections.common import Fraction, Section
 __all__ = [
     "CATEGORICAL_METHODS",
     "NUMERIC_METHODS",
+    "DataConfig",
     "DriftConfig",
     "IngestConfig",
+    "SparkConfig",
     "ValidationConfig",
 ]
 
@@ -46,6 +48,46 @@ CATEGORICAL_METHODS = (
 )
 NumMethod = Literal[NUMERIC_METHODS]  # type: ignore[valid-type]
 CatMethod = Literal[CATEGORICAL_METHODS]  # type: ignore[valid-type]
+
+
+class SparkConfig(Section):
+    """The Spark session of ``data.engine: spark`` (docs/spark.md): ``local[*]`` runs Spark
+    inside the Airflow worker's machine; a cluster URL (``spark://host:7077``,
+    ``k8s://https://...``) or Spark Connect (``sc://host:15002``) sends the work there."""
+
+    master: str = Field(
+        "local[*]",
+        description="Spark master URL: local[N], spark://host:7077, k8s://https://host:443, "
+        "or a Spark Connect URL sc://host:15002 (then conf applies server-side)",
+    )
+    app_name: str = Field("cosine-retrain", description="the application's name in Spark's UI")
+    conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra Spark settings, as spark-submit --conf takes them "
+        "(spark.executor.memory, spark.hadoop.fs.s3a.endpoint, ...)",
+    )
+    driver_memory: str = Field(
+        "2g",
+        pattern=r"^[0-9]+[kmgt]$",
+        description="spark.driver.memory of the session the pipeline starts (local mode: "
+        "Spark's own JVM, beside the worker's Python process)",
+    )
+
+
+class DataConfig(Section):
+    """Where the heavy data steps run: validation, drift and scoring of a batch.
+
+    ``pandas`` (the default) reads a batch into the worker's memory: right up to a few
+    million rows (docs/benchmarks.md, "The pandas path against the batch size").
+    ``spark`` runs them on Spark (``data.spark``): Great Expectations' Spark datasource,
+    a Spark-drawn drift sample, ``mlflow.pyfunc.spark_udf`` for scoring; the same
+    suite, the same decisions, the same stored results.
+    """
+
+    engine: Literal["pandas", "spark"] = Field(
+        "pandas", description="pandas: in the Airflow worker's memory; spark: on data.spark"
+    )
+    spark: SparkConfig = Field(default_factory=SparkConfig)
 
 
 class IngestConfig(Section):

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.base.layout import predictions_key
 from pipeline.base.records import Stored
+from pipeline.base.spark import is_spark
 from pipeline.base.store import ObjectStore, get_frame, put_frame
 from pipeline.steps.canary.guardrails import GuardrailReport, check_outputs, store_report
 from pipeline.steps.canary.shadow import SHADOW_COLUMN, in_shadow, shadow_name
@@ -110,17 +111,40 @@ def _scoring_name(champion: str, canary: str | None) -> str:
     return f"champion-v{champion}" + (f"_canary-v{canary}" if canary else "")
 
 
-def _canary_scores(name: str, canary: str, uri: str, rows: pd.DataFrame) -> tuple[Any, str]:
-    """The canary's probabilities for ``rows``, or (None, why) when it cannot load or
-    score them: whatever the canary does, the champion's predictions still land."""
-    from pipeline.steps.registry.scoring import (
-        describe_serving_error,
-        load_scorer,
-        predict_probability,
-    )
+class _Rows:
+    """A batch as the scoring step needs it, pandas or Spark (``data.engine``): its
+    length, its ids as text, and a model's probabilities for all rows or a mask's."""
+
+    def __init__(self, features: Any, id_column: str) -> None:
+        from pipeline.steps.registry.spark_scoring import SparkRows
+
+        self.features = features
+        self.spark = SparkRows(features, id_column) if is_spark(features) else None
+        self.ids = self.spark.ids if self.spark else features[id_column].astype(str).to_numpy()
+
+    def probabilities(self, name: str, version: str, uri: str, mask: Any = None) -> Any:
+        from pipeline.steps.registry.scoring import load_scorer, predict_probability
+
+        if self.spark is not None:
+            return self.spark.probabilities(name, version, uri, mask)
+        rows = self.features if mask is None else self.features.loc[mask]
+        return predict_probability(load_scorer(name, version, uri), rows)
+
+    def release(self) -> None:
+        if self.spark is not None:
+            self.spark.release()
+
+
+def _canary_scores(
+    name: str, canary: str, uri: str, batch: _Rows, mask: Any = None
+) -> tuple[Any, str]:
+    """The canary's probabilities for the batch's rows (or ``mask``'s), or (None, why)
+    when it cannot load or score them: whatever the canary does, the champion's
+    predictions still land."""
+    from pipeline.steps.registry.scoring import describe_serving_error
 
     try:
-        return predict_probability(load_scorer(name, canary, uri), rows), ""
+        return batch.probabilities(name, canary, uri, mask), ""
     except Exception as exc:  # any failure of the canary's: isolated, rolled back below
         log.exception("canary v%s could not score", canary)
         text = describe_serving_error(exc).splitlines()[0][:500]
@@ -161,14 +185,10 @@ def score_batch(
     Keyed by batch and by the serving versions: scoring the same batch again
     with the same models reuses what was written (a retried task).
     """
-    import numpy as np
-    import pandas as pd
-
-    from pipeline.steps.registry.scoring import load_scorer, predict_probability
-
     champion = current_alias(client, name, CHAMPION)
     if champion is None:
-        return ScoringSummary(spec.name, batch_id, len(features), None, None, 0, None, False)
+        rows = features.count() if is_spark(features) else len(features)
+        return ScoringSummary(spec.name, batch_id, rows, None, None, 0, None, False)
     canary = current_alias(client, name, CANARY)
     names = [_scoring_name(champion, canary)] + ([shadow_name(champion, canary)] if canary else [])
     for done_key in (predictions_key(spec.name, batch_id, n) for n in names):
@@ -180,28 +200,48 @@ def score_batch(
                 spec.name, batch_id, len(done), champion, canary, canary_rows, done_key, True,
                 shadow_rows,
             )  # fmt: skip
-    ids = features[spec.id_column].astype(str).to_numpy()
-    rules = canary_rules(config, spec, [len(features)])
+    batch = _Rows(features, spec.id_column)
+    try:
+        return _score(client, store, config, spec, name, batch_id, batch, champion, canary)
+    finally:
+        batch.release()
+
+
+def _score(
+    client: MlflowClient,
+    store: ObjectStore,
+    config: PipelineConfig,
+    spec: DatasetSpec,
+    name: str,
+    batch_id: str,
+    batch: _Rows,
+    champion: str,
+    canary: str | None,
+) -> ScoringSummary:
+    import numpy as np
+    import pandas as pd
+
+    ids = batch.ids
+    rules = canary_rules(config, spec, [len(ids)])
     uri = client.tracking_uri
     stamp = datetime.now(UTC).isoformat()
-    base = predict_probability(load_scorer(name, champion, uri), features)
+    base = batch.probabilities(name, champion, uri)
     rolled_back = None
     shadow = bool(canary) and in_shadow(store, rules, spec.name, name, str(canary))
-    to_canary = np.zeros(len(features), dtype=bool)
+    to_canary = np.zeros(len(ids), dtype=bool)
     if canary and not shadow:
         to_canary = route_to_canary(ids, rules.share, rules.salt)
     scored = None
     if canary and (shadow or to_canary.any()):
-        rows = features if shadow else features.loc[to_canary]
-        scored, failure = _canary_scores(name, canary, uri, rows)
+        scored, failure = _canary_scores(name, canary, uri, batch, None if shadow else to_canary)
         if scored is None:
             rolled_back = failure
         else:
             report = GuardrailReport(
-                name, canary, champion, batch_id, "shadow" if shadow else "canary", len(rows),
+                name, canary, champion, batch_id, "shadow" if shadow else "canary", len(scored),
                 check_outputs(
                     scored, base if shadow else base[to_canary], rules,
-                    routed=None if shadow else (int(to_canary.sum()), len(features)),
+                    routed=None if shadow else (int(to_canary.sum()), len(ids)),
                 ),
             )  # fmt: skip
             rolled_back = _record_guardrails(client, store, report)
@@ -209,7 +249,7 @@ def score_batch(
         log.warning("rolling canary v%s back before labels: %s", canary, rolled_back)
         reject_canary(client, store, config, name, canary, why=rolled_back)
         canary, shadow, scored = None, False, None
-        to_canary = np.zeros(len(features), dtype=bool)
+        to_canary = np.zeros(len(ids), dtype=bool)
     if canary and shadow:
         key = predictions_key(spec.name, batch_id, shadow_name(champion, canary))
         frame = pd.DataFrame(

@@ -32,11 +32,13 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from pipeline.base.layout import BatchRef, drift_prefix, read_batch
+from pipeline.base.layout import BatchRef, drift_prefix
 from pipeline.base.records import Stored
-from pipeline.base.sections import DriftConfig
+from pipeline.base.sections import DataConfig, DriftConfig
+from pipeline.base.spark import is_spark, read_batch_with
 from pipeline.base.store import ObjectStore, get_json, join_key, put_json
 from pipeline.steps.quality.reference import read_reference, reference_manifest, sample_rows
+from pipeline.steps.quality.spark_frames import sample_spark
 from training.api import DataError, DatasetSpec, categories_as_str
 
 __all__ = [
@@ -226,15 +228,22 @@ def compute_drift(
     ref: BatchRef,
     reference_id: str,
     html_path: Path | None = None,
+    drawn_from: int | None = None,
 ) -> DriftSummary:
     """Run Evidently's drift preset on two frames (nothing is stored); the pure part of
-    :func:`check_drift`. Writes the HTML report to ``html_path`` when given."""
+    :func:`check_drift`. Writes the HTML report to ``html_path`` when given.
+
+    ``drawn_from``: ``current`` is already the sample of a batch of that many rows (the
+    Spark engine draws it: :func:`~pipeline.steps.quality.spark_frames.sample_spark`)."""
     config = config or DriftConfig()
     t0 = time.perf_counter()
     nums, cats = _drift_columns(spec, config)
     cur_sample, cur_sampled = sample_rows(
         current, config.sample_size, spec.id_column, config.sample_seed
     )
+    rows_current = len(current)
+    if drawn_from is not None:
+        rows_current, cur_sampled = drawn_from, cur_sampled or drawn_from > len(current)
     ref_sample, ref_sampled = sample_rows(
         reference, config.sample_size, spec.id_column, config.sample_seed
     )
@@ -266,7 +275,7 @@ def compute_drift(
     summary = DriftSummary(
         ref=ref,
         reference_id=reference_id,
-        rows_current=len(current),
+        rows_current=rows_current,
         rows_reference=len(reference),
         compared_current=len(cur),
         compared_reference=len(base),
@@ -388,8 +397,13 @@ def check_drift(
     reference_id: str,
     *,
     config: DriftConfig | None = None,
+    data: DataConfig | None = None,
 ) -> DriftSummary:
     """Compare stored batch ``ref`` with reference snapshot ``reference_id``.
+
+    With ``data.engine: spark`` Spark counts the batch and draws its sample (the rows
+    the pandas engine would sample, :mod:`~pipeline.steps.quality.spark_frames`): only
+    the sample reaches the worker, and the decision is the pandas engine's.
 
     Writes ``summary.json`` and Evidently's HTML report under
     ``reports/<dataset>/<batch>/v<N>/drift/<reference>-<settings>/``; the same
@@ -402,7 +416,11 @@ def check_drift(
     summary_key = join_key(prefix, "summary.json")
     if store.exists(summary_key):
         return replace(DriftSummary.from_dict(get_json(store, summary_key)), reused=True)
-    current = read_batch(store, ref)
+    current, drawn_from = read_batch_with(store, ref, data), None
+    if is_spark(current):
+        current, drawn_from, _ = sample_spark(
+            current, config.sample_size, spec.id_column, config.sample_seed
+        )
     reference = read_reference(store, spec.name, reference_id)
     with tempfile.TemporaryDirectory(prefix="drift-") as tmp:
         html_path = Path(tmp) / "report.html" if config.html else None
@@ -414,6 +432,7 @@ def check_drift(
             ref=ref,
             reference_id=reference_id,
             html_path=html_path,
+            drawn_from=drawn_from,
         )
         report_uri = None
         if html_path is not None:

@@ -275,7 +275,7 @@ def _context(docs_dir: Path | None) -> Any:
 
 
 def run_suite(
-    frame: pd.DataFrame,
+    frame: Any,
     checks: list[Check],
     *,
     suite_name: str,
@@ -283,7 +283,9 @@ def run_suite(
     examples: int = 5,
     docs_dir: Path | None = None,
 ) -> Any:
-    """Run ``checks`` on ``frame`` with GX; returns GX's ExpectationSuiteValidationResult.
+    """Run ``checks`` on ``frame`` (pandas, or Spark: then ``checks`` name Spark's types,
+    :func:`~pipeline.steps.quality.spark_frames.spark_checks`) with GX; returns GX's
+    ExpectationSuiteValidationResult.
 
     With ``docs_dir``, Data Docs for this run are written there (a Checkpoint
     with an UpdateDataDocsAction).
@@ -293,8 +295,11 @@ def run_suite(
 
     expectations = [_gx_expectation(c) for c in checks]
     ctx = _context(docs_dir)
+    # a Spark DataFrame (data.engine: spark) goes to GX's Spark datasource, pandas to pandas'
+    spark = hasattr(frame, "sparkSession")
+    source = ctx.data_sources.add_spark if spark else ctx.data_sources.add_pandas
     batch_definition = (
-        ctx.data_sources.add_pandas(name="pipeline")
+        source(name="pipeline")
         .add_dataframe_asset(name=asset_name)
         .add_batch_definition_whole_dataframe("whole")
     )

@@ -40,11 +40,11 @@ from pipeline.base.layout import (
     batch_prefix,
     manifest_key,
     quarantine_prefix,
-    read_batch,
     validation_prefix,
 )
 from pipeline.base.records import Stored
-from pipeline.base.sections import ValidationConfig
+from pipeline.base.sections import DataConfig, ValidationConfig
+from pipeline.base.spark import is_spark, read_batch_with
 from pipeline.base.store import (
     ObjectStore,
     copy_object,
@@ -56,6 +56,7 @@ from pipeline.base.store import (
 from pipeline.steps.landing.ingest import quarantine_batch
 from pipeline.steps.quality.gx_results import FailedExpectation, summarise
 from pipeline.steps.quality.reference import reference_categories
+from pipeline.steps.quality.spark_frames import prepare_spark, spark_checks
 from pipeline.steps.quality.suite import build_suite, prepare_frame, run_suite, suite_fingerprint
 from training.api import DataError, DatasetSpec
 
@@ -127,7 +128,7 @@ class ValidationFailed(DataError):
 
 
 def _run(
-    frame: pd.DataFrame,
+    frame: Any,
     spec: DatasetSpec,
     *,
     ref: BatchRef,
@@ -139,22 +140,29 @@ def _run(
     """Our summary and GX's own result (which only validate_batch keeps, as JSON)."""
     t0 = time.perf_counter()
     checks, skipped = build_suite(spec, categories, reference_id or "")
-    prepared = prepare_frame(frame, spec)
+    if is_spark(frame):  # data.engine: spark; nothing but GX's result reaches the worker
+        prepared, gx_checks = prepare_spark(frame, spec), spark_checks(checks)
+        # a wrong type is a whole column's in Spark (Parquet columns are typed): GX's
+        # observed type says it, no values are read back to count
+        described = pd.DataFrame(columns=frame.columns)
+    else:
+        prepared = described = prepare_frame(frame, spec)
+        gx_checks = checks
     result = run_suite(
         prepared,
-        checks,
+        gx_checks,
         suite_name=spec.name,
         asset_name=f"{ref.batch_id}-v{ref.version}",
         examples=config.examples,
         docs_dir=docs_dir,
     )
-    success, failed = summarise(result, checks, prepared, examples=config.examples)
+    success, failed = summarise(result, gx_checks, described, examples=config.examples)
     if not success and not failed:  # a failure we could not attribute: never report a pass
         failed = [FailedExpectation("unknown", None, "suite", "GX reported a failure")]
     summary = ValidationSummary(
         ref=ref,
         success=success,
-        rows=len(frame),
+        rows=_rows(frame, result),
         evaluated=len(result.results),
         failed=tuple(failed),
         skipped=tuple(skipped),
@@ -166,8 +174,21 @@ def _run(
     return summary, result
 
 
+def _rows(frame: Any, result: Any) -> int:
+    """The batch's row count: pandas' length, or (Spark) what GX's row-count check
+    counted (no second pass over the data)."""
+    if not is_spark(frame):
+        return len(frame)
+    for r in result.results:
+        if r.expectation_config.type == "expect_table_row_count_to_be_between":
+            observed = (r.result or {}).get("observed_value")
+            if isinstance(observed, int):
+                return observed
+    return int(frame.count())
+
+
 def validate_frame(
-    frame: pd.DataFrame,
+    frame: Any,
     spec: DatasetSpec,
     *,
     ref: BatchRef,
@@ -175,7 +196,8 @@ def validate_frame(
     reference_id: str | None = None,
     config: ValidationConfig | None = None,
 ) -> ValidationSummary:
-    """Validate an in-memory frame (nothing is stored): the pure part of :func:`validate_batch`."""
+    """Validate a frame, pandas or Spark (nothing is stored): the pure part of
+    :func:`validate_batch`."""
     summary, _ = _run(
         frame,
         spec,
@@ -195,12 +217,15 @@ def validate_batch(
     *,
     reference_id: str | None = None,
     config: ValidationConfig | None = None,
+    data: DataConfig | None = None,
 ) -> ValidationSummary:
     """Validate stored batch ``ref``; store summary, GX result and Data Docs under reports/.
 
     On failure the batch moves to quarantine (the result beside it) and
     :class:`ValidationFailed` is raised. Re-running with the same suite returns
-    the stored summary (``reused=True``) without running GX again.
+    the stored summary (``reused=True``) without running GX again. ``data``: the
+    engine (default pandas; ``spark`` reads the batch with Spark, GX's Spark datasource
+    runs the same suite).
     """
     config = config or ValidationConfig()
     categories = reference_categories(store, spec.name, reference_id) if reference_id else None
@@ -213,7 +238,7 @@ def validate_batch(
         if stored.success:
             return stored
         raise _fail(store, ref, stored)
-    frame = read_batch(store, ref)
+    frame = read_batch_with(store, ref, data)
     with tempfile.TemporaryDirectory(prefix="gx-docs-") as tmp:
         docs_dir = Path(tmp) if config.data_docs else None
         summary, result = _run(
