@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline import flow
@@ -13,6 +14,7 @@ from pipeline.steps.landing.ingest import flights_frames, ingest_frame
 from pipeline.steps.landing.labels import ingest_labels
 from pipeline.steps.quality.validation import ValidationFailed
 from tests.pipeline.flow.retrain_support import retrain_env
+from training.api import BATCH_COLUMN
 
 
 def _land(env: flow.Env, month: int, *, bad: bool = False) -> pd.DataFrame:
@@ -60,6 +62,17 @@ def test_the_window_leaves_out_quarantined_and_unvalidated_batches(
     expected = pd.concat(kept.values(), ignore_index=True)
     assert window.rows == len(expected)
     assert sorted(features[env.spec.id_column]) == sorted(expected[env.spec.id_column])
+    # one labelled file a batch, in the row groups the training job streams
+    files = sorted(Path(window.features).glob("*.parquet"))
+    assert [pd.read_parquet(f)[BATCH_COLUMN].unique().tolist() for f in files] == [
+        ["2013-01"],
+        ["2013-03"],
+    ]
+    assert window.labels is None
+    assert features[env.spec.target].notna().all()
+    assert {pq.ParquetFile(f).metadata.row_group(0).num_rows for f in files} == {3000}
+    config = flow.train_config(env, plan, window)
+    assert (config.data.features, config.data.labels) == (window.features, None)
 
     # nothing validated: nothing to train, and the plan says why
     empty = retrain_env(tmp_path / "other", monkeypatch)
