@@ -60,6 +60,7 @@ _WHERE = {
     "load_spec": "training.data.spec",
     "PreparedData": "training.data.dataset",
     "join_labels": "training.data.dataset",
+    "WindowIds": "training.data.dataset",
     "open_for": "training.data.dataset",
     "prepare_for": "training.data.dataset",
     "ROW_GROUP_ROWS": "training.data.sources",

@@ -163,7 +163,8 @@ def export_window(env: Env, plan: Plan) -> Window:
     local files; for the Kubernetes backend also under one prefix in the store.
 
     Features and labels are joined here, a batch at a time (the worker holds one batch,
-    never the window), so the job needs no join; rows not labelled yet are left out.
+    never the window, and the ids' hashes), so the job needs no join; rows not labelled
+    yet are left out.
     The files are written in row groups of ``ROW_GROUP_ROWS`` rows, what the job reads
     at a time."""
     import pyarrow as pa  # here, not above: the plan task reads no frames
@@ -172,7 +173,7 @@ def export_window(env: Env, plan: Plan) -> Window:
     run_name = plan.require_run()
     folder = _work_dir(env, run_name) / "window"
     folder.mkdir(parents=True, exist_ok=True)
-    files, rows = [], 0
+    files, rows, ids = [], 0, api.WindowIds(env.spec)
     for i, (b, v) in enumerate(plan.versions.items()):
         features = read_batch(env.store, BatchRef(env.dataset, b, v.features))
         labels = merged_labels(env.store, env.dataset, b, env.spec.id_column, upto=v.labels)
@@ -184,6 +185,8 @@ def export_window(env: Env, plan: Plan) -> Window:
             pq.write_table(table, fh, row_group_size=api.ROW_GROUP_ROWS)
         files.append(path)
         rows += len(frame)
+        ids.add(frame)
+    ids.check(files, BATCH_COLUMN)  # id_scope global: an id in two batches is refused
     for stale in set(folder.glob("*.parquet")) - set(files):  # a re-run's older window
         stale.unlink()
     uri = None

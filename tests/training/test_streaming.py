@@ -23,7 +23,7 @@ import pytest
 from tests.training.helpers import ROOT, TINY, final_weights, lr_trace, same_weights
 from training.config.train import TrainConfig, load_config
 from training.data import flights, select
-from training.data.dataset import PreparedData, open_for
+from training.data.dataset import PreparedData, WindowIds, open_for
 from training.data.order import TrainStream
 from training.data.spec import BATCH_COLUMN, DataError, load_spec
 from training.data.stream import StreamedData
@@ -234,6 +234,27 @@ def test_input_mistakes_are_one_clear_data_error(window: Path, tmp_path: Path) -
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"no \.parquet file"):
         open_for(config(str(tmp_path / "empty")), SPEC)
+
+
+def test_an_id_in_two_batches_of_a_window_is_refused_when_ids_are_global(
+    window: Path,
+) -> None:
+    files = sorted(window.glob("*.parquet"))
+    frames = [pd.read_parquet(f) for f in files]
+    recurring = frames[0][SPEC.id_column].iloc[17]
+    frames[1].loc[frames[1].index[3], SPEC.id_column] = recurring
+    copies = [window.parent / f"copy-{f.name}" for f in files]
+    for frame, path in zip(frames, copies, strict=True):
+        frame.to_parquet(path, index=False)
+    ids = WindowIds(SPEC.model_copy(update={"id_scope": "global"}))
+    for frame in frames:
+        ids.add(frame)
+    with pytest.raises(DataError, match=rf"the window: .*\['{recurring}'\].*id_scope is 'global'"):
+        ids.check(copies, BATCH_COLUMN)
+    panel = WindowIds(SPEC)  # id_scope batch, the default
+    for frame in frames:
+        panel.add(frame)
+    panel.check(copies, BATCH_COLUMN)  # ids may recur across batches
 
 
 # ------------------------------------------------------------------ resume after SIGKILL

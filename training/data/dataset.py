@@ -309,3 +309,35 @@ def open_for(
         max_categories=config.model.max_categories,
         preprocessor=preprocessor,
     )
+
+
+class WindowIds:
+    """The ids of a window's batches, checked across batches when the spec's ``id_scope``
+    is ``global`` (within a batch :func:`join_labels` checks them): a batch at a time, 8
+    bytes a row (the ids' hashes); the files are read again, their ids only, when two
+    hashes agree, and the error is :meth:`DatasetSpec.check_ids`'s."""
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        self.spec = spec
+        self._hashes: list[np.ndarray] = []
+
+    def add(self, frame: pd.DataFrame) -> None:
+        if self.spec.id_scope == "global":
+            self._hashes.append(self._hash(frame[self.spec.id_column]))
+
+    @staticmethod
+    def _hash(ids: pd.Series) -> np.ndarray:
+        return pd.util.hash_pandas_object(ids, index=False).to_numpy()
+
+    def check(self, files: list[Path], batch_column: str) -> None:
+        if not self._hashes:
+            return
+        ordered = np.sort(np.concatenate(self._hashes))
+        twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+        if not len(twice):
+            return
+        parts = []
+        for path in files:
+            ids = pd.read_parquet(path, columns=[batch_column, self.spec.id_column])
+            parts.append(ids[np.isin(self._hash(ids[self.spec.id_column]), twice)])
+        self.spec.check_ids(pd.concat(parts, ignore_index=True), "the window", batch_column)

@@ -140,8 +140,8 @@ class StreamedData:
             spec.id_column,
         ]
         self.model_columns = [*spec.feature_columns, spec.target]
-        labelled = self._scan_keys()
-        n = int(sum(int(m.sum()) for m in labelled))
+        labelled = self._scan_keys()  # bits, as the masks below
+        n = self._labelled
         if n == 0:
             raise DataError("no feature row has a label: nothing to train on")
         keep = min(n, config.max_rows or n)
@@ -172,7 +172,7 @@ class StreamedData:
 
     def _scan_keys(self) -> list[np.ndarray]:
         """Pass 1: each group's labelled rows; the keys and targets checked."""
-        spec, labelled = self.spec, []
+        spec, labelled, self._labelled = self.spec, [], 0
         self._ts_range = [np.iinfo(np.int64).max, np.iinfo(np.int64).min]
         for unit in self.source.units:
             table = self.source.read(unit, [*self.key_columns, spec.target])
@@ -203,16 +203,18 @@ class StreamedData:
                     min(self._ts_range[0], ts.min()),
                     max(self._ts_range[1], ts.max()),
                 ]
-            labelled.append(has)
+            labelled.append(np.packbits(has))
+            self._labelled += int(has.sum())
         return labelled
 
     def _cuts(self, labelled: list[np.ndarray], firsts: list[int]) -> list[_Cut]:
         """Passes 2-3: the cut before the ``k``-th row in time order, for each ``k``."""
-        n = int(sum(int(m.sum()) for m in labelled))
+        n = self._labelled
         lo, hi = self._ts_range
         selectors = [KthSmallest(k, lo, hi, n) for k in firsts]
         while not all(s.done for s in selectors):
-            for unit, has in zip(self.source.units, labelled, strict=True):
+            for unit, bits in zip(self.source.units, labelled, strict=True):
+                has = np.unpackbits(bits, count=unit.rows).astype(bool)
                 ts = _timestamps(
                     self.source.read(unit, [self.spec.timestamp_column]), self.spec.timestamp_column
                 )
@@ -221,7 +223,8 @@ class StreamedData:
             for s in selectors:
                 s.end_pass()
         ties: list[list[pd.DataFrame]] = [[] for _ in selectors]
-        for unit, has in zip(self.source.units, labelled, strict=True):
+        for unit, bits in zip(self.source.units, labelled, strict=True):
+            has = np.unpackbits(bits, count=unit.rows).astype(bool)
             table = self.source.read(unit, self.key_columns)
             ts = _timestamps(table, self.spec.timestamp_column)
             for found, s in zip(ties, selectors, strict=True):
@@ -244,7 +247,8 @@ class StreamedData:
         self.train_rows = np.zeros(len(self.source.units), np.int64)
         self.valid_rows = np.zeros(len(self.source.units), np.int64)
         self._positives = [0, 0]
-        for i, (unit, has) in enumerate(zip(self.source.units, labelled, strict=True)):
+        for i, (unit, bits) in enumerate(zip(self.source.units, labelled, strict=True)):
+            has = np.unpackbits(bits, count=unit.rows).astype(bool)
             table = self.source.read(unit, [*self.key_columns, self.spec.target])
             ts = _timestamps(table, self.spec.timestamp_column)
             keys = table.select(self.key_columns[1:])
