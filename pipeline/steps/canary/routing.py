@@ -20,17 +20,21 @@ evidence rolls it back before it serves, or ends the shadow early
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline.base.layout import predictions_key
-from pipeline.base.records import Stored
 from pipeline.base.spark import is_spark
 from pipeline.base.store import ObjectStore, get_frame, put_frame
-from pipeline.steps.canary.guardrails import GuardrailReport, check_outputs, store_report
+from pipeline.steps.canary.guardrails import GuardrailReport, check_outputs
+from pipeline.steps.canary.scores import (
+    ScoringSummary,
+    canary_failure,
+    record_guardrails,
+    route_to_canary,
+    scoring_name,
+)
 from pipeline.steps.canary.shadow import SHADOW_COLUMN, in_shadow, shadow_name
 from pipeline.steps.promotion.actions import reject_canary
 from pipeline.steps.promotion.rules import canary_rules
@@ -38,129 +42,36 @@ from pipeline.steps.quality.live import PREDICTION_COLUMN
 from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
     from mlflow import MlflowClient
 
     from pipeline.base.config import PipelineConfig
     from training.api import DatasetSpec
 
-__all__ = ["ScoringSummary", "route_to_canary", "score_batch"]
+__all__ = [
+    "ScoringSummary",
+    "record_guardrails",
+    "route_to_canary",
+    "score_batch",
+    "scoring_name",
+]
 
 log = logging.getLogger(__name__)
-
-
-def route_to_canary(ids: Any, share: float, salt: str) -> np.ndarray:
-    """Boolean mask: True where a row id is served by the canary."""
-    import numpy as np
-
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"canary share must be in [0, 1], got {share}")
-    cut = int(share * 2**64)
-    prefix = salt.encode() + b"\x00"
-    return np.fromiter(
-        (
-            int.from_bytes(hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest(), "big")
-            < cut
-            for i in ids
-        ),
-        dtype=bool,
-        count=len(ids),
-    )
 
 
 # ------------------------------------------------------------------------------ scoring
 
 
-@dataclass(frozen=True)
-class ScoringSummary(Stored):
-    """Who scored the batch: the champion, and the canary for its share of the rows
-    (or, in its shadow phase, for every row, unserved)."""
-
-    dataset: str
-    batch_id: str
-    rows: int
-    champion_version: str | None
-    canary_version: str | None
-    canary_rows: int
-    key: str | None
-    reused: bool
-    shadow_rows: int = 0  # rows the canary scored unserved (its shadow phase)
-    # the canary was rolled back before labels (could not score, or a guardrail): why
-    rolled_back: str | None = None
-
-    def describe(self) -> str:
-        if self.champion_version is None:
-            return f"{self.batch_id}: no champion yet, nothing scored"
-        canary = (
-            f", canary v{self.canary_version} scored {self.canary_rows}"
-            if self.canary_version
-            else ""
-        )
-        if self.shadow_rows:
-            canary = f", v{self.canary_version} scored all {self.shadow_rows} in shadow (unserved)"
-        again = " (already scored: reused)" if self.reused else ""
-        if self.rolled_back:
-            again += f"; canary rolled back: {self.rolled_back}"
-        return (
-            f"{self.batch_id}: {self.rows} rows, champion v{self.champion_version}{canary}{again}"
-        )
-
-
-def _scoring_name(champion: str, canary: str | None) -> str:
-    return f"champion-v{champion}" + (f"_canary-v{canary}" if canary else "")
-
-
-class _Rows:
-    """A batch as the scoring step needs it, pandas or Spark (``data.engine``): its
-    length, its ids as text, and a model's probabilities for all rows or a mask's."""
-
-    def __init__(self, features: Any, id_column: str) -> None:
-        from pipeline.steps.registry.spark_scoring import SparkRows
-
-        self.features = features
-        self.spark = SparkRows(features, id_column) if is_spark(features) else None
-        self.ids = self.spark.ids if self.spark else features[id_column].astype(str).to_numpy()
-
-    def probabilities(self, name: str, version: str, uri: str, mask: Any = None) -> Any:
-        from pipeline.steps.registry.scoring import load_scorer, predict_probability
-
-        if self.spark is not None:
-            return self.spark.probabilities(name, version, uri, mask)
-        rows = self.features if mask is None else self.features.loc[mask]
-        return predict_probability(load_scorer(name, version, uri), rows)
-
-    def release(self) -> None:
-        if self.spark is not None:
-            self.spark.release()
-
-
-def _canary_scores(
-    name: str, canary: str, uri: str, batch: _Rows, mask: Any = None
-) -> tuple[Any, str]:
-    """The canary's probabilities for the batch's rows (or ``mask``'s), or (None, why)
-    when it cannot load or score them: whatever the canary does, the champion's
-    predictions still land."""
-    from pipeline.steps.registry.scoring import describe_serving_error
+def _canary_scores(name: str, canary: str, uri: str, rows: pd.DataFrame) -> tuple[Any, str]:
+    """The canary's probabilities for ``rows``, or (None, why) when it cannot load or
+    score them: whatever the canary does, the champion's predictions still land."""
+    from pipeline.steps.registry.scoring import load_scorer, predict_probability
 
     try:
-        return batch.probabilities(name, canary, uri, mask), ""
+        return predict_probability(load_scorer(name, canary, uri), rows), ""
     except Exception as exc:  # any failure of the canary's: isolated, rolled back below
         log.exception("canary v%s could not score", canary)
-        text = describe_serving_error(exc).splitlines()[0][:500]
-        return None, f"canary v{canary} could not load or score: {type(exc).__name__}: {text}"
-
-
-def _record_guardrails(
-    client: MlflowClient, store: ObjectStore, report: GuardrailReport
-) -> str | None:
-    """Store the batch's guardrails on the canary version: the breach's reason, or None
-    when every guardrail held."""
-    key = store_report(store, report)
-    version = report.canary_version
-    client.set_model_version_tag(report.model, version, "guardrails.last", store.uri(key))
-    client.set_model_version_tag(report.model, version, "guardrails.status", report.describe())
-    return None if report.passed else report.reason()
+        return None, canary_failure(canary, exc)
 
 
 def score_batch(
@@ -185,12 +96,17 @@ def score_batch(
     Keyed by batch and by the serving versions: scoring the same batch again
     with the same models reuses what was written (a retried task).
     """
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.steps.registry.scoring import load_scorer, predict_probability
+
     champion = current_alias(client, name, CHAMPION)
     if champion is None:
         rows = features.count() if is_spark(features) else len(features)
         return ScoringSummary(spec.name, batch_id, rows, None, None, 0, None, False)
     canary = current_alias(client, name, CANARY)
-    names = [_scoring_name(champion, canary)] + ([shadow_name(champion, canary)] if canary else [])
+    names = [scoring_name(champion, canary)] + ([shadow_name(champion, canary)] if canary else [])
     for done_key in (predictions_key(spec.name, batch_id, n) for n in names):
         if store.exists(done_key):
             done = get_frame(store, done_key)
@@ -200,56 +116,42 @@ def score_batch(
                 spec.name, batch_id, len(done), champion, canary, canary_rows, done_key, True,
                 shadow_rows,
             )  # fmt: skip
-    batch = _Rows(features, spec.id_column)
-    try:
-        return _score(client, store, config, spec, name, batch_id, batch, champion, canary)
-    finally:
-        batch.release()
+    if is_spark(features):  # data.engine: spark; the same steps, the rows stay in Spark
+        from pipeline.steps.canary.spark_routing import score_in_spark
 
-
-def _score(
-    client: MlflowClient,
-    store: ObjectStore,
-    config: PipelineConfig,
-    spec: DatasetSpec,
-    name: str,
-    batch_id: str,
-    batch: _Rows,
-    champion: str,
-    canary: str | None,
-) -> ScoringSummary:
-    import numpy as np
-    import pandas as pd
-
-    ids = batch.ids
-    rules = canary_rules(config, spec, [len(ids)])
+        return score_in_spark(
+            client, store, config, spec, name, batch_id, features, champion, canary
+        )
+    ids = features[spec.id_column].astype(str).to_numpy()
+    rules = canary_rules(config, spec, [len(features)])
     uri = client.tracking_uri
     stamp = datetime.now(UTC).isoformat()
-    base = batch.probabilities(name, champion, uri)
+    base = predict_probability(load_scorer(name, champion, uri), features)
     rolled_back = None
     shadow = bool(canary) and in_shadow(store, rules, spec.name, name, str(canary))
-    to_canary = np.zeros(len(ids), dtype=bool)
+    to_canary = np.zeros(len(features), dtype=bool)
     if canary and not shadow:
         to_canary = route_to_canary(ids, rules.share, rules.salt)
     scored = None
     if canary and (shadow or to_canary.any()):
-        scored, failure = _canary_scores(name, canary, uri, batch, None if shadow else to_canary)
+        rows = features if shadow else features.loc[to_canary]
+        scored, failure = _canary_scores(name, canary, uri, rows)
         if scored is None:
             rolled_back = failure
         else:
             report = GuardrailReport(
-                name, canary, champion, batch_id, "shadow" if shadow else "canary", len(scored),
+                name, canary, champion, batch_id, "shadow" if shadow else "canary", len(rows),
                 check_outputs(
                     scored, base if shadow else base[to_canary], rules,
-                    routed=None if shadow else (int(to_canary.sum()), len(ids)),
+                    routed=None if shadow else (int(to_canary.sum()), len(features)),
                 ),
             )  # fmt: skip
-            rolled_back = _record_guardrails(client, store, report)
+            rolled_back = record_guardrails(client, store, report)
     if rolled_back is not None:  # alias removed, tagged, alerted: the champion serves every row
         log.warning("rolling canary v%s back before labels: %s", canary, rolled_back)
         reject_canary(client, store, config, name, canary, why=rolled_back)
         canary, shadow, scored = None, False, None
-        to_canary = np.zeros(len(ids), dtype=bool)
+        to_canary = np.zeros(len(features), dtype=bool)
     if canary and shadow:
         key = predictions_key(spec.name, batch_id, shadow_name(champion, canary))
         frame = pd.DataFrame(
@@ -268,7 +170,7 @@ def _score(
         return ScoringSummary(
             spec.name, batch_id, len(frame), champion, canary, 0, key, False, len(frame)
         )
-    key = predictions_key(spec.name, batch_id, _scoring_name(champion, canary))
+    key = predictions_key(spec.name, batch_id, scoring_name(champion, canary))
     probability = np.array(base, dtype=np.float64)
     if scored is not None:
         probability[to_canary] = scored
