@@ -7,6 +7,10 @@ label are not yet trainable and are left out. The split is chronological: the
 latest ``valid_fraction`` of rows (by the spec's timestamp) is the validation set,
 so an entity that recurs across batches trains on its earlier rows and is judged
 on its later ones, as the model will meet it in production.
+
+Features may carry their label instead (``data.labels`` unset: the pipeline's window,
+one labelled file per batch); such Parquet files are streamed in bounded memory
+(:func:`open_for`, :mod:`training.data.stream`) unless ``data.streaming`` is ``off``.
 """
 
 from __future__ import annotations
