@@ -64,7 +64,7 @@ class Trainer:
         config: TrainConfig,
         *,
         ctx: DistContext | None = None,
-        data: PreparedData | None = None,
+        data: PreparedData | StreamedData | None = None,
         spec: DatasetSpec | None = None,
         hooks: Sequence[CheckpointHook] | None = None,
         cycle_hooks: Sequence[CycleHook] = (),
