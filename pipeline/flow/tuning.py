@@ -54,7 +54,7 @@ from pipeline.steps.tuning.configs import (
     write_version,
 )
 from pipeline.steps.tuning.report import log_study
-from pipeline.steps.tuning.space import TuneError, check_space
+from pipeline.steps.tuning.space import TuneError, check_space, training_updates
 from pipeline.steps.tuning.study import StudySummary, TuneInterrupted, run_study
 from training import api
 from training.api import BATCH_COLUMN, TrainConfig, TrainResult
@@ -345,7 +345,7 @@ def tune(
         None,
     )
     if version is None:
-        config = api.updated(base, summary.best_params)
+        config = api.updated(base, training_updates(summary.best_params, base))
         text = _yaml(config, name, summary.best_trial, window)
         meta = {
             "study": name,

@@ -63,17 +63,33 @@ def _tune(args: argparse.Namespace, lazy: Lazy) -> int:
         elif t.state == "FAIL":
             why = f" ({t.fail_reason})"
         lines.append(f"  trial {t.number}: {t.state}{why} val AUC {value}, {t.steps} steps")
+    lines += _pick_lines(s)
     if summary.verdict is not None:
         lines.append(f"tuned v{summary.version}: {summary.verdict.reason}")
+    elif s.best_trial is None:
+        lines.append("no trial completed: no tuned config")
     else:
-        best = s.best_trial
-        lines.append(
-            "no trial completed: no tuned config"
-            if best is None
-            else f"the start config (trial {best}) stayed the best: no tuned config"
-        )
+        lines.append(f"the start config (trial {s.best_trial}) stayed the best: no tuned config")
     emit(args, "\n".join(lines), summary.model_dump(mode="json"))
     return 0
+
+
+def _pick_lines(s: Any) -> list[str]:
+    """The pick (a trial as it ran, or its first ``best_cycles`` cycles) and each cheaper
+    candidate checked on more seeds beside the highest, with its paired interval."""
+    if s.best_trial is None:
+        return []
+    cut = "as it ran" if s.best_cycles is None else f"its first {s.best_cycles} cycle(s)"
+    steps = f", {s.best_steps} steps" if s.best_steps is not None else ""
+    lines = [f"pick: trial {s.best_trial} {cut}{steps}, val AUC {s.best_value:.4f}"]
+    for c in s.checks:
+        what = f"trial {c.trial}" + (f" (first {c.cycles} cycle(s))" if c.cycles else "")
+        lines.append(
+            f"  checked {what} on {len(c.gains)} seeds beside the highest: gain "
+            f"{c.mean:+.4f}, interval [{c.low:+.4f}, {c.high:+.4f}]: "
+            + ("kept" if c.confirmed else "rejected")
+        )
+    return lines
 
 
 def add_tune_parser(sub: Any, common: argparse.ArgumentParser) -> None:

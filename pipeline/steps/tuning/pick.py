@@ -75,7 +75,8 @@ class Pick(BaseModel):
 
 def candidates(trials: list[TrialSummary], min_cycles: int | None) -> list[Pick]:
     """What the trials measured: each complete trial as it ran; and, with
-    ``schedule.max_cycles`` in the space (``min_cycles``: its low bound), each trial's
+    ``schedule.max_cycles`` in the space (``min_cycles``: the fewest cycles such a config
+    may have, :func:`pipeline.steps.tuning.study.fewest_cycles`), each trial's
     first k cycles for every k from ``min_cycles`` below the cycles it ran (a pruned or
     budget-stopped trial: up to all the cycles it closed), as the config with
     ``max_cycles`` k. That config's run is the trial's own run cut at the end of cycle

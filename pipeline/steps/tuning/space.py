@@ -6,8 +6,9 @@ training job's typed config; the study itself is run by :mod:`pipeline.flow.tuni
 - :func:`check_space`: every bound of the space applied to the training config the
   study starts from gives a valid config (and the shortest first cycle still holds
   the longest warmup and the restart ramp), checked before any trial runs;
-- :func:`suggest`: one trial's values, from Optuna's trial, as dotted updates for
-  :func:`training.api.updated`;
+- :func:`suggest`: one trial's values, from Optuna's trial;
+  :func:`training_updates` turns them into dotted updates for
+  :func:`training.api.updated` (``model.width`` into ``model.hidden``);
 - :func:`build_pruner`: Optuna's successive halving (or Hyperband)
   with its first rung at :func:`prune_warmup_epochs` (every trial's first cycle end);
 - :class:`CyclePruner`: the training job's cycle hook that reports the trial's running
@@ -38,8 +39,12 @@ __all__ = [
     "check_space",
     "epoch_step",
     "prune_warmup_epochs",
+    "start_value",
     "suggest",
+    "training_updates",
 ]
+
+WIDTH = "model.width"  # the widest hidden layer's units; not a training-config field
 
 
 class TuneError(ConfigError):
@@ -47,12 +52,50 @@ class TuneError(ConfigError):
     :class:`ConfigError`: the CLI's exit 2, a DAG task's failure without retry)."""
 
 
+def start_value(key: str, base: TrainConfig) -> int | float | None:
+    """The value of the searched field ``key`` in ``base`` (``model.width``: its widest
+    hidden layer)."""
+    if key == WIDTH:
+        return max(base.model.hidden)
+    section, name = key.split(".")
+    value = getattr(getattr(base, section), name)
+    return None if value is None else value
+
+
+def training_updates(params: dict[str, int | float], base: TrainConfig) -> dict[str, Any]:
+    """A trial's values as dotted updates of the training config ``base``: each as it
+    is, but ``model.width`` w, which sets every hidden layer of ``base.model.hidden`` to
+    ``max(1, round(h * w / max(hidden)))``: the widest layer gets w units, the others
+    keep their ratio to it ([256, 128] at width 64: [64, 32])."""
+    out: dict[str, Any] = {k: v for k, v in params.items() if k != WIDTH}
+    if WIDTH in params:
+        width, hidden = int(params[WIDTH]), base.model.hidden
+        top = max(hidden)
+        out["model.hidden"] = [max(1, round(h * width / top)) for h in hidden]
+    return out
+
+
+# pairs of fields a rule of the training config ties: (what, the field at its low, the
+# field at its high), the tightest corner of the two
+_TIED = (
+    (
+        "the shortest first cycle with the longest warmup",
+        "schedule.cycle_epochs",
+        "schedule.warmup_epochs",
+    ),
+    ("the fewest cycles with the most patience", "schedule.max_cycles", "stopping.patience"),
+)
+
+
 def check_space(tune: TuneConfig, base: TrainConfig) -> None:
     """Every bound of ``tune.space`` applied to ``base`` is a valid training config.
 
-    Checked before any trial runs: each dimension at its low and its high, all lows
-    together, all highs together, and the shortest first cycle with the longest
-    warmup (the schedule's rules that involve two fields)."""
+    Checked before any trial runs: all lows together, all highs together, each
+    dimension at its low and its high (the others at the start config's values, moved
+    into their ranges: a trial never trains a searched field outside its range), and
+    the pairs of fields a rule of the training config ties together: the shortest first
+    cycle with the longest warmup, and the fewest cycles with the most stopping
+    patience (a rule that could never stop a run is refused)."""
     from training.api import ConfigError, updated
 
     if base.eval.metric != "val_auc":
@@ -63,19 +106,19 @@ def check_space(tune: TuneConfig, base: TrainConfig) -> None:
     lows = {k: r.low for k, r in tune.space.items()}
     highs = {k: r.high for k, r in tune.space.items()}
     corners: list[tuple[str, dict[str, Any]]] = [("all lows", lows), ("all highs", highs)]
+    for what, short, long in _TIED:
+        ends = ((short, "low"), (long, "high"))
+        tight = {k: getattr(tune.space[k], end) for k, end in ends if k in tune.space}
+        if tight:
+            corners.append((what, tight))
     for key, r in tune.space.items():
         corners += [(f"{key} = low", {key: r.low}), (f"{key} = high", {key: r.high})]
-    cycle, warm = tune.space.get("schedule.cycle_epochs"), tune.space.get("schedule.warmup_epochs")
-    if cycle is not None or warm is not None:
-        tight = {}
-        if cycle is not None:
-            tight["schedule.cycle_epochs"] = cycle.low
-        if warm is not None:
-            tight["schedule.warmup_epochs"] = warm.high
-        corners.append(("the shortest first cycle with the longest warmup", tight))
+    anchor = {k: _clamp(start_value(k, base), r.low, r.high) for k, r in tune.space.items()}
     for what, values in corners:
+        chosen = {k: v for k, v in anchor.items() if v is not None} | values
+        typed = {k: int(v) if k in INTEGER else v for k, v in chosen.items()}
         try:
-            config = updated(base, values)
+            config = updated(base, training_updates(typed, base))
         except ConfigError as exc:
             raise TuneError(
                 f"tune.space: {what} ({_show(values)}) is not a valid training config: {exc}"
@@ -95,6 +138,10 @@ def _check_lengths(config: TrainConfig, what: str, values: dict[str, Any]) -> No
                 f"tune.space: {what} ({_show(values)}) gives schedule.{name} {value:g} >= "
                 f"schedule.cycle_epochs {s.cycle_epochs:g}: narrow the bounds"
             )
+
+
+def _clamp(value: float | None, low: float, high: float) -> float | None:
+    return None if value is None else min(max(float(value), low), high)
 
 
 def _show(values: dict[str, Any]) -> str:
@@ -145,9 +192,11 @@ def prune_warmup_epochs(tune: TuneConfig, base: TrainConfig) -> float:
     where cycle-aware stopping first decides (``stopping.min_cycles`` 2): a rung placed
     later (the longest warmup plus first cycle) is first met at the second cycle end, where
     the stopping rule has either ended the run (pruning saves nothing) or let it go on
-    because its second cycle won (pruning cuts only the trials doing well). A trial cut
-    here is not lost to the pick: its first cycle is a one-cycle config measured in full
-    (:func:`pipeline.steps.tuning.pick.candidates`)."""
+    because its second cycle won (pruning cuts only the trials doing well). The price:
+    ``schedule.cycle_mult`` and ``schedule.peak_decay`` have not acted yet at this rung
+    (the first cycle does not depend on them). A trial cut here is a candidate of the
+    pick only where a one-cycle config may be (stopping off and ``max_cycles`` from 1:
+    :func:`pipeline.steps.tuning.study.fewest_cycles`)."""
     if tune.prune_warmup_epochs is not None:
         return tune.prune_warmup_epochs
     total = 0.0
