@@ -41,6 +41,7 @@ import torch
 from benchmarks._windows import FLIGHTS, GSS, Run, window_fields, write_dataset_section
 from pipeline.base.sections import TuneConfig
 from pipeline.steps.tuning.configs import gain_interval
+from pipeline.steps.tuning.space import training_updates
 from pipeline.steps.tuning.study import run_study
 from training import api
 from training.data.dataset import prepare_for
@@ -105,10 +106,11 @@ def main(argv: list[str] | None = None) -> str:
             for seed in seeds:
                 for mode in ("fixed", "tuned"):
                     params = study.best_params if mode == "tuned" else {}
+                    fixed = _fixed(fields)
                     config = api.updated(
-                        _fixed(fields),
+                        fixed,
                         {
-                            **params,
+                            **training_updates(params, fixed),
                             "runtime.seed": seed,
                             "run_name": f"{mode}-{window}-{seed}",
                             "output_dir": str(out / "judge"),
@@ -170,10 +172,11 @@ def report(
         f"A study of {len(study.trials)} trials ({counts}; "
         "TPE, 4 random start-up trials, successive halving on the running best at cycle "
         "ends from every trial's first cycle end (the shortest warmup plus first cycle the "
-        f"space allows), the shipped `tune.space`) on {where}, `configs/flights.yaml` as "
-        "production runs it (stopping on); seed 0, MLflow off, one torch "
+        f"space allows), the shipped `tune.space`: {_space()}) on {where}, "
+        "`configs/flights.yaml` as production runs it (stopping on); seed 0, MLflow off, one torch "
         f"thread: {study.steps:,} optimizer steps, {study_s / 60:.1f} min, ${study.spent_usd:.4f}. "
-        "The pick: the cheapest measured config (a trial, or its first k cycles) within "
+        "The pick: the cheapest measured config (a trial, or its first k cycles with k above "
+        "`stopping.min_cycles`) within "
         f"`tune.adopt_max_loss` of the highest val AUC: trial {study.best_trial} ({cut}, val "
         f"AUC {study.best_value:.4f}): {best}.{_checks(study)}",
         "",
@@ -199,22 +202,50 @@ def report(
     gain, low, high = gain_interval(gains, t.adopt_confidence)
     steps_f = sum(runs[w, s, "fixed"].result.steps_done for w, s, _ in held)
     steps_t = sum(runs[w, s, "tuned"].result.steps_done for w, s, _ in held)
+    epochs_f = sum(_epochs(runs[w, s, "fixed"]) for w, s, _ in held)
+    epochs_t = sum(_epochs(runs[w, s, "tuned"]) for w, s, _ in held)
     saving = 1 - steps_t / steps_f
-    met = (saving >= TARGET_SAVING and gain >= -TARGET_MAX_LOSS) or low > 0
-    adopted = low > t.adopt_min_gain or (saving >= t.adopt_min_saving and low >= -t.adopt_max_loss)
+    rows_saving = 1 - epochs_t / epochs_f
+    adopted = low > t.adopt_min_gain or (
+        rows_saving >= t.adopt_min_saving and low >= -t.adopt_max_loss
+    )
+    # the configuration the tuner adopts: this one only when its rule adopts it here
+    met = adopted and ((saving >= TARGET_SAVING and gain >= -TARGET_MAX_LOSS) or low > 0)
+    per_window = "; ".join(f"{w}: {_mean_gain(runs, w, seeds):+.4f}" for w in windows[1:])
     lines += [
         "",
         f"On the windows it was not tuned on ({', '.join(windows[1:])}; {len(held)} window x "
-        f"seed pairs): mean best val AUC gain {gain:+.4f}, "
+        f"seed pairs): mean best val AUC gain {gain:+.4f} ({per_window}), "
         f"{t.adopt_confidence:.0%} paired interval [{low:+.4f}, {high:+.4f}]; optimizer "
-        f"steps {steps_t:,} tuned vs {steps_f:,} shipped ({saving:.1%} fewer). The tuner's "
-        f"rule would {'adopt' if adopted else 'not adopt'} it. Target (>= "
+        f"steps {steps_t:,} tuned vs {steps_f:,} shipped ({saving:.1%} fewer); epochs of "
+        f"training rows {epochs_t:.1f} vs {epochs_f:.1f} ({rows_saving:.1%} fewer rows "
+        f"trained). The tuner's rule (`tune.adopt_*`: better, or {t.adopt_min_saving:.0%} "
+        f"fewer rows with the interval's low end >= -{t.adopt_max_loss:g}) would "
+        f"{'adopt' if adopted else 'not adopt'} it. Target (the tuner adopts it, and >= "
         f"{TARGET_SAVING:.0%} fewer steps with the mean gain >= -{TARGET_MAX_LOSS}, or the "
         f"interval above 0): **{'met' if met else 'not met'}**.",
         "",
         f"Whole benchmark: {wall / 60:.1f} min wall on 2 shared cores.",
     ]
     return "\n".join(lines)
+
+
+def _space() -> str:
+    """The shipped search space, one ``name low-high`` item a dimension."""
+    return ", ".join(
+        f"`{k}` {r.low:g}-{r.high:g}{' (log)' if r.log else ''}"
+        for k, r in TuneConfig().space.items()
+    )
+
+
+def _epochs(run: Run) -> float:
+    """Epochs of the window's training rows the run trained (rows trained / rows)."""
+    return run.result.steps_done / float(run.result.schedule["steps_per_epoch"])
+
+
+def _mean_gain(runs: dict[tuple[str, int, str], Run], window: str, seeds: list[int]) -> float:
+    return sum(runs[window, s, "tuned"].best_auc - runs[window, s, "fixed"].best_auc
+               for s in seeds) / len(seeds)  # fmt: skip
 
 
 def _checks(study: Any) -> str:
