@@ -18,6 +18,8 @@ BENCHMARKS = {
     "canary_sequential": "benchmarks.canary_sequential",
     "tuning": "benchmarks.tuning",
     "scale": "benchmarks.scale",
+    "spark": "benchmarks.spark_scale",
+    "stream_memory": "benchmarks.stream_memory",
 }
 
 

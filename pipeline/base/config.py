@@ -129,6 +129,25 @@ class PipelineConfig(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _spark_reaches_the_store(self) -> PipelineConfig:
+        """A Spark cluster's executors read batches from the store and write predictions
+        to it: a local folder on the worker is out of their reach."""
+        master = self.data.spark.master
+        if (
+            self.data.engine != "spark"
+            or master.startswith("local")
+            or self.storage.kind != "local"
+        ):
+            return self
+        raise ValueError(
+            f"data.engine is 'spark' on the cluster data.spark.master={master!r}, but "
+            f"storage.kind is 'local' (a folder on this machine, {self.store_root}), which "
+            "the cluster's executors cannot read or write: set storage.kind: s3 (with the "
+            "cluster's spark.hadoop.fs.s3a.* settings in data.spark.conf, docs/spark.md), "
+            "or data.spark.master: local[*]"
+        )
+
     @property
     def store_root(self) -> Path:
         """The local store folder: ``storage.root`` or ``<home>/store``."""

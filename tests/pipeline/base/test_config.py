@@ -85,7 +85,11 @@ def test_s3_config_builds_an_s3_store(monkeypatch: pytest.MonkeyPatch) -> None:
         ("COSINE_RETRAIN_DRIFT__SAMPLE_SIZE", "10", r"drift\.sample_size: .*1000"),
         ("COSINE_RETRAIN_DRIFT__TYPO", "1", r"drift\.typo: unknown field"),
         ("COSINE_RETRAIN_STORAGE__MULTIPART_CHUNK_MB", "1", r"storage\.multipart_chunk_mb"),
-        ("COSINE_RETRAIN_DATA__ENGINE", "dask", r"data\.engine: Input should be 'pandas' or 'spark'"),
+        (
+            "COSINE_RETRAIN_DATA__ENGINE",
+            "dask",
+            r"data\.engine: Input should be 'pandas' or 'spark'",
+        ),
         ("COSINE_RETRAIN_DATA__SPARK__DRIVER_MEMORY", "lots", r"data\.spark\.driver_memory"),
         ("COSINE_RETRAIN_DATA__SPARK__TYPO", "1", r"data\.spark\.typo: unknown field"),
     ],
@@ -102,10 +106,24 @@ def test_the_spark_session_is_set_from_the_environment(monkeypatch: pytest.Monke
     monkeypatch.setenv("COSINE_RETRAIN_DATA__ENGINE", "spark")
     monkeypatch.setenv("COSINE_RETRAIN_DATA__SPARK__MASTER", "spark://spark-master:7077")
     monkeypatch.setenv("COSINE_RETRAIN_DATA__SPARK__CONF", '{"spark.executor.memory": "8g"}')
+    monkeypatch.setenv("COSINE_RETRAIN_STORAGE__KIND", "s3")  # a cluster reads the store
+    monkeypatch.setenv("COSINE_RETRAIN_STORAGE__BUCKET", "lake")
     config = load_config()
     assert config.data.engine == "spark"
     assert config.data.spark.master == "spark://spark-master:7077"
     assert config.data.spark.conf == {"spark.executor.memory": "8g"}
+
+
+def test_a_spark_cluster_is_refused_a_store_on_this_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COSINE_RETRAIN_DATA__ENGINE", "spark")
+    monkeypatch.setenv("COSINE_RETRAIN_DATA__SPARK__MASTER", "k8s://https://kubernetes:443")
+    with pytest.raises(ConfigError, match=r"storage.kind: s3 .*or data.spark.master: local"):
+        load_config()
+    monkeypatch.setenv("COSINE_RETRAIN_STORAGE__KIND", "s3")
+    monkeypatch.setenv("COSINE_RETRAIN_STORAGE__BUCKET", "lake")
+    assert load_config().data.spark.master == "k8s://https://kubernetes:443"
 
 
 def test_s3_without_bucket_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
