@@ -38,6 +38,16 @@ API_TIMEOUT = 90.0
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
+def component_command(component: str) -> list[str]:
+    """How the stack starts an Airflow component. The scheduler, whose LocalExecutor
+    forks every task process, starts through :mod:`pipeline.apps.preload`: its tasks
+    begin with Great Expectations, Evidently, torch and MLflow imported
+    (``COSINE_RETRAIN_PRELOAD=`` empty turns it off)."""
+    if component == "scheduler":
+        return [sys.executable, "-m", "pipeline.apps.preload", "airflow", component]
+    return [str(BIN / "airflow"), component]
+
+
 @dataclass
 class Stack:
     home: Path
@@ -64,7 +74,7 @@ class Stack:
         :func:`start_stack` started it."""
         if self.procs[component].poll() is None:
             raise RuntimeError(f"{component} (PID {self.procs[component].pid}) is still running")
-        self.launch(component, [str(BIN / "airflow"), component])
+        self.launch(component, component_command(component))
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         """One call of Airflow's REST API (``/api/v2/...``) as the stack's user; the
@@ -283,7 +293,7 @@ def start_stack(
             ],
         )
         for component in COMPONENTS:
-            stack.launch(component, [str(BIN / "airflow"), component])
+            stack.launch(component, component_command(component))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             dead = [n for n, p in stack.procs.items() if p.poll() is not None]
