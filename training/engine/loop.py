@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from training.checkpoint.files import fault_point
 from training.data.order import TrainStream
 from training.data.stream import StreamedData
+from training.engine.valid_metrics import StreamedMetrics
 
 if TYPE_CHECKING:
     from training.config.train import TrainConfig
@@ -281,15 +282,16 @@ class StepRunner:
 
     # ---------------------------------------------------------------- evaluation
 
-    def validate(self) -> tuple[np.ndarray, np.ndarray]:
-        """(targets, logits) of the validation rows; streamed a row group at a time."""
-        if not isinstance(self.data, StreamedData):
-            return self.data.valid.y, self.predict(*self.valid_t)
-        ys, logits = [], []
+    def validate(self) -> tuple[float, float]:
+        """(val_loss, val_auc) of the validation rows; streamed a row group at a time
+        (:class:`~training.engine.valid_metrics.StreamedMetrics`: 5 bytes a row)."""
+        metrics = StreamedMetrics()
+        if not isinstance(self.data, StreamedData):  # one chunk: metrics_from_logits's values
+            metrics.add(self.data.valid.y, self.predict(*self.valid_t))
+            return metrics.result()
         for cats, nums, y in self.data.valid_chunks():
-            ys.append(y)
-            logits.append(self.predict(self.put(cats), self.put(nums)))
-        return np.concatenate(ys), np.concatenate(logits)
+            metrics.add(y, self.predict(self.put(cats), self.put(nums)))
+        return metrics.result()
 
     @torch.inference_mode()
     def predict(self, cats: torch.Tensor, nums: torch.Tensor) -> np.ndarray:

@@ -35,7 +35,7 @@ from training.config.train import TrainConfig
 from training.data.dataset import PreparedData, open_for
 from training.data.preprocess import Preprocessor
 from training.data.spec import DataError, DatasetSpec, load_spec
-from training.engine.bests import CycleBests, metrics_from_logits
+from training.engine.bests import CycleBests
 from training.engine.distributed import DistContext
 from training.engine.loop import StepRecord, StepRunner
 from training.engine.nan_guard import LoopState, NanGuard, TrainingDiverged, diverged_tags
@@ -358,9 +358,8 @@ class Trainer:
     def _evaluate(self, step: int) -> bool:
         """Validation metrics after ``step``; updates the cycle's best. True if a
         plateau restart was requested (the cycle ends here)."""
-        targets, logits = self.runner.validate()
+        val_loss, val_auc = self.runner.validate()
         fault_point("evaluation", str(step))  # tests only: predicted, nothing recorded yet
-        val_loss, val_auc = metrics_from_logits(targets, logits)
         cycle = self.scheduler.schedule.cycle_of(step)
         self.state.evals.append([step, cycle, val_loss, val_auc])
         self.telemetry.record(
