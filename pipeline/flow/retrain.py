@@ -166,20 +166,32 @@ def export_window(env: Env, plan: Plan) -> Window:
     never the window, and the ids' hashes), so the job needs no join; rows not labelled
     yet are left out.
     The files are written in row groups of ``ROW_GROUP_ROWS`` rows, what the job reads
-    at a time."""
-    import pyarrow as pa  # here, not above: the plan task reads no frames
+    at a time. With ``data.engine: spark`` in local mode Spark joins and writes each
+    file (:mod:`pipeline.flow.spark_window`); on a cluster master the worker writes
+    them, a batch at a time, as here."""
+    import pandas as pd  # here, not above: the plan task reads no frames
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     run_name = plan.require_run()
     folder = _work_dir(env, run_name) / "window"
     folder.mkdir(parents=True, exist_ok=True)
     files, rows, ids = [], 0, api.WindowIds(env.spec)
+    # data.engine spark (local mode: the files land on this machine): Spark joins and writes
+    spark = env.config.data.engine == "spark" and env.config.data.spark.master.startswith("local")
     for i, (b, v) in enumerate(plan.versions.items()):
+        path = folder / f"{i:04d}-{re.sub(r'[^A-Za-z0-9._-]', '_', b)}.parquet"
+        if spark:
+            from pipeline.flow.spark_window import write_batch
+
+            rows += write_batch(env, b, v, path, BATCH_COLUMN)
+            ids.add(pd.read_parquet(path, columns=[env.spec.id_column]))
+            files.append(path)
+            continue
         features = read_batch(env.store, BatchRef(env.dataset, b, v.features))
         labels = merged_labels(env.store, env.dataset, b, env.spec.id_column, upto=v.labels)
         # one batch: ids are unique within it whatever the spec's id_scope
         frame = api.join_labels(features, labels, env.spec).assign(**{BATCH_COLUMN: b})
-        path = folder / f"{i:04d}-{re.sub(r'[^A-Za-z0-9._-]', '_', b)}.parquet"
         with atomic_writer(path) as fh:
             table = pa.Table.from_pandas(frame, preserve_index=False)
             pq.write_table(table, fh, row_group_size=api.ROW_GROUP_ROWS)

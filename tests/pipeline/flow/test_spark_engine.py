@@ -26,7 +26,10 @@ from pipeline.base.store import get_frame
 from pipeline.flow.env import Env
 from pipeline.flow.landing import reference
 from pipeline.flow.monitor import drift_summary
+from pipeline.flow.records import BatchVersions, Plan
+from pipeline.flow.retrain import export_window
 from pipeline.steps.landing.ingest import ingest_frame
+from pipeline.steps.landing.labels import ingest_labels
 from pipeline.steps.promotion.gate import gate_version
 from pipeline.steps.quality.validation import ValidationFailed
 from pipeline.steps.registry.aliases import CANARY, CHAMPION, current_alias
@@ -89,7 +92,8 @@ def engines(
         ingest_frame(env.store, env.spec, january, "2013-01")
         snap, _ = reference(env, "ref-jan", ["2013-01"])
         champion = current_alias(env.client, env.model, CHAMPION)
-        assert champion is not None and current_alias(env.client, env.model, CANARY)
+        assert champion is not None
+        assert current_alias(env.client, env.model, CANARY)
         env.client.set_model_version_tag(
             env.model, champion, "lineage.reference_snapshot", snap.snapshot_id
         )
@@ -118,22 +122,25 @@ def test_the_spark_engine_agrees_with_pandas_on_good_batches(engines: dict[str, 
         pandas_out, spark_out = out["pandas"], out["spark"]
         # validation: the same suite (fingerprint), verdict, counts and skips
         v_p, v_s = pandas_out["validated"], spark_out["validated"]
-        assert v_p.success and v_s.success
+        assert v_p.success
+        assert v_s.success
         assert (v_s.rows, v_s.evaluated, v_s.skipped, v_s.suite_fingerprint) == (
             ROWS, v_p.evaluated, v_p.skipped, v_p.suite_fingerprint
         )  # fmt: skip
         assert v_p.evaluated > 40  # the unseen-category checks ran (a reference was given)
         # drift: Spark drew the pandas engine's sample, so every figure is the same
         d_p, d_s = pandas_out["drift"], spark_out["drift"]
-        assert d_p.checked and d_s.checked and d_s.sampled and d_p.sampled
+        assert d_p.checked
+        assert d_s.checked
+        assert d_s.sampled
+        assert d_p.sampled
         assert (d_s.drifted, d_s.drifted_columns, d_s.null_shifts, d_s.skipped) == (
             d_p.drifted, d_p.drifted_columns, d_p.null_shifts, d_p.skipped
         )  # fmt: skip
         assert d_s.drift_share == pytest.approx(d_p.drift_share, abs=1e-12)
-        s_p, s_s = (
-            drift_summary(env, batch) for env in (engines["pandas"], engines["spark"])
-        )
-        assert s_p is not None and s_s is not None
+        s_p, s_s = (drift_summary(env, batch) for env in (engines["pandas"], engines["spark"]))
+        assert s_p is not None
+        assert s_s is not None
         assert (s_s.rows_current, s_s.compared_current) == (ROWS, SAMPLE)
         assert (s_p.rows_current, s_p.compared_current) == (ROWS, SAMPLE)
         np.testing.assert_allclose(
@@ -147,12 +154,15 @@ def test_the_spark_engine_agrees_with_pandas_on_good_batches(engines: dict[str, 
         assert (c_s.rows, c_s.canary_rows, c_s.shadow_rows, c_s.rolled_back) == (
             c_p.rows, c_p.canary_rows, c_p.shadow_rows, c_p.rolled_back
         )  # fmt: skip
-        assert (c_p.shadow_rows > 0) == (i == 0) and (c_p.canary_rows > 0) == (i == 1)
+        assert (c_p.shadow_rows > 0) == (i == 0)
+        assert (c_p.canary_rows > 0) == (i == 1)
         p = get_frame(engines["pandas"].store, c_p.key).set_index("flight_id")
         s = get_frame(engines["spark"].store, c_s.key).set_index("flight_id").loc[p.index]
-        assert len(p) == ROWS and p.index.is_unique
+        assert len(p) == ROWS
+        assert p.index.is_unique
         np.testing.assert_allclose(s["score"], p["score"], rtol=0, atol=1e-9)
-        assert (s["alias"] == p["alias"]).all() and (s["model_version"] == p["model_version"]).all()
+        assert (s["alias"] == p["alias"]).all()
+        assert (s["model_version"] == p["model_version"]).all()
         if i == 0:
             np.testing.assert_allclose(s["shadow_score"], p["shadow_score"], rtol=0, atol=1e-9)
 
@@ -179,3 +189,37 @@ def test_the_spark_engine_refuses_a_bad_batch_with_the_same_failures(
         ("expect_column_values_to_not_be_null", "carrier"),
         ("expect_column_values_to_be_unique", "flight_id"),
     }, kinds
+
+
+def test_the_spark_engine_writes_the_window_the_pandas_engine_writes(
+    engines: dict[str, Env],
+) -> None:
+    """January's labels in two deliveries (the first covers 2,000 rows, the second the
+    rest and corrects 100 of the first), 200 rows never labelled: both engines' window
+    files hold the same rows, columns and values (the second delivery winning)."""
+    features = _batch(1, 0)
+    _, labels = flights.load_months([1])
+    labels = labels[labels["flight_id"].isin(features["flight_id"])].reset_index(drop=True)
+    first, rest = labels.iloc[:2000], labels.iloc[2000:2800]
+    corrected = first.iloc[:100].assign(late=1 - first["late"].iloc[:100])
+    plan = Plan(
+        trigger="manual", reasons=["test"], window=["2013-01"], skip=False, reason="",
+        versions={"2013-01": BatchVersions(features=1, labels=2)}, run_name="retrain-engines",
+    )  # fmt: skip
+    frames = {}
+    for engine, env in engines.items():
+        ingest_labels(env.store, env.spec, first, "2013-01")
+        ingest_labels(env.store, env.spec, pd.concat([rest, corrected]), "2013-01",
+                      new_version=True)  # fmt: skip
+        window = export_window(env, plan)
+        files = sorted(Path(window.features).glob("*.parquet"))
+        assert len(files) == 1
+        assert window.rows == 2800
+        frame = pd.read_parquet(files[0])
+        frame["sched_dep"] = pd.to_datetime(frame["sched_dep"]).dt.tz_localize(None)
+        frames[engine] = frame.sort_values("flight_id").reset_index(drop=True)
+    pandas_frame, spark_frame = frames["pandas"], frames["spark"]
+    assert list(spark_frame.columns) == list(pandas_frame.columns)
+    pd.testing.assert_frame_equal(spark_frame, pandas_frame, check_dtype=False)
+    late = pandas_frame.set_index("flight_id")["late"]
+    assert (late[corrected["flight_id"]] == corrected.set_index("flight_id")["late"]).all()
