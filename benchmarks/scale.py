@@ -194,13 +194,19 @@ def _prepare(home: Path, work: Path, env: dict[str, str]) -> None:
         )
 
 
+def bench_home(prefix: str) -> tuple[Path, Path, dict[str, str]]:
+    """A scratch folder, the home in it (not made yet: :func:`_prepare` makes it) and
+    the environment the steps run with (the tiny training config, the bench's gate)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    env = {**os.environ, **SETTINGS, "COSINE_RETRAIN_RETRAIN__TRAIN_CONFIG": str(TINY_TRAIN)}
+    env.pop("COSINE_RETRAIN_SPEC", None)
+    return work, work / "home", env
+
+
 def measure(sizes: list[int], memory_gib: float, timeout: float) -> dict[str, Any]:
     from training.data.flights import load_months
 
-    work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    home = work / "home"
-    env = {**os.environ, **SETTINGS, "COSINE_RETRAIN_RETRAIN__TRAIN_CONFIG": str(TINY_TRAIN)}
-    env.pop("COSINE_RETRAIN_SPEC", None)
+    work, home, env = bench_home("bench-scale-")
     results: dict[str, Any] = {"sizes": sizes, "steps": {}, "memory_gib": memory_gib}
     try:
         _prepare(home, work, env)

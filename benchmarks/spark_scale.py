@@ -26,18 +26,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.report import DOC, write_section
-from benchmarks.scale import SETTINGS, TINY_TRAIN, _batch, _prepare
+from benchmarks.scale import _batch, _prepare, bench_home
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = DOC.parent / "img" / "spark_scale.png"
@@ -159,10 +157,7 @@ def measure(sizes: list[int], memory_gib: float, timeout: float, driver: str) ->
 
     from training.data.flights import load_months
 
-    work = Path(tempfile.mkdtemp(prefix="bench-spark-"))
-    home = work / "home"
-    env = {**os.environ, **SETTINGS, "COSINE_RETRAIN_RETRAIN__TRAIN_CONFIG": str(TINY_TRAIN)}
-    env.pop("COSINE_RETRAIN_SPEC", None)
+    work, home, env = bench_home("bench-spark-")
     results: dict[str, Any] = {"sizes": sizes, "cells": {}, "driver": driver}
     try:
         _prepare(home, work, env)

@@ -27,15 +27,9 @@ from typing import TYPE_CHECKING, Any
 from pipeline.base.layout import predictions_key
 from pipeline.base.spark import spark_path
 from pipeline.base.store import ObjectStore, join_key
+from pipeline.steps.canary import scores as sc
+from pipeline.steps.canary import shadow as sh
 from pipeline.steps.canary.guardrails import GuardrailReport, check_outputs
-from pipeline.steps.canary.scores import (
-    ScoringSummary,
-    canary_failure,
-    record_guardrails,
-    route_to_canary,
-    scoring_name,
-)
-from pipeline.steps.canary.shadow import SHADOW_COLUMN, in_shadow, shadow_name
 from pipeline.steps.promotion.actions import reject_canary
 from pipeline.steps.promotion.rules import canary_rules
 from pipeline.steps.quality.live import PREDICTION_COLUMN
@@ -66,7 +60,7 @@ def score_in_spark(
     features: DataFrame,
     champion: str,
     canary: str | None,
-) -> ScoringSummary:
+) -> sc.ScoringSummary:
     """:func:`~pipeline.steps.canary.routing.score_batch` once it knows the serving
     versions and found nothing to reuse, for a Spark DataFrame of the batch."""
     from pyspark import StorageLevel
@@ -78,7 +72,7 @@ def score_in_spark(
     frame = frame.withColumn("__cr_id", F.col(spec.id_column).cast("string"))
     rows = frame.count()
     rules = canary_rules(config, spec, [rows])
-    shadow = bool(canary) and in_shadow(store, rules, spec.name, name, str(canary))
+    shadow = bool(canary) and sh.in_shadow(store, rules, spec.name, name, str(canary))
     routed = bool(canary) and not shadow
     if routed:
         frame = _route(frame, rules.share, rules.salt)
@@ -98,23 +92,23 @@ def score_in_spark(
             reject_canary(client, store, config, name, str(canary), why=rolled_back)
             canary, shadow, routed, scored = None, False, False, None
         if canary and shadow:
-            key = predictions_key(spec.name, batch_id, shadow_name(champion, canary))
+            key = predictions_key(spec.name, batch_id, sh.shadow_name(champion, canary))
             out = base.join(scored, ROW, "left").select(
                 F.col("__cr_id").alias(spec.id_column),
                 F.col(BASE).alias(PREDICTION_COLUMN),
                 F.lit(champion).alias("model_version"),
                 F.lit(CHAMPION).alias("alias"),
                 F.lit(stamp).alias("scored_at"),
-                F.col(SCORED).alias(SHADOW_COLUMN),
+                F.col(SCORED).alias(sh.SHADOW_COLUMN),
                 F.lit(canary).alias("shadow_version"),
                 F.col(ROW),
             )
             _write(store, key, out)
             log.info("scored %s: %d rows, canary v%s in shadow", batch_id, served, canary)
-            return ScoringSummary(
+            return sc.ScoringSummary(
                 spec.name, batch_id, served, champion, canary, 0, key, False, served
             )
-        key = predictions_key(spec.name, batch_id, scoring_name(champion, canary))
+        key = predictions_key(spec.name, batch_id, sc.scoring_name(champion, canary))
         if canary and routed and scored is not None:
             joined = base.join(scored, ROW, "left")
             to_canary = F.col(ROUTED)
@@ -138,7 +132,7 @@ def score_in_spark(
             )
         _write(store, key, out)
         log.info("scored %s: %d rows (%d by canary v%s)", batch_id, served, canary_rows, canary)
-        return ScoringSummary(
+        return sc.ScoringSummary(
             spec.name, batch_id, served, champion, canary, canary_rows, key, False,
             rolled_back=rolled_back,
         )  # fmt: skip
@@ -157,7 +151,9 @@ def _route(frame: DataFrame, share: float, salt: str) -> DataFrame:
 
     def route(parts: Any) -> Any:
         for part in parts:
-            yield part.assign(**{ROUTED: route_to_canary(part["__cr_id"].to_numpy(), share, salt)})
+            yield part.assign(
+                **{ROUTED: sc.route_to_canary(part["__cr_id"].to_numpy(), share, salt)}
+            )
 
     return frame.mapInPandas(route, schema)
 
@@ -188,7 +184,7 @@ def _canary(
         pairs = scored.join(base.select(ROW, BASE), ROW).toPandas()
     except Exception as exc:  # any failure of the canary's: the champion serves
         log.exception("canary v%s could not score", canary)
-        return None, canary_failure(canary, exc)
+        return None, sc.canary_failure(canary, exc)
     if pairs.empty:
         return scored, None
     pairs = pairs.sort_values(ROW, kind="stable")
@@ -199,7 +195,7 @@ def _canary(
             rules, routed=None if shadow else (len(pairs), rows),
         ),
     )  # fmt: skip
-    return scored, record_guardrails(client, store, report)
+    return scored, sc.record_guardrails(client, store, report)
 
 
 def _write(store: ObjectStore, key: str, out: DataFrame) -> None:
