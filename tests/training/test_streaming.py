@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from tests.training.helpers import ROOT, TINY, final_weights, lr_trace, same_weights
-from training.config.train import TrainConfig, load_config
+from training.config.train import ConfigError, TrainConfig, load_config
 from training.data import flights, select
 from training.data.dataset import PreparedData, WindowIds, open_for
 from training.data.order import TrainStream
@@ -234,6 +234,8 @@ def test_input_mistakes_are_one_clear_data_error(window: Path, tmp_path: Path) -
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"no \.parquet file"):
         open_for(config(str(tmp_path / "empty")), SPEC)
+    with pytest.raises(ConfigError, match=r"data.streaming 'on' reads Parquet features that"):
+        config("f.parquet", "data.labels=l.parquet", "data.streaming=on")
 
 
 def test_an_id_in_two_batches_of_a_window_is_refused_when_ids_are_global(

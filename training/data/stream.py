@@ -13,7 +13,8 @@ passes over its units (row groups, or slices of large ones:
    latest ``valid_fraction`` (after keeping the latest ``max_rows``). Here the
    timestamp of the first held-out row is selected exactly
    (:class:`~training.data.select.KthSmallest`), and the rows that share it are
-   ordered by (batch, id) as pandas sorts them. Each unit keeps two bit masks
+   ordered by (batch, id) as pandas sorts them (their keys are held: memory grows with
+   the rows that share that one timestamp). Each unit keeps two bit masks
    (training, validation): two bits a row, the only memory that grows with the rows.
 3. statistics of the training rows, as :meth:`Preprocessor.fit` computes them:
    category counts (summed over groups), each numeric column's exact median (selected
