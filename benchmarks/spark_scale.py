@@ -353,7 +353,6 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = time.perf_counter() - started
     body = _body(results, rows, elapsed)
     print(body)
-    (DOC.parent / "spark_scale.json").write_text(json.dumps(results, indent=1, default=str))
     if not args.no_write:
         _plot(results)
         write_section("spark", "The heavy steps on Spark against the batch size", body)
