@@ -152,7 +152,14 @@ def _run(
     return {"error": (tail or [f"exit {proc.returncode}"])[-1][:300]}
 
 
-def measure(sizes: list[int], memory_gib: float, timeout: float, driver: str) -> dict[str, Any]:
+def measure(
+    sizes: list[int],
+    memory_gib: float,
+    timeout: float,
+    driver: str,
+    engines: tuple[str, ...] = ENGINES,
+    steps: tuple[str, ...] = STEPS,
+) -> dict[str, Any]:
     import shutil
 
     from training.data.flights import load_months
@@ -173,14 +180,14 @@ def measure(sizes: list[int], memory_gib: float, timeout: float, driver: str) ->
             source.unlink()
             if "error" in landed:
                 raise RuntimeError(f"landing {rows:,} rows failed: {landed['error']}")
-            for engine in ENGINES:
+            for engine in engines:
                 # each engine its own copy of the home's reports and predictions: the
                 # second would otherwise reuse what the first stored
                 engine_home = work / f"home-{engine}-{rows}"
                 shutil.copytree(home, engine_home, symlinks=True)
                 engine_env = {**env, "COSINE_RETRAIN_DATA__ENGINE": engine,
                               "COSINE_RETRAIN_DATA__SPARK__DRIVER_MEMORY": driver}  # fmt: skip
-                for step in STEPS:
+                for step in steps:
                     args = {"step": step, "batch": batch, "source": ""}
                     cell = _run(engine_home, engine_env, args, memory_gib, timeout)
                     results["cells"][f"{engine}/{step}/{rows}"] = cell
@@ -342,12 +349,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decision-rows", type=int, default=1_000_000,
                         help="rows of each batch, sample against whole")  # fmt: skip
     parser.add_argument("--months", default="2,4,6,8,10,12", help="months of that comparison")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="engines to measure")
+    parser.add_argument("--steps", default=",".join(STEPS), help="steps to measure")
     parser.add_argument("--no-write", action="store_true", help="print, leave the docs alone")
     args = parser.parse_args(argv or [])
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     started = time.perf_counter()
-    rows = decisions(args.decision_rows, [int(m) for m in args.months.split(",")])
-    results = measure(sizes, args.memory_gib, args.timeout, args.driver_memory)
+    months = [int(m) for m in args.months.split(",") if m.strip()]
+    rows = decisions(args.decision_rows, months)
+    results = measure(sizes, args.memory_gib, args.timeout, args.driver_memory,
+                      tuple(args.engines.split(",")), tuple(args.steps.split(",")))  # fmt: skip
     results["decisions"] = rows
     results["decision_rows"] = args.decision_rows
     elapsed = time.perf_counter() - started
