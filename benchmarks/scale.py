@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,34 +140,58 @@ def _batch(year: pd.DataFrame, labels: pd.DataFrame, rows: int, batch: str, seed
     return features, target
 
 
-def _run_step(
-    home: Path, env: dict[str, str], args: dict[str, Any], memory_gib: float, timeout: float
-) -> dict[str, Any]:
+def address_cap(memory_gib: float) -> Callable[[], None]:
+    """A ``preexec_fn``: the child's address space capped at ``memory_gib`` (a step that
+    needs more fails with MemoryError, not the kernel's OOM killer)."""
     limit = int(memory_gib * 2**30)
 
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
+    return cap
+
+
+def result_of(stdout: str) -> dict[str, Any] | None:
+    """The ``RESULT {json}`` line a measured child printed, or None."""
+    for line in stdout.splitlines():
+        if line.startswith("RESULT "):
+            return dict(json.loads(line[len("RESULT ") :]))
+    return None
+
+
+def run_measured(
+    code: str, args: str, memory_gib: float, timeout: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """``python -c code args`` under an address-space cap: its ``RESULT`` line, or the
+    error it ended with (the last exception line of its stderr) and its wall time."""
     started = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", STEP, json.dumps(args)],
+            [sys.executable, "-c", code, args],
             cwd=ROOT,
-            env={**env, "COSINE_RETRAIN_HOME": str(home)},
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,
-            preexec_fn=cap,
+            preexec_fn=address_cap(memory_gib),
         )
     except subprocess.TimeoutExpired:
         return {"error": f"over {timeout:.0f} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return dict(json.loads(line[len("RESULT ") :]))
+    result = result_of(proc.stdout)
+    if result is not None:
+        return result
     tail = [x for x in proc.stderr.strip().splitlines() if x.strip()]
     raised = [x for x in tail if re.match(r"^[\w.]*(Error|Exception|Failed|Killed)\b", x)]
     error = (raised or tail or [f"exit {proc.returncode}"])[-1]
     return {"error": error[:300], "wall": time.perf_counter() - started}
+
+
+def _run_step(
+    home: Path, env: dict[str, str], args: dict[str, Any], memory_gib: float, timeout: float
+) -> dict[str, Any]:
+    return run_measured(
+        STEP, json.dumps(args), memory_gib, timeout, {**env, "COSINE_RETRAIN_HOME": str(home)}
+    )
 
 
 def _prepare(home: Path, work: Path, env: dict[str, str]) -> None:

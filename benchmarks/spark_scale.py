@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import threading
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import DOC, write_section
-from benchmarks.scale import _batch, _prepare, bench_home
+from benchmarks.scale import _batch, _prepare, address_cap, bench_home, result_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = DOC.parent / "img" / "spark_scale.png"
@@ -109,11 +108,6 @@ def _tree_rss(pid: int) -> int:
 def _run(
     home: Path, env: dict[str, str], args: dict[str, Any], memory_gib: float, timeout: float
 ) -> dict[str, Any]:
-    limit = int(memory_gib * 2**30)
-
-    def cap() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
     proc = subprocess.Popen(
         [sys.executable, "-c", STEP, json.dumps(args)],
         cwd=ROOT,
@@ -121,7 +115,7 @@ def _run(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=cap,
+        preexec_fn=address_cap(memory_gib),
     )
     peak = [0]
     done = threading.Event()
@@ -142,12 +136,11 @@ def _run(
     finally:
         done.set()
         watcher.join()
-    for line in out.splitlines():
-        if line.startswith("RESULT "):
-            cell = json.loads(line[len("RESULT ") :])
-            # the processes' own peaks summed (an upper bound), or the sampled sum if higher
-            cell["machine_mb"] = max(peak[0] / 2**20, cell["peak_mb"] + cell.pop("below_mb"))
-            return dict(cell)
+    cell = result_of(out)
+    if cell is not None:
+        # the processes' own peaks summed (an upper bound), or the sampled sum if higher
+        cell["machine_mb"] = max(peak[0] / 2**20, cell["peak_mb"] + cell.pop("below_mb"))
+        return cell
     tail = [x for x in err.strip().splitlines() if x.strip()]
     return {"error": (tail or [f"exit {proc.returncode}"])[-1][:300]}
 

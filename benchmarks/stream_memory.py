@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import write_section
+from benchmarks.scale import run_measured
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "configs" / "datasets" / "flights.yaml"
@@ -109,28 +108,8 @@ def run_job(folder: Path, out: Path, memory_gib: float, timeout: float, *extra: 
         f"run_name=bench-{time.time_ns()}",
         *extra,
     ]
-    limit = int(memory_gib * 2**30)
-
-    def cap() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
     args = json.dumps({"config": str(TINY_TRAIN), "sets": sets})
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", JOB, args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            preexec_fn=cap,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"over {timeout:.0f} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    tail = [x for x in proc.stderr.strip().splitlines() if x.strip()]
-    return {"error": (tail or [f"exit {proc.returncode}"])[-1][:300]}
+    return run_measured(JOB, args, memory_gib, timeout)
 
 
 def measure(sizes: list[int], memory_gib: float, timeout: float) -> dict[str, Any]:
