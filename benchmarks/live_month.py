@@ -364,9 +364,10 @@ What a task process pays before its work (fresh process, median of 3):
 
 **The imports paid once.** Every task process of Airflow 3's LocalExecutor is forked
 (Linux) from a worker the scheduler forked: what the scheduler imported before is in
-every task for free. `./run ui` and the compose stack start the scheduler (and the
-Celery worker) through `python -m pipeline.apps.preload airflow scheduler`, which
-imports Great Expectations, Evidently, torch, MLflow and the flow first. The same
+every task for free. `./run ui` and the compose stack start the scheduler through
+`python -m pipeline.apps.preload airflow scheduler`, which imports Great Expectations,
+Evidently, torch, MLflow and the flow first (the Celery profile's workers are not
+started through it yet). The same
 month on a copy of the same home, in the same run, with the scheduler preloading
 nothing (`COSINE_RETRAIN_PRELOAD=` empty), as before:
 
