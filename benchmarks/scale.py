@@ -376,13 +376,20 @@ batch). Whole run: {elapsed / 60:.0f} min.
 """
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="./run bench scale", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES),
-                        help="rows a batch, comma-separated (default 0.3M,1M,3M,10M)")  # fmt: skip
+def size_parser(prog: str, doc: str, sizes: tuple[int, ...]) -> argparse.ArgumentParser:
+    """The options every batch-size benchmark takes: sizes, the address-space cap, the
+    per-step timeout, --no-write."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    parser.add_argument("--sizes", default=",".join(str(s) for s in sizes),
+                        help="rows a batch, comma-separated")  # fmt: skip
     parser.add_argument("--memory-gib", type=float, default=20.0, help="address space per step")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per step")
     parser.add_argument("--no-write", action="store_true", help="print, leave the docs alone")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = size_parser("./run bench scale", __doc__ or "", SIZES)
     args = parser.parse_args(argv or [])
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     started = time.perf_counter()

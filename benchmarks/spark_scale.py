@@ -24,7 +24,6 @@ every row), column by column.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import DOC, write_section
-from benchmarks.scale import _batch, _prepare, address_cap, bench_home, result_of
+from benchmarks.scale import _batch, _prepare, address_cap, bench_home, result_of, size_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = DOC.parent / "img" / "spark_scale.png"
@@ -333,18 +332,13 @@ score (a normed Wasserstein distance or a Jensen-Shannon distance) between the t
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="./run bench spark", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES),
-                        help="rows a batch, comma-separated (default 1M,3M,10M)")  # fmt: skip
-    parser.add_argument("--memory-gib", type=float, default=20.0, help="address space per step")
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds per step")
+    parser = size_parser("./run bench spark", __doc__ or "", SIZES)
     parser.add_argument("--driver-memory", default="4g", help="data.spark.driver_memory")
     parser.add_argument("--decision-rows", type=int, default=1_000_000,
                         help="rows of each batch, sample against whole")  # fmt: skip
     parser.add_argument("--months", default="2,4,6,8,10,12", help="months of that comparison")
     parser.add_argument("--engines", default=",".join(ENGINES), help="engines to measure")
     parser.add_argument("--steps", default=",".join(STEPS), help="steps to measure")
-    parser.add_argument("--no-write", action="store_true", help="print, leave the docs alone")
     args = parser.parse_args(argv or [])
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     started = time.perf_counter()

@@ -80,6 +80,21 @@ class Preprocessor:
             std[name] = sd if sd > 0 else 1.0
             if finite.size < values.size:
                 indicators.append(name)
+        return cls.of(spec, vocab, (median, mean, std), indicators, empty)
+
+    @classmethod
+    def of(
+        cls,
+        spec: DatasetSpec,
+        vocab: dict[str, list[str]],
+        moments: tuple[dict[str, float], dict[str, float], dict[str, float]],
+        indicators: list[str],
+        empty: list[str],
+    ) -> Preprocessor:
+        """A preprocessor of ``spec``'s features from fitted statistics (``moments``:
+        median, mean and standard deviation per numeric column), whoever computed them:
+        :meth:`fit` in memory, :mod:`training.data.stream` in passes."""
+        median, mean, std = moments
         return cls(
             categorical=list(spec.categorical_features),
             numeric=list(spec.numeric_features),

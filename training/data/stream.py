@@ -327,16 +327,7 @@ class StreamedData:
             std[name] = sd if sd > 0 else 1.0
             if m.n < n:
                 indicators.append(name)
-        return Preprocessor(
-            categorical=list(spec.categorical_features),
-            numeric=list(spec.numeric_features),
-            vocab=vocab,
-            median=median,
-            mean=mean,
-            std=std,
-            indicators=indicators,
-            empty=empty,
-        )
+        return Preprocessor.of(spec, vocab, (median, mean, std), indicators, empty)
 
     @staticmethod
     def _finite(table: pa.Table, name: str) -> np.ndarray:
