@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +91,7 @@ def spark_session(config: SparkConfig) -> SparkSession:
             builder = builder.config("spark.driver.memory", config.driver_memory)
         for name, value in {**BASE_CONF, **config.conf}.items():
             builder = builder.config(name, value)
-        os.environ.setdefault("PYSPARK_PYTHON", _python())
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers: this interpreter
         try:
             session = builder.getOrCreate()
         except Exception as exc:  # the JVM's start-up raises many kinds
@@ -103,12 +104,6 @@ def spark_session(config: SparkConfig) -> SparkSession:
         _SESSION.update(key=key, session=session)
         log.info("Spark session on %s (Spark %s)", config.master, session.version)
         return session
-
-
-def _python() -> str:
-    import sys
-
-    return sys.executable
 
 
 def stop_session() -> None:

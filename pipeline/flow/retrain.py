@@ -185,7 +185,8 @@ def export_window(env: Env, plan: Plan) -> Window:
             from pipeline.flow.spark_window import write_batch
 
             rows += write_batch(env, b, v, path, BATCH_COLUMN)
-            ids.add(pd.read_parquet(path, columns=[env.spec.id_column]))
+            if env.spec.id_scope == "global":  # only then are ids checked across batches
+                ids.add(pd.read_parquet(path, columns=[env.spec.id_column]))
             files.append(path)
             continue
         features = read_batch(env.store, BatchRef(env.dataset, b, v.features))

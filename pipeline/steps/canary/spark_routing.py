@@ -85,12 +85,14 @@ def score_in_spark(
         served, canary_rows = base.count(), 0  # the champion scores every row, first
         if canary:
             subset = frame if shadow else frame.filter(F.col(ROUTED))
-            scored, rolled_back = _canary(client, store, rules, name, canary, champion,
-                                          batch_id, subset, base, uri, shadow, rows)  # fmt: skip
+            scored, rolled_back, canary_rows = _canary(
+                client, store, rules, name, canary, champion, batch_id, subset, base, uri,
+                shadow, rows,
+            )  # fmt: skip
         if rolled_back is not None:
             log.warning("rolling canary v%s back before labels: %s", canary, rolled_back)
             reject_canary(client, store, config, name, str(canary), why=rolled_back)
-            canary, shadow, routed, scored = None, False, False, None
+            canary, shadow, routed, scored, canary_rows = None, False, False, None, 0
         if canary and shadow:
             key = predictions_key(spec.name, batch_id, sh.shadow_name(champion, canary))
             out = base.join(scored, ROW, "left").select(
@@ -112,7 +114,6 @@ def score_in_spark(
         if canary and routed and scored is not None:
             joined = base.join(scored, ROW, "left")
             to_canary = F.col(ROUTED)
-            canary_rows = int(base.filter(to_canary).count())
             out = joined.select(
                 F.col("__cr_id").alias(spec.id_column),
                 F.when(to_canary, F.col(SCORED)).otherwise(F.col(BASE)).alias(PREDICTION_COLUMN),
@@ -171,9 +172,10 @@ def _canary(
     uri: str,
     shadow: bool,
     rows: int,
-) -> tuple[Any, str | None]:
-    """The canary's scores of its rows as a persisted (row, score) frame, and why it is
-    rolled back (None: every guardrail held). Its failures are isolated here."""
+) -> tuple[Any, str | None, int]:
+    """The canary's scores of its rows as a persisted (row, score) frame, why it is
+    rolled back (None: every guardrail held) and how many rows it scored. Its failures
+    are isolated here."""
     import numpy as np
     from pyspark import StorageLevel
 
@@ -184,9 +186,9 @@ def _canary(
         pairs = scored.join(base.select(ROW, BASE), ROW).toPandas()
     except Exception as exc:  # any failure of the canary's: the champion serves
         log.exception("canary v%s could not score", canary)
-        return None, sc.canary_failure(canary, exc)
+        return None, sc.canary_failure(canary, exc), 0
     if pairs.empty:
-        return scored, None
+        return scored, None, 0
     pairs = pairs.sort_values(ROW, kind="stable")
     report = GuardrailReport(
         name, canary, champion, batch_id, "shadow" if shadow else "canary", len(pairs),
@@ -195,7 +197,7 @@ def _canary(
             rules, routed=None if shadow else (len(pairs), rows),
         ),
     )  # fmt: skip
-    return scored, sc.record_guardrails(client, store, report)
+    return scored, sc.record_guardrails(client, store, report), len(pairs)
 
 
 def _write(store: ObjectStore, key: str, out: DataFrame) -> None:
